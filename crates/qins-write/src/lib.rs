@@ -1,0 +1,669 @@
+//! A streaming, deterministic, atomic writer of `.qins` files (`spec/qins-v1.md` §18).
+//!
+//! Writing is two-phase, after gimli's `object` writer: a [`Plan`] declares every tensor
+//! (name, dtype, shape, raw or encoded), every asset and the metadata up front, so the whole
+//! layout is known before any weight is seen (§9.2). Tensor data is then pushed in plan order,
+//! whole or in parts, and [`Writer::finish`] writes the LUT table and the header with their
+//! checksums and renames the temporary file into place.
+//!
+//! Memory held is the plan, the tables, and whatever part the caller passes in: never the file.
+//! The output depends only on the plan and the data: no time stamps, no hash-map order.
+//!
+//! ```no_run
+//! use qins_format::{Codec, Dtype, Storage};
+//! use qins_write::{Plan, TensorSpec, Writer};
+//!
+//! let mut plan = Plan::new();
+//! plan.tensors.push(TensorSpec::new("w", Dtype::F32, vec![2, 2], Storage::Encoded { codec: Codec::Log, row_scales: false }));
+//! let mut w = Writer::create("out.qins".as_ref(), plan, false)?;
+//! w.encode_tensor(&[0.5, -0.25, 0.0, 1.0], None)?;
+//! w.finish()?;
+//! # Ok::<(), qins_write::WriteError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crc32fast::Hasher;
+use qins_format::codec::{EncodeError, Quantizer, RowScales};
+use qins_format::layout::Cursor;
+use qins_format::names::{check_asset_name, check_tensor_name, NameProblem};
+use qins_format::{
+    alignment_is_valid, header_size, limits, section_lengths, AssetRecord, Dtype, Preamble, SectionRef, Storage,
+    TensorRecord, DEFAULT_ALIGNMENT, FLAG_ROW_SCALES, LUT_BYTES, MAGIC, MAX_RANK, VERSION_MAJOR, VERSION_MINOR,
+};
+use zerocopy::IntoBytes;
+
+/// One tensor of a [`Plan`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    /// Unique name (§4).
+    pub name: String,
+    /// Source dtype; must be encodable (F16, BF16, F32) when `storage` is encoded.
+    pub dtype: Dtype,
+    /// Dimensions, outermost first; at most 8.
+    pub shape: Vec<u64>,
+    /// Raw or encoded.
+    pub storage: Storage,
+}
+
+impl TensorSpec {
+    /// A tensor spec.
+    pub fn new(name: impl Into<String>, dtype: Dtype, shape: Vec<u64>, storage: Storage) -> Self {
+        TensorSpec {
+            name: name.into(),
+            dtype,
+            shape,
+            storage,
+        }
+    }
+}
+
+/// A named asset: one of the model directory's small files (§5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// Relative path with `/` separators.
+    pub name: String,
+    /// The file's bytes.
+    pub data: Vec<u8>,
+}
+
+/// Everything the writer must know before the first byte of data: the layout follows from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Tensors, in the order they will be written and listed.
+    pub tensors: Vec<TensorSpec>,
+    /// Assets, in file order.
+    pub assets: Vec<Asset>,
+    /// Metadata (§7); written with keys in ascending order.
+    pub metadata: BTreeMap<String, String>,
+    /// Section alignment (§3); [`DEFAULT_ALIGNMENT`] unless set.
+    pub alignment: u32,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            tensors: Vec::new(),
+            assets: Vec::new(),
+            metadata: BTreeMap::new(),
+            alignment: DEFAULT_ALIGNMENT,
+        }
+    }
+}
+
+impl Plan {
+    /// An empty plan with the default alignment.
+    pub fn new() -> Self {
+        Plan::default()
+    }
+}
+
+/// What went wrong while writing. Nothing is left at the target path in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The plan breaks a rule of the spec; `what` names the tensor, asset or field.
+    #[error("invalid plan: {what}: {reason}")]
+    InvalidPlan {
+        /// The tensor, asset or field at fault.
+        what: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A tensor's values cannot be encoded (NaN, infinity, bad row scales).
+    #[error("cannot encode tensor {tensor:?}: {source}")]
+    Encode {
+        /// The tensor.
+        tensor: String,
+        /// The cause.
+        source: EncodeError,
+    },
+    /// Data was pushed that does not fit the plan: wrong tensor kind, wrong length, too much,
+    /// or `finish` before every tensor was written.
+    #[error("writer misuse at tensor {tensor:?}: {reason}")]
+    Misuse {
+        /// The tensor the writer expected next (or `""` past the last one).
+        tensor: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The target exists and overwriting was not allowed.
+    #[error("{path}: already exists")]
+    Exists {
+        /// The target.
+        path: PathBuf,
+    },
+    /// An I/O error on the target or its temporary file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+fn invalid(what: impl Into<String>, reason: impl Into<String>) -> WriteError {
+    WriteError::InvalidPlan {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The sizes of what was written, counted from the layout (the bytes in the file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Total file size.
+    pub file_size: u64,
+    /// Header block size.
+    pub header_bytes: u64,
+    /// LUT table bytes.
+    pub lut_bytes: u64,
+    /// Code bytes of encoded tensors.
+    pub code_bytes: u64,
+    /// Sign bytes of encoded tensors.
+    pub sign_bytes: u64,
+    /// Row-scale bytes of encoded tensors.
+    pub scale_bytes: u64,
+    /// Raw tensor bytes.
+    pub raw_bytes: u64,
+    /// Asset bytes.
+    pub asset_bytes: u64,
+    /// Zero padding.
+    pub padding_bytes: u64,
+}
+
+/// The state of the tensor being written.
+enum Current {
+    /// Nothing begun.
+    Idle,
+    /// A raw tensor, `done` bytes in.
+    Raw { done: u64, crc: Hasher },
+    /// An encoded tensor, `done` elements in.
+    Encoded {
+        done: u64,
+        codes: Hasher,
+        signs: Hasher,
+    },
+}
+
+/// A `.qins` file being written. Dropping it before [`Writer::finish`] removes the temporary
+/// file and leaves the target untouched.
+pub struct Writer {
+    target: PathBuf,
+    overwrite: bool,
+    tmp: tempfile::NamedTempFile,
+    plan: Plan,
+    records: Vec<TensorRecord>,
+    assets: Vec<AssetRecord>,
+    strings: Vec<u8>,
+    metadata: Vec<u8>,
+    lut_table: SectionRef,
+    luts: Vec<u8>,
+    file_size: u64,
+    header_size: u64,
+    next: usize,
+    current: Current,
+}
+
+impl Writer {
+    /// Validates `plan`, computes the layout, and creates a temporary file beside `path`.
+    /// With `overwrite` false, an existing `path` is refused now and again at the rename.
+    pub fn create(path: &Path, plan: Plan, overwrite: bool) -> Result<Writer, WriteError> {
+        if !overwrite && path.exists() {
+            return Err(WriteError::Exists { path: path.into() });
+        }
+        let (records, assets, strings, metadata, lut_table, header_size, file_size) = layout(&plan)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let io_err = |source| WriteError::Io {
+            path: path.into(),
+            source,
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{stem}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(io_err)?;
+        // Sections are written at their offsets; the padding between them stays zero.
+        tmp.as_file().set_len(file_size).map_err(io_err)?;
+        let lut_count = lut_table.length.get() / LUT_BYTES;
+        let mut w = Writer {
+            target: path.into(),
+            overwrite,
+            tmp,
+            plan,
+            records,
+            assets,
+            strings,
+            metadata,
+            lut_table,
+            luts: Vec::with_capacity((lut_count * LUT_BYTES) as usize),
+            file_size,
+            header_size,
+            next: 0,
+            current: Current::Idle,
+        };
+        w.skip_empty();
+        Ok(w)
+    }
+
+    /// The plan being written.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The tensor whose data is expected next, or `None` when every tensor is written.
+    pub fn next_tensor(&self) -> Option<&TensorSpec> {
+        self.plan.tensors.get(self.next)
+    }
+
+    fn misuse(&self, reason: impl Into<String>) -> WriteError {
+        WriteError::Misuse {
+            tensor: self.next_tensor().map(|t| t.name.clone()).unwrap_or_default(),
+            reason: reason.into(),
+        }
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), WriteError> {
+        self.tmp
+            .as_file()
+            .write_all_at(bytes, offset)
+            .map_err(|source| WriteError::Io {
+                path: self.tmp.path().into(),
+                source,
+            })
+    }
+
+    /// Completes raw tensors of zero bytes, which need no data call.
+    fn skip_empty(&mut self) {
+        while let Some(t) = self.plan.tensors.get(self.next) {
+            let rec = &self.records[self.next];
+            if t.storage == Storage::Raw && rec.data.length.get() == 0 && matches!(self.current, Current::Idle) {
+                self.next += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Writes the next tensor, which must be raw, whole: `bytes` are its exact bytes (§13).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        let want = self
+            .records
+            .get(self.next)
+            .map(|r| r.data.length.get())
+            .unwrap_or(0);
+        if matches!(self.current, Current::Idle) && bytes.len() as u64 != want {
+            return Err(self.misuse(format!("expected {want} raw bytes, got {}", bytes.len())));
+        }
+        self.write_raw_part(bytes)
+    }
+
+    /// Appends the next part of the current raw tensor; the tensor is complete when all of its
+    /// bytes have been given.
+    pub fn write_raw_part(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        let Some(t) = self.next_tensor() else {
+            return Err(self.misuse("every tensor is already written"));
+        };
+        if t.storage != Storage::Raw {
+            return Err(self.misuse("tensor is planned as encoded, not raw"));
+        }
+        let rec = self.records[self.next];
+        let (done, mut crc) = match std::mem::replace(&mut self.current, Current::Idle) {
+            Current::Raw { done, crc } => (done, crc),
+            _ => (0, Hasher::new()),
+        };
+        let len = rec.data.length.get();
+        let end = done + bytes.len() as u64;
+        if end > len {
+            return Err(self.misuse(format!("{end} raw bytes given, the tensor has {len}")));
+        }
+        self.write_at(rec.data.offset.get() + done, bytes)?;
+        crc.update(bytes);
+        if end == len {
+            self.records[self.next].data.crc = crc.finalize().into();
+            self.next += 1;
+            self.skip_empty();
+        } else {
+            self.current = Current::Raw { done: end, crc };
+        }
+        Ok(())
+    }
+
+    /// Encodes and writes the next tensor, which must be planned as encoded, from its values
+    /// (converted to f32) and, if planned with row scales, its scales.
+    pub fn encode_tensor(&mut self, values: &[f32], scales: Option<&[f32]>) -> Result<(), WriteError> {
+        let Some(t) = self.next_tensor() else {
+            return Err(self.misuse("every tensor is already written"));
+        };
+        let Storage::Encoded { codec, .. } = t.storage else {
+            return Err(self.misuse("tensor is planned as raw, not encoded"));
+        };
+        let name = t.name.clone();
+        let shape = t.shape.clone();
+        let enc = |source| WriteError::Encode {
+            tensor: name.clone(),
+            source,
+        };
+        let rs = scales.map(|s| RowScales::new(s, &shape)).transpose().map_err(enc)?;
+        let stats = qins_format::codec::scan(values, 0, rs.as_ref()).map_err(enc)?;
+        let q = Quantizer::new(codec, &stats);
+        self.begin_encoded(&q, scales)?;
+        let mut codes = vec![0u8; values.len()];
+        let mut signs = vec![0u8; values.len().div_ceil(8)];
+        q.encode(values, 0, rs.as_ref(), &mut codes, &mut signs).map_err(enc)?;
+        self.write_encoded_part(&codes, &signs)
+    }
+
+    /// Begins the next tensor, which must be planned as encoded, with its fitted quantizer and
+    /// its row scales (exactly when planned with them). Codes and signs follow with
+    /// [`Writer::write_encoded_part`].
+    pub fn begin_encoded(&mut self, quantizer: &Quantizer, scales: Option<&[f32]>) -> Result<(), WriteError> {
+        let Some(t) = self.next_tensor() else {
+            return Err(self.misuse("every tensor is already written"));
+        };
+        let Storage::Encoded { codec, row_scales } = t.storage else {
+            return Err(self.misuse("tensor is planned as raw, not encoded"));
+        };
+        if !matches!(self.current, Current::Idle) {
+            return Err(self.misuse("the previous tensor is not complete"));
+        }
+        if quantizer.codec() != codec {
+            return Err(self.misuse(format!("planned codec {codec}, quantizer is {}", quantizer.codec())));
+        }
+        if row_scales != scales.is_some() {
+            return Err(self.misuse(if row_scales {
+                "tensor is planned with row scales; none given"
+            } else {
+                "row scales given for a tensor planned without them"
+            }));
+        }
+        let rec = self.records[self.next];
+        if let Some(s) = scales {
+            RowScales::new(s, &t.shape).map_err(|source| WriteError::Encode {
+                tensor: t.name.clone(),
+                source,
+            })?;
+            let bytes: Vec<u8> = s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.write_at(rec.scales.offset.get(), &bytes)?;
+            self.records[self.next].scales.crc = crc32fast::hash(&bytes).into();
+        }
+        let [p0, p1] = quantizer.params();
+        let r = &mut self.records[self.next];
+        r.param0 = p0.into();
+        r.param1 = p1.into();
+        self.luts.extend(quantizer.lut().iter().flat_map(|v| v.to_le_bytes()));
+        self.current = Current::Encoded {
+            done: 0,
+            codes: Hasher::new(),
+            signs: Hasher::new(),
+        };
+        if rec.data.length.get() == 0 {
+            self.write_encoded_part(&[], &[])?;
+        }
+        Ok(())
+    }
+
+    /// Appends the next part of the current encoded tensor: `codes` for the next elements and
+    /// their sign bytes. Every part but the last must cover a multiple of 8 elements.
+    pub fn write_encoded_part(&mut self, codes: &[u8], signs: &[u8]) -> Result<(), WriteError> {
+        let Current::Encoded { done, .. } = self.current else {
+            return Err(self.misuse("no encoded tensor begun (call begin_encoded first)"));
+        };
+        let rec = self.records[self.next];
+        let n = rec.data.length.get();
+        let end = done + codes.len() as u64;
+        if end > n {
+            return Err(self.misuse(format!("{end} codes given, the tensor has {n}")));
+        }
+        if end < n && codes.len() % 8 != 0 {
+            return Err(self.misuse("a part before the last must cover a multiple of 8 elements"));
+        }
+        if signs.len() != codes.len().div_ceil(8) {
+            return Err(self.misuse(format!("{} codes need {} sign bytes, got {}", codes.len(), codes.len().div_ceil(8), signs.len())));
+        }
+        self.write_at(rec.data.offset.get() + done, codes)?;
+        self.write_at(rec.signs.offset.get() + done / 8, signs)?;
+        let Current::Encoded {
+            codes: ref mut hc,
+            signs: ref mut hs,
+            done: ref mut d,
+        } = self.current
+        else {
+            unreachable!("checked above");
+        };
+        hc.update(codes);
+        hs.update(signs);
+        *d = end;
+        if end == n {
+            let Current::Encoded { codes, signs, .. } = std::mem::replace(&mut self.current, Current::Idle) else {
+                unreachable!("checked above");
+            };
+            let r = &mut self.records[self.next];
+            r.data.crc = codes.finalize().into();
+            r.signs.crc = signs.finalize().into();
+            self.next += 1;
+            self.skip_empty();
+        }
+        Ok(())
+    }
+
+    /// Writes the assets, the LUT table and the header, flushes, and renames the file into
+    /// place. Every tensor must have been written.
+    pub fn finish(mut self) -> Result<WriteSummary, WriteError> {
+        if self.next < self.plan.tensors.len() || !matches!(self.current, Current::Idle) {
+            return Err(self.misuse("finish called before every tensor was written"));
+        }
+        for (rec, asset) in self.assets.iter_mut().zip(&self.plan.assets) {
+            rec.data.crc = crc32fast::hash(&asset.data).into();
+        }
+        for (rec, asset) in self.assets.iter().zip(&self.plan.assets) {
+            self.write_at(rec.data.offset.get(), &asset.data)?;
+        }
+        self.lut_table.crc = crc32fast::hash(&self.luts).into();
+        self.write_at(self.lut_table.offset.get(), &self.luts)?;
+        let header = self.header_bytes();
+        debug_assert_eq!(header.len() as u64, self.header_size);
+        self.write_at(0, &header)?;
+        let summary = self.summary();
+        let io_err = |path: &Path, source| WriteError::Io {
+            path: path.into(),
+            source,
+        };
+        self.tmp.as_file().sync_all().map_err(|e| io_err(self.tmp.path(), e))?;
+        let target = self.target.clone();
+        if self.overwrite {
+            self.tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&target).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    WriteError::Exists { path: target.clone() }
+                } else {
+                    io_err(&target, e.error)
+                }
+            })?;
+        }
+        Ok(summary)
+    }
+
+    fn header_bytes(&self) -> Vec<u8> {
+        let preamble = Preamble {
+            magic: MAGIC,
+            version_major: VERSION_MAJOR.into(),
+            version_minor: VERSION_MINOR.into(),
+            alignment: self.plan.alignment.into(),
+            required_features: 0.into(),
+            file_size: self.file_size.into(),
+            header_size: self.header_size.into(),
+            tensor_count: (self.records.len() as u32).into(),
+            asset_count: (self.assets.len() as u32).into(),
+            lut_count: ((self.lut_table.length.get() / LUT_BYTES) as u32).into(),
+            strings_size: (self.strings.len() as u32).into(),
+            metadata_size: (self.metadata.len() as u32).into(),
+            reserved0: 0.into(),
+            lut_table: self.lut_table,
+            reserved1: 0.into(),
+        };
+        let mut h = Vec::with_capacity(self.header_size as usize);
+        h.extend_from_slice(preamble.as_bytes());
+        h.extend_from_slice(self.records.as_bytes());
+        h.extend_from_slice(self.assets.as_bytes());
+        h.extend_from_slice(&self.strings);
+        h.extend_from_slice(&self.metadata);
+        let crc = crc32fast::hash(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    fn summary(&self) -> WriteSummary {
+        let mut s = WriteSummary {
+            file_size: self.file_size,
+            header_bytes: self.header_size,
+            lut_bytes: self.lut_table.length.get(),
+            ..WriteSummary::default()
+        };
+        for (r, t) in self.records.iter().zip(&self.plan.tensors) {
+            match t.storage {
+                Storage::Raw => s.raw_bytes += r.data.length.get(),
+                Storage::Encoded { .. } => {
+                    s.code_bytes += r.data.length.get();
+                    s.sign_bytes += r.signs.length.get();
+                    s.scale_bytes += r.scales.length.get();
+                }
+            }
+        }
+        s.asset_bytes = self.assets.iter().map(|a| a.data.length.get()).sum();
+        s.padding_bytes = s.file_size
+            - s.header_bytes
+            - s.lut_bytes
+            - s.code_bytes
+            - s.sign_bytes
+            - s.scale_bytes
+            - s.raw_bytes
+            - s.asset_bytes;
+        s
+    }
+}
+
+type Layout = (Vec<TensorRecord>, Vec<AssetRecord>, Vec<u8>, Vec<u8>, SectionRef, u64, u64);
+
+/// Validates a plan and computes every record and offset (§3–§9), checksums left at zero.
+fn layout(plan: &Plan) -> Result<Layout, WriteError> {
+    if !alignment_is_valid(plan.alignment) {
+        return Err(invalid("alignment", format!("{} is not a power of two in [64, 1048576]", plan.alignment)));
+    }
+    if plan.tensors.len() > limits::MAX_TENSORS as usize {
+        return Err(invalid("tensors", format!("{} tensors, the limit is {}", plan.tensors.len(), limits::MAX_TENSORS)));
+    }
+    if plan.assets.len() > limits::MAX_ASSETS as usize {
+        return Err(invalid("assets", format!("{} assets, the limit is {}", plan.assets.len(), limits::MAX_ASSETS)));
+    }
+    let name_err = |kind: &str, name: &str, p: NameProblem| invalid(format!("{kind} {name:?}"), p.to_string());
+    let mut strings = Vec::new();
+    let mut seen = HashSet::new();
+    let mut records = Vec::with_capacity(plan.tensors.len());
+    let mut lengths = Vec::with_capacity(plan.tensors.len());
+    let mut encoded = 0u32;
+    for t in &plan.tensors {
+        check_tensor_name(t.name.as_bytes()).map_err(|p| name_err("tensor", &t.name, p))?;
+        if !seen.insert(t.name.as_str()) {
+            return Err(invalid(format!("tensor {:?}", t.name), "the name is used twice"));
+        }
+        if t.shape.len() > MAX_RANK {
+            return Err(invalid(format!("tensor {:?}", t.name), format!("rank {} exceeds 8", t.shape.len())));
+        }
+        let (codec, flags, lut_index) = match t.storage {
+            Storage::Raw => (0, 0, 0),
+            Storage::Encoded { codec, row_scales } => {
+                if !t.dtype.is_encodable() {
+                    return Err(invalid(
+                        format!("tensor {:?}", t.name),
+                        format!("dtype {} cannot be encoded (only F16, BF16, F32); keep it raw", t.dtype),
+                    ));
+                }
+                encoded += 1;
+                (codec.id(), if row_scales { FLAG_ROW_SCALES } else { 0 }, encoded - 1)
+            }
+        };
+        let lens = section_lengths(t.dtype, &t.shape, t.storage).ok_or_else(|| {
+            invalid(
+                format!("tensor {:?}", t.name),
+                format!("shape {:?} of {} has no whole byte size", t.shape, t.dtype),
+            )
+        })?;
+        lengths.push(lens);
+        let mut shape = [0u64.into(); MAX_RANK];
+        for (s, &d) in shape.iter_mut().zip(&t.shape) {
+            *s = d.into();
+        }
+        records.push(TensorRecord {
+            name_offset: (strings.len() as u32).into(),
+            name_len: (t.name.len() as u32).into(),
+            dtype: t.dtype.code(),
+            rank: t.shape.len() as u8,
+            codec: codec.into(),
+            flags: flags.into(),
+            shape,
+            param0: 0.0.into(),
+            param1: 0.0.into(),
+            lut_index: lut_index.into(),
+            reserved: 0.into(),
+            data: SectionRef::default(),
+            signs: SectionRef::default(),
+            scales: SectionRef::default(),
+        });
+        strings.extend_from_slice(t.name.as_bytes());
+    }
+    let mut seen = HashSet::new();
+    let mut assets = Vec::with_capacity(plan.assets.len());
+    for a in &plan.assets {
+        check_asset_name(a.name.as_bytes()).map_err(|p| name_err("asset", &a.name, p))?;
+        if !seen.insert(a.name.as_str()) {
+            return Err(invalid(format!("asset {:?}", a.name), "the name is used twice"));
+        }
+        assets.push(AssetRecord {
+            name_offset: (strings.len() as u32).into(),
+            name_len: (a.name.len() as u32).into(),
+            data: SectionRef::default(),
+        });
+        strings.extend_from_slice(a.name.as_bytes());
+    }
+    let metadata = if plan.metadata.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&plan.metadata).map_err(|e| invalid("metadata", e.to_string()))?
+    };
+    if metadata.len() > limits::MAX_METADATA as usize {
+        return Err(invalid("metadata", format!("{} bytes of JSON, the limit is {}", metadata.len(), limits::MAX_METADATA)));
+    }
+    let too_big = || invalid("header", "the header would exceed the 256 MiB limit; split the model");
+    let strings_size = u32::try_from(strings.len()).map_err(|_| too_big())?;
+    let hs = header_size(records.len() as u32, assets.len() as u32, strings_size, metadata.len() as u32)
+        .filter(|&h| h <= limits::MAX_HEADER_SIZE)
+        .ok_or_else(too_big)?;
+    let overflow = || invalid("layout", "section offsets overflow 64 bits");
+    let mut cur = Cursor::new(hs, plan.alignment);
+    let lut_len = u64::from(encoded) * LUT_BYTES;
+    let lut_table = SectionRef::new(cur.place(lut_len).ok_or_else(overflow)?, lut_len, 0);
+    for (rec, lens) in records.iter_mut().zip(&lengths) {
+        rec.data = SectionRef::new(cur.place(lens[0]).ok_or_else(overflow)?, lens[0], 0);
+        if rec.codec.get() != 0 {
+            rec.signs = SectionRef::new(cur.place(lens[1]).ok_or_else(overflow)?, lens[1], 0);
+            if rec.flags.get() & FLAG_ROW_SCALES != 0 {
+                rec.scales = SectionRef::new(cur.place(lens[2]).ok_or_else(overflow)?, lens[2], 0);
+            }
+        }
+    }
+    for (rec, a) in assets.iter_mut().zip(&plan.assets) {
+        let len = a.data.len() as u64;
+        rec.data = SectionRef::new(cur.place(len).ok_or_else(overflow)?, len, 0);
+    }
+    Ok((records, assets, strings, metadata, lut_table, hs, cur.end()))
+}
