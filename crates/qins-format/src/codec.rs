@@ -201,7 +201,11 @@ fn scaled(x: f32, index: u64, scales: Option<&RowScales<'_>>) -> f32 {
 
 /// Scans a chunk of values whose first element has flat index `first`: checks that every value
 /// is finite and gathers the magnitudes' statistics.
-pub fn scan(values: &[f32], first: u64, scales: Option<&RowScales<'_>>) -> Result<Stats, EncodeError> {
+pub fn scan(
+    values: &[f32],
+    first: u64,
+    scales: Option<&RowScales<'_>>,
+) -> Result<Stats, EncodeError> {
     let mut st = Stats::EMPTY;
     for (i, &x) in values.iter().enumerate() {
         let index = first + i as u64;
@@ -326,7 +330,8 @@ impl Quantizer {
         codes: &mut [u8],
         signs: &mut [u8],
     ) -> Result<(), EncodeError> {
-        if first % 8 != 0 || codes.len() != values.len() || signs.len() != values.len().div_ceil(8) {
+        if first % 8 != 0 || codes.len() != values.len() || signs.len() != values.len().div_ceil(8)
+        {
             return Err(EncodeError::BadChunk { first });
         }
         signs.fill(0);
@@ -359,7 +364,11 @@ pub struct Encoded {
 }
 
 /// Encodes a whole tensor with `codec`.
-pub fn encode(codec: Codec, values: &[f32], scales: Option<&RowScales<'_>>) -> Result<Encoded, EncodeError> {
+pub fn encode(
+    codec: Codec,
+    values: &[f32],
+    scales: Option<&RowScales<'_>>,
+) -> Result<Encoded, EncodeError> {
     let stats = scan(values, 0, scales)?;
     let quantizer = Quantizer::new(codec, &stats);
     let mut codes = vec![0u8; values.len()];
@@ -380,7 +389,9 @@ mod tests {
     fn log_codes_follow_the_formula() {
         let v = [0.5f32, -0.25, 0.0, 0.001, -0.5, 1e-3];
         let e = encode(Codec::Log, &v, None).unwrap();
-        let x = 255.0 - 254.0 * (0.25f64.ln() - f64::from(0.001f32).ln()) / (0.5f64.ln() - f64::from(0.001f32).ln());
+        let x = 255.0
+            - 254.0 * (0.25f64.ln() - f64::from(0.001f32).ln())
+                / (0.5f64.ln() - f64::from(0.001f32).ln());
         assert_eq!(e.codes, [1, x.round_ties_even() as u8, 0, 255, 1, 255]);
         assert_eq!(e.signs, [0b0001_0010]);
         let [lo, hi] = e.quantizer.params();
@@ -420,7 +431,10 @@ mod tests {
     fn non_finite_values_are_refused_with_their_index() {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let err = encode(Codec::Log, &[1.0, 2.0, bad], None).unwrap_err();
-            assert!(matches!(err, EncodeError::NonFinite { index: 2, .. }), "{err}");
+            assert!(
+                matches!(err, EncodeError::NonFinite { index: 2, .. }),
+                "{err}"
+            );
         }
     }
 
@@ -429,7 +443,10 @@ mod tests {
         let shape = [2u64, 2];
         assert!(matches!(
             RowScales::new(&[1.0], &shape),
-            Err(EncodeError::ScaleCount { expected: 2, got: 1 })
+            Err(EncodeError::ScaleCount {
+                expected: 2,
+                got: 1
+            })
         ));
         assert!(matches!(
             RowScales::new(&[1.0, 0.0], &shape),
@@ -444,7 +461,9 @@ mod tests {
 
     #[test]
     fn chunked_encoding_equals_whole() {
-        let v: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
+        let v: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 - 500.0)
+            .collect();
         let whole = encode(Codec::Log, &v, None).unwrap();
         let st = v
             .chunks(256)
@@ -456,8 +475,14 @@ mod tests {
         let mut signs = vec![0; v.len().div_ceil(8)];
         for (k, c) in v.chunks(256).enumerate() {
             let a = k * 256;
-            q.encode(c, a as u64, None, &mut codes[a..a + c.len()], &mut signs[a / 8..(a + c.len()).div_ceil(8)])
-                .unwrap();
+            q.encode(
+                c,
+                a as u64,
+                None,
+                &mut codes[a..a + c.len()],
+                &mut signs[a / 8..(a + c.len()).div_ceil(8)],
+            )
+            .unwrap();
         }
         assert_eq!(codes, whole.codes);
         assert_eq!(signs, whole.signs);

@@ -25,8 +25,9 @@ pub struct EncodedParts<'a> {
     pub codes: &'a [u8],
     /// Packed sign bits (§11.2).
     pub signs: &'a [u8],
-    /// Row scales and the row length, if the tensor has them (§11.3).
-    pub scales: Option<(&'a [f32], u64)>,
+    /// Row scales (little-endian f32 bytes, as in the file) and the row length, if the tensor
+    /// has them (§11.3).
+    pub scales: Option<(&'a [u8], u64)>,
 }
 
 impl EncodedParts<'_> {
@@ -41,7 +42,7 @@ impl EncodedParts<'_> {
             return Err(err);
         }
         if let Some((scales, row_len)) = self.scales {
-            if len > 0 && (row_len == 0 || (end - 1) / row_len >= scales.len() as u64) {
+            if len > 0 && (row_len == 0 || (end - 1) / row_len >= (scales.len() / 4) as u64) {
                 return Err(err);
             }
         }
@@ -70,8 +71,23 @@ impl EncodedParts<'_> {
             }
         }
         if let Some((scales, row_len)) = self.scales {
-            for (k, o) in out.iter_mut().enumerate() {
-                *o *= scales[((a + k) as u64 / row_len) as usize];
+            let scale = |r: usize| {
+                f32::from_le_bytes([
+                    scales[4 * r],
+                    scales[4 * r + 1],
+                    scales[4 * r + 2],
+                    scales[4 * r + 3],
+                ])
+            };
+            let row_len = row_len as usize;
+            // One row at a time: the scale is read once per row, not per element.
+            let mut k = 0;
+            while k < out.len() {
+                let row = (a + k) / row_len;
+                let stop = ((row + 1) * row_len - a).min(out.len());
+                let s = scale(row);
+                out[k..stop].iter_mut().for_each(|o| *o *= s);
+                k = stop;
             }
         }
         Ok(())
@@ -87,7 +103,12 @@ impl EncodedParts<'_> {
         self.decode_via_f32(first, out, f16::from_f32)
     }
 
-    fn decode_via_f32<T: Copy>(&self, first: u64, out: &mut [T], cvt: fn(f32) -> T) -> Result<(), RangeError> {
+    fn decode_via_f32<T: Copy>(
+        &self,
+        first: u64,
+        out: &mut [T],
+        cvt: fn(f32) -> T,
+    ) -> Result<(), RangeError> {
         self.check(first, out.len())?;
         const BLOCK: usize = 4096;
         let mut tmp = [0f32; BLOCK];
@@ -109,9 +130,16 @@ mod tests {
 
     fn reference(p: &EncodedParts<'_>, i: usize) -> f32 {
         let m = p.lut[usize::from(p.codes[i])];
-        let v = if (p.signs[i / 8] >> (i % 8)) & 1 == 1 { -m } else { m };
+        let v = if (p.signs[i / 8] >> (i % 8)) & 1 == 1 {
+            -m
+        } else {
+            m
+        };
         match p.scales {
-            Some((s, l)) => v * s[i / l as usize],
+            Some((s, l)) => {
+                let r = i / l as usize;
+                v * f32::from_le_bytes(s[4 * r..4 * r + 4].try_into().unwrap())
+            }
             None => v,
         }
     }
@@ -121,6 +149,7 @@ mod tests {
         let v: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.37).collect();
         let shape = [37u64];
         let scales = [2.0f32];
+        let scale_bytes = 2.0f32.to_le_bytes();
         let rs = RowScales::new(&scales, &shape).unwrap();
         for with_scales in [false, true] {
             let e = encode(Codec::Log, &v, with_scales.then_some(&rs)).unwrap();
@@ -128,7 +157,7 @@ mod tests {
                 lut: e.quantizer.lut(),
                 codes: &e.codes,
                 signs: &e.signs,
-                scales: with_scales.then_some((&scales[..], 37)),
+                scales: with_scales.then_some((&scale_bytes[..], 37)),
             };
             for a in 0..37 {
                 for b in a..=37 {
@@ -148,7 +177,10 @@ mod tests {
                 assert_eq!(h[i], f16::from_f32(reference(&p, i)));
             }
             let mut out = [0f32; 2];
-            assert_eq!(p.decode_f32(36, &mut out), Err(RangeError { first: 36, end: 38 }));
+            assert_eq!(
+                p.decode_f32(36, &mut out),
+                Err(RangeError { first: 36, end: 38 })
+            );
         }
     }
 }

@@ -40,7 +40,10 @@ pub fn check_tensor_name(bytes: &[u8]) -> Result<&str, NameProblem> {
 /// Checks an asset name (§5, §6): a tensor name's rules plus a safe relative path.
 pub fn check_asset_name(bytes: &[u8]) -> Result<&str, NameProblem> {
     let s = check_tensor_name(bytes)?;
-    if s.contains('\\') || s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if s.contains('\\')
+        || s.split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(NameProblem::UnsafePath);
     }
     Ok(s)
@@ -52,7 +55,10 @@ mod tests {
 
     #[test]
     fn asset_paths() {
-        assert_eq!(check_asset_name(b"1_Pooling/config.json"), Ok("1_Pooling/config.json"));
+        assert_eq!(
+            check_asset_name(b"1_Pooling/config.json"),
+            Ok("1_Pooling/config.json")
+        );
         for bad in ["/etc/passwd", "a//b", "a/", "../x", "a/./b", "a\\b", ""] {
             assert!(check_asset_name(bad.as_bytes()).is_err(), "{bad}");
         }

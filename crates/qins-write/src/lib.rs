@@ -32,8 +32,9 @@ use qins_format::codec::{EncodeError, Quantizer, RowScales};
 use qins_format::layout::Cursor;
 use qins_format::names::{check_asset_name, check_tensor_name, NameProblem};
 use qins_format::{
-    alignment_is_valid, header_size, limits, section_lengths, AssetRecord, Dtype, Preamble, SectionRef, Storage,
-    TensorRecord, DEFAULT_ALIGNMENT, FLAG_ROW_SCALES, LUT_BYTES, MAGIC, MAX_RANK, VERSION_MAJOR, VERSION_MINOR,
+    alignment_is_valid, header_size, limits, section_lengths, AssetRecord, Dtype, Preamble,
+    SectionRef, Storage, TensorRecord, DEFAULT_ALIGNMENT, FLAG_ROW_SCALES, LUT_BYTES, MAGIC,
+    MAX_RANK, VERSION_MAJOR, VERSION_MINOR,
 };
 use zerocopy::IntoBytes;
 
@@ -216,7 +217,8 @@ impl Writer {
         if !overwrite && path.exists() {
             return Err(WriteError::Exists { path: path.into() });
         }
-        let (records, assets, strings, metadata, lut_table, header_size, file_size) = layout(&plan)?;
+        let (records, assets, strings, metadata, lut_table, header_size, file_size) =
+            layout(&plan)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -266,7 +268,10 @@ impl Writer {
 
     fn misuse(&self, reason: impl Into<String>) -> WriteError {
         WriteError::Misuse {
-            tensor: self.next_tensor().map(|t| t.name.clone()).unwrap_or_default(),
+            tensor: self
+                .next_tensor()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
             reason: reason.into(),
         }
     }
@@ -285,7 +290,10 @@ impl Writer {
     fn skip_empty(&mut self) {
         while let Some(t) = self.plan.tensors.get(self.next) {
             let rec = &self.records[self.next];
-            if t.storage == Storage::Raw && rec.data.length.get() == 0 && matches!(self.current, Current::Idle) {
+            if t.storage == Storage::Raw
+                && rec.data.length.get() == 0
+                && matches!(self.current, Current::Idle)
+            {
                 self.next += 1;
             } else {
                 break;
@@ -339,7 +347,11 @@ impl Writer {
 
     /// Encodes and writes the next tensor, which must be planned as encoded, from its values
     /// (converted to f32) and, if planned with row scales, its scales.
-    pub fn encode_tensor(&mut self, values: &[f32], scales: Option<&[f32]>) -> Result<(), WriteError> {
+    pub fn encode_tensor(
+        &mut self,
+        values: &[f32],
+        scales: Option<&[f32]>,
+    ) -> Result<(), WriteError> {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
         };
@@ -352,20 +364,28 @@ impl Writer {
             tensor: name.clone(),
             source,
         };
-        let rs = scales.map(|s| RowScales::new(s, &shape)).transpose().map_err(enc)?;
+        let rs = scales
+            .map(|s| RowScales::new(s, &shape))
+            .transpose()
+            .map_err(enc)?;
         let stats = qins_format::codec::scan(values, 0, rs.as_ref()).map_err(enc)?;
         let q = Quantizer::new(codec, &stats);
         self.begin_encoded(&q, scales)?;
         let mut codes = vec![0u8; values.len()];
         let mut signs = vec![0u8; values.len().div_ceil(8)];
-        q.encode(values, 0, rs.as_ref(), &mut codes, &mut signs).map_err(enc)?;
+        q.encode(values, 0, rs.as_ref(), &mut codes, &mut signs)
+            .map_err(enc)?;
         self.write_encoded_part(&codes, &signs)
     }
 
     /// Begins the next tensor, which must be planned as encoded, with its fitted quantizer and
     /// its row scales (exactly when planned with them). Codes and signs follow with
     /// [`Writer::write_encoded_part`].
-    pub fn begin_encoded(&mut self, quantizer: &Quantizer, scales: Option<&[f32]>) -> Result<(), WriteError> {
+    pub fn begin_encoded(
+        &mut self,
+        quantizer: &Quantizer,
+        scales: Option<&[f32]>,
+    ) -> Result<(), WriteError> {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
         };
@@ -376,7 +396,10 @@ impl Writer {
             return Err(self.misuse("the previous tensor is not complete"));
         }
         if quantizer.codec() != codec {
-            return Err(self.misuse(format!("planned codec {codec}, quantizer is {}", quantizer.codec())));
+            return Err(self.misuse(format!(
+                "planned codec {codec}, quantizer is {}",
+                quantizer.codec()
+            )));
         }
         if row_scales != scales.is_some() {
             return Err(self.misuse(if row_scales {
@@ -399,7 +422,8 @@ impl Writer {
         let r = &mut self.records[self.next];
         r.param0 = p0.into();
         r.param1 = p1.into();
-        self.luts.extend(quantizer.lut().iter().flat_map(|v| v.to_le_bytes()));
+        self.luts
+            .extend(quantizer.lut().iter().flat_map(|v| v.to_le_bytes()));
         self.current = Current::Encoded {
             done: 0,
             codes: Hasher::new(),
@@ -427,7 +451,12 @@ impl Writer {
             return Err(self.misuse("a part before the last must cover a multiple of 8 elements"));
         }
         if signs.len() != codes.len().div_ceil(8) {
-            return Err(self.misuse(format!("{} codes need {} sign bytes, got {}", codes.len(), codes.len().div_ceil(8), signs.len())));
+            return Err(self.misuse(format!(
+                "{} codes need {} sign bytes, got {}",
+                codes.len(),
+                codes.len().div_ceil(8),
+                signs.len()
+            )));
         }
         self.write_at(rec.data.offset.get() + done, codes)?;
         self.write_at(rec.signs.offset.get() + done / 8, signs)?;
@@ -443,7 +472,9 @@ impl Writer {
         hs.update(signs);
         *d = end;
         if end == n {
-            let Current::Encoded { codes, signs, .. } = std::mem::replace(&mut self.current, Current::Idle) else {
+            let Current::Encoded { codes, signs, .. } =
+                std::mem::replace(&mut self.current, Current::Idle)
+            else {
                 unreachable!("checked above");
             };
             let r = &mut self.records[self.next];
@@ -477,14 +508,21 @@ impl Writer {
             path: path.into(),
             source,
         };
-        self.tmp.as_file().sync_all().map_err(|e| io_err(self.tmp.path(), e))?;
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_err(self.tmp.path(), e))?;
         let target = self.target.clone();
         if self.overwrite {
-            self.tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+            self.tmp
+                .persist(&target)
+                .map_err(|e| io_err(&target, e.error))?;
         } else {
             self.tmp.persist_noclobber(&target).map_err(|e| {
                 if e.error.kind() == io::ErrorKind::AlreadyExists {
-                    WriteError::Exists { path: target.clone() }
+                    WriteError::Exists {
+                        path: target.clone(),
+                    }
                 } else {
                     io_err(&target, e.error)
                 }
@@ -552,20 +590,46 @@ impl Writer {
     }
 }
 
-type Layout = (Vec<TensorRecord>, Vec<AssetRecord>, Vec<u8>, Vec<u8>, SectionRef, u64, u64);
+type Layout = (
+    Vec<TensorRecord>,
+    Vec<AssetRecord>,
+    Vec<u8>,
+    Vec<u8>,
+    SectionRef,
+    u64,
+    u64,
+);
 
 /// Validates a plan and computes every record and offset (§3–§9), checksums left at zero.
 fn layout(plan: &Plan) -> Result<Layout, WriteError> {
     if !alignment_is_valid(plan.alignment) {
-        return Err(invalid("alignment", format!("{} is not a power of two in [64, 1048576]", plan.alignment)));
+        return Err(invalid(
+            "alignment",
+            format!("{} is not a power of two in [64, 1048576]", plan.alignment),
+        ));
     }
     if plan.tensors.len() > limits::MAX_TENSORS as usize {
-        return Err(invalid("tensors", format!("{} tensors, the limit is {}", plan.tensors.len(), limits::MAX_TENSORS)));
+        return Err(invalid(
+            "tensors",
+            format!(
+                "{} tensors, the limit is {}",
+                plan.tensors.len(),
+                limits::MAX_TENSORS
+            ),
+        ));
     }
     if plan.assets.len() > limits::MAX_ASSETS as usize {
-        return Err(invalid("assets", format!("{} assets, the limit is {}", plan.assets.len(), limits::MAX_ASSETS)));
+        return Err(invalid(
+            "assets",
+            format!(
+                "{} assets, the limit is {}",
+                plan.assets.len(),
+                limits::MAX_ASSETS
+            ),
+        ));
     }
-    let name_err = |kind: &str, name: &str, p: NameProblem| invalid(format!("{kind} {name:?}"), p.to_string());
+    let name_err =
+        |kind: &str, name: &str, p: NameProblem| invalid(format!("{kind} {name:?}"), p.to_string());
     let mut strings = Vec::new();
     let mut seen = HashSet::new();
     let mut records = Vec::with_capacity(plan.tensors.len());
@@ -574,10 +638,16 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
     for t in &plan.tensors {
         check_tensor_name(t.name.as_bytes()).map_err(|p| name_err("tensor", &t.name, p))?;
         if !seen.insert(t.name.as_str()) {
-            return Err(invalid(format!("tensor {:?}", t.name), "the name is used twice"));
+            return Err(invalid(
+                format!("tensor {:?}", t.name),
+                "the name is used twice",
+            ));
         }
         if t.shape.len() > MAX_RANK {
-            return Err(invalid(format!("tensor {:?}", t.name), format!("rank {} exceeds 8", t.shape.len())));
+            return Err(invalid(
+                format!("tensor {:?}", t.name),
+                format!("rank {} exceeds 8", t.shape.len()),
+            ));
         }
         let (codec, flags, lut_index) = match t.storage {
             Storage::Raw => (0, 0, 0),
@@ -585,11 +655,18 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
                 if !t.dtype.is_encodable() {
                     return Err(invalid(
                         format!("tensor {:?}", t.name),
-                        format!("dtype {} cannot be encoded (only F16, BF16, F32); keep it raw", t.dtype),
+                        format!(
+                            "dtype {} cannot be encoded (only F16, BF16, F32); keep it raw",
+                            t.dtype
+                        ),
                     ));
                 }
                 encoded += 1;
-                (codec.id(), if row_scales { FLAG_ROW_SCALES } else { 0 }, encoded - 1)
+                (
+                    codec.id(),
+                    if row_scales { FLAG_ROW_SCALES } else { 0 },
+                    encoded - 1,
+                )
             }
         };
         let lens = section_lengths(t.dtype, &t.shape, t.storage).ok_or_else(|| {
@@ -626,7 +703,10 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
     for a in &plan.assets {
         check_asset_name(a.name.as_bytes()).map_err(|p| name_err("asset", &a.name, p))?;
         if !seen.insert(a.name.as_str()) {
-            return Err(invalid(format!("asset {:?}", a.name), "the name is used twice"));
+            return Err(invalid(
+                format!("asset {:?}", a.name),
+                "the name is used twice",
+            ));
         }
         assets.push(AssetRecord {
             name_offset: (strings.len() as u32).into(),
@@ -641,13 +721,30 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
         serde_json::to_vec(&plan.metadata).map_err(|e| invalid("metadata", e.to_string()))?
     };
     if metadata.len() > limits::MAX_METADATA as usize {
-        return Err(invalid("metadata", format!("{} bytes of JSON, the limit is {}", metadata.len(), limits::MAX_METADATA)));
+        return Err(invalid(
+            "metadata",
+            format!(
+                "{} bytes of JSON, the limit is {}",
+                metadata.len(),
+                limits::MAX_METADATA
+            ),
+        ));
     }
-    let too_big = || invalid("header", "the header would exceed the 256 MiB limit; split the model");
+    let too_big = || {
+        invalid(
+            "header",
+            "the header would exceed the 256 MiB limit; split the model",
+        )
+    };
     let strings_size = u32::try_from(strings.len()).map_err(|_| too_big())?;
-    let hs = header_size(records.len() as u32, assets.len() as u32, strings_size, metadata.len() as u32)
-        .filter(|&h| h <= limits::MAX_HEADER_SIZE)
-        .ok_or_else(too_big)?;
+    let hs = header_size(
+        records.len() as u32,
+        assets.len() as u32,
+        strings_size,
+        metadata.len() as u32,
+    )
+    .filter(|&h| h <= limits::MAX_HEADER_SIZE)
+    .ok_or_else(too_big)?;
     let overflow = || invalid("layout", "section offsets overflow 64 bits");
     let mut cur = Cursor::new(hs, plan.alignment);
     let lut_len = u64::from(encoded) * LUT_BYTES;

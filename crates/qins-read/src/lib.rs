@@ -1,0 +1,472 @@
+//! A zero-copy, validating reader of `.qins` files (`spec/qins-v1.md`).
+//!
+//! [`Qins::parse`] takes the whole file as a byte slice and validates its structure once, in
+//! the order of §17 and in time proportional to the header: checked arithmetic, limits, the
+//! header checksum, names, shapes, section sizes, the canonical layout and the LUTs. Afterwards
+//! nothing about the structure can fail: [`TensorView`]s borrow codes, sign bits, tables and
+//! raw bytes from the buffer and decode into the caller's buffers. [`Qins::verify`] reads every
+//! byte of the data (§14). [`open`] maps a file with memmap2.
+//!
+//! ```no_run
+//! let file = qins_read::open("model.qins".as_ref())?;
+//! let qins = file.parse()?;
+//! for t in qins.tensors() {
+//!     println!("{} {:?} {}", t.name(), t.shape(), t.dtype());
+//! }
+//! # Ok::<(), qins_read::ReadError>(())
+//! ```
+
+mod error;
+mod parse;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use qins_format::decode::EncodedParts;
+use qins_format::{Codec, Dtype, Preamble, Storage, TensorRecord};
+
+pub use error::{DecodeError, ReadError};
+
+/// A validated `.qins` file borrowed from a byte buffer.
+#[derive(Debug)]
+pub struct Qins<'a> {
+    data: &'a [u8],
+    preamble: Preamble,
+    tensors: Vec<TensorInfo<'a>>,
+    assets: Vec<AssetInfo<'a>>,
+    by_name: HashMap<&'a str, usize>,
+    metadata: BTreeMap<String, String>,
+    luts: Vec<[f32; 256]>,
+}
+
+#[derive(Debug)]
+struct TensorInfo<'a> {
+    name: &'a str,
+    record: &'a TensorRecord,
+    dtype: Dtype,
+    shape: Vec<u64>,
+    storage: Storage,
+}
+
+#[derive(Debug)]
+struct AssetInfo<'a> {
+    name: &'a str,
+    data: &'a [u8],
+    crc: u32,
+    offset: u64,
+}
+
+impl<'a> Qins<'a> {
+    /// Parses and validates `data`, the whole file (§17 steps 1–9).
+    pub fn parse(data: &'a [u8]) -> Result<Qins<'a>, ReadError> {
+        parse::parse(data)
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// `(major, minor)` format version.
+    pub fn version(&self) -> (u16, u16) {
+        (
+            self.preamble.version_major.get(),
+            self.preamble.version_minor.get(),
+        )
+    }
+
+    /// The section alignment.
+    pub fn alignment(&self) -> u32 {
+        self.preamble.alignment.get()
+    }
+
+    /// The size of the header block in bytes.
+    pub fn header_size(&self) -> u64 {
+        self.preamble.header_size.get()
+    }
+
+    /// The file size in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.preamble.file_size.get()
+    }
+
+    /// The length of the LUT table section.
+    pub fn lut_table_size(&self) -> u64 {
+        self.preamble.lut_table.length.get()
+    }
+
+    /// The number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// The tensors in file order.
+    pub fn tensors(&self) -> impl ExactSizeIterator<Item = TensorView<'_>> + '_ {
+        (0..self.tensors.len()).map(move |i| self.tensor_at(i))
+    }
+
+    /// The tensor at position `index` in file order.
+    ///
+    /// # Panics
+    /// If `index >= tensor_count()`.
+    pub fn tensor_at(&self, index: usize) -> TensorView<'_> {
+        let t = &self.tensors[index];
+        let r = t.record;
+        let slice = |s: &qins_format::SectionRef| {
+            let a = s.offset.get() as usize;
+            &self.data[a..a + s.length.get() as usize]
+        };
+        let lut = match t.storage {
+            Storage::Encoded { .. } => Some(&self.luts[r.lut_index.get() as usize]),
+            Storage::Raw => None,
+        };
+        TensorView {
+            name: t.name,
+            dtype: t.dtype,
+            shape: &t.shape,
+            storage: t.storage,
+            params: [r.param0.get(), r.param1.get()],
+            data: slice(&r.data),
+            signs: slice(&r.signs),
+            scales: slice(&r.scales),
+            lut,
+        }
+    }
+
+    /// The tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        self.by_name.get(name).map(|&i| self.tensor_at(i))
+    }
+
+    /// The assets in file order: `(name, bytes)`.
+    pub fn assets(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a [u8])> + '_ {
+        self.assets.iter().map(|a| (a.name, a.data))
+    }
+
+    /// The metadata (§7).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Verifies every byte of the data (§14): section checksums in canonical order, zero
+    /// padding, unused sign bits, row scales. Reports the first problem.
+    pub fn verify(&self) -> Result<(), ReadError> {
+        let align = u64::from(self.alignment());
+        let mut end = self.header_size();
+        let mut check = |name: &dyn Fn() -> String, offset: u64, bytes: &[u8], stored: u32| {
+            // Padding from the previous section's end to this one's start.
+            let pad_end = offset.min(qins_format::align_up(end, align).unwrap_or(offset));
+            if let Some(i) = self.data[end as usize..pad_end as usize]
+                .iter()
+                .position(|&b| b != 0)
+            {
+                let offset = end + i as u64;
+                return Err(ReadError::NonZeroPadding {
+                    offset,
+                    value: self.data[offset as usize],
+                });
+            }
+            let computed = crc32fast::hash(bytes);
+            if computed != stored {
+                return Err(ReadError::DataChecksum {
+                    section: name(),
+                    stored,
+                    computed,
+                });
+            }
+            end = offset + bytes.len() as u64;
+            Ok(())
+        };
+        let lt = self.preamble.lut_table;
+        let off = lt.offset.get() as usize;
+        check(
+            &|| "lut table".to_string(),
+            lt.offset.get(),
+            &self.data[off..off + lt.length.get() as usize],
+            lt.crc.get(),
+        )?;
+        for t in &self.tensors {
+            let r = t.record;
+            let mut sections = vec![("data", &r.data)];
+            if let Storage::Encoded { row_scales, .. } = t.storage {
+                sections.push(("signs", &r.signs));
+                if row_scales {
+                    sections.push(("scales", &r.scales));
+                }
+            }
+            for (part, s) in sections {
+                let a = s.offset.get() as usize;
+                let bytes = &self.data[a..a + s.length.get() as usize];
+                check(
+                    &|| format!("tensor {:?} {part}", t.name),
+                    s.offset.get(),
+                    bytes,
+                    s.crc.get(),
+                )?;
+            }
+        }
+        for a in &self.assets {
+            check(&|| format!("asset {:?}", a.name), a.offset, a.data, a.crc)?;
+        }
+        for t in self.tensors() {
+            t.verify_values()?;
+        }
+        Ok(())
+    }
+}
+
+/// One tensor, borrowed from a validated file.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorView<'a> {
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [u64],
+    storage: Storage,
+    params: [f64; 2],
+    data: &'a [u8],
+    signs: &'a [u8],
+    scales: &'a [u8],
+    lut: Option<&'a [f32; 256]>,
+}
+
+impl<'a> TensorView<'a> {
+    /// The name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The source dtype.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The dimensions, outermost first.
+    pub fn shape(&self) -> &'a [u64] {
+        self.shape
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// `(row length, rows)` as §11.3 defines them.
+    pub fn rows(&self) -> (u64, u64) {
+        qins_format::rows(self.shape).unwrap_or((0, 0))
+    }
+
+    /// Raw or encoded, with which codec.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// The codec, for an encoded tensor.
+    pub fn codec(&self) -> Option<Codec> {
+        match self.storage {
+            Storage::Encoded { codec, .. } => Some(codec),
+            Storage::Raw => None,
+        }
+    }
+
+    /// `param0` and `param1` (§12): for `log`, `log_min` and `log_max`.
+    pub fn params(&self) -> [f64; 2] {
+        self.params
+    }
+
+    /// The bytes of a raw tensor, exactly as in the source (§13); `None` if encoded.
+    pub fn raw_bytes(&self) -> Option<&'a [u8]> {
+        (self.storage == Storage::Raw).then_some(self.data)
+    }
+
+    /// The codes of an encoded tensor (§11.1).
+    pub fn codes(&self) -> Option<&'a [u8]> {
+        self.lut.map(|_| self.data)
+    }
+
+    /// The packed sign bits of an encoded tensor (§11.2).
+    pub fn signs(&self) -> Option<&'a [u8]> {
+        self.lut.map(|_| self.signs)
+    }
+
+    /// The row scales of an encoded tensor that has them, as f32 values.
+    pub fn row_scales(&self) -> Option<Vec<f32>> {
+        matches!(
+            self.storage,
+            Storage::Encoded {
+                row_scales: true,
+                ..
+            }
+        )
+        .then(|| {
+            self.scales
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+    }
+
+    /// The table of an encoded tensor (§10).
+    pub fn lut(&self) -> Option<&'a [f32; 256]> {
+        self.lut
+    }
+
+    /// Bytes this tensor occupies in the file: data, signs and scales (not its table or
+    /// padding).
+    pub fn stored_bytes(&self) -> u64 {
+        (self.data.len() + self.signs.len() + self.scales.len()) as u64
+    }
+
+    /// Bytes the tensor has in its source dtype.
+    pub fn source_bytes(&self) -> u64 {
+        self.numel() * u64::from(self.dtype.bits()) / 8
+    }
+
+    fn parts(&self) -> Result<EncodedParts<'a>, DecodeError> {
+        let lut = self.lut.ok_or_else(|| DecodeError::NotEncoded {
+            tensor: self.name.to_string(),
+            dtype: self.dtype.name(),
+        })?;
+        let scales = matches!(
+            self.storage,
+            Storage::Encoded {
+                row_scales: true,
+                ..
+            }
+        )
+        .then(|| (self.scales, self.rows().0));
+        Ok(EncodedParts {
+            lut,
+            codes: self.data,
+            signs: self.signs,
+            scales,
+        })
+    }
+
+    fn range_err(&self, first: u64, len: usize) -> DecodeError {
+        DecodeError::OutOfRange {
+            tensor: self.name.to_string(),
+            first,
+            end: first.saturating_add(len as u64),
+            numel: self.numel(),
+        }
+    }
+
+    /// Decodes elements `first..first + out.len()` into `out` by the decode rule (§11.4).
+    pub fn decode_f32(&self, first: u64, out: &mut [f32]) -> Result<(), DecodeError> {
+        self.parts()?
+            .decode_f32(first, out)
+            .map_err(|_| self.range_err(first, out.len()))
+    }
+
+    /// Decodes elements `first..first + out.len()` into bfloat16 (rounded once, §11.4).
+    pub fn decode_bf16(&self, first: u64, out: &mut [bf16]) -> Result<(), DecodeError> {
+        self.parts()?
+            .decode_bf16(first, out)
+            .map_err(|_| self.range_err(first, out.len()))
+    }
+
+    /// Decodes elements `first..first + out.len()` into float16 (rounded once, §11.4).
+    pub fn decode_f16(&self, first: u64, out: &mut [f16]) -> Result<(), DecodeError> {
+        self.parts()?
+            .decode_f16(first, out)
+            .map_err(|_| self.range_err(first, out.len()))
+    }
+
+    /// Decodes rows `first_row..first_row + out.len() / row_len` into `out`, whose length must
+    /// be a whole number of rows.
+    pub fn decode_rows_f32(&self, first_row: u64, out: &mut [f32]) -> Result<(), DecodeError> {
+        let (len, _) = self.rows();
+        if len == 0 || out.len() as u64 % len != 0 {
+            return Err(self.range_err(first_row.saturating_mul(len), out.len()));
+        }
+        self.decode_f32(first_row * len, out)
+    }
+
+    /// Decodes the whole tensor into a new f32 vector.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>, DecodeError> {
+        let mut v = vec![0f32; self.numel() as usize];
+        self.decode_f32(0, &mut v)?;
+        Ok(v)
+    }
+
+    fn verify_values(&self) -> Result<(), ReadError> {
+        let Some(_) = self.lut else { return Ok(()) };
+        let n = self.numel();
+        if n % 8 != 0 {
+            if let Some(&last) = self.signs.last() {
+                if last >> (n % 8) != 0 {
+                    return Err(ReadError::StraySignBits {
+                        tensor: self.name.to_string(),
+                    });
+                }
+            }
+        }
+        for (row, b) in self.scales.chunks_exact(4).enumerate() {
+            let value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ReadError::BadScale {
+                    tensor: self.name.to_string(),
+                    row: row as u64,
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `.qins` file mapped into memory. [`MappedFile::parse`] gives the validated view.
+#[derive(Debug)]
+pub struct MappedFile {
+    path: PathBuf,
+    map: Option<memmap2::Mmap>,
+}
+
+impl MappedFile {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Parses and validates the mapped file (§17).
+    pub fn parse(&self) -> Result<Qins<'_>, ReadError> {
+        Qins::parse(self.bytes())
+    }
+}
+
+/// Maps the file at `path` read-only. Parse it with [`MappedFile::parse`].
+pub fn open(path: &Path) -> Result<MappedFile, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    // An empty file cannot be mapped on every platform; it is simply zero bytes.
+    let map = if len == 0 {
+        None
+    } else {
+        Some(map_file(&file).map_err(io)?)
+    };
+    Ok(MappedFile {
+        path: path.into(),
+        map,
+    })
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and its bytes are only ever read as plain `u8`s, which
+    // every bit pattern is. The remaining contract of `Mmap::map` is that the file is not
+    // modified or truncated while mapped; we cannot enforce that against other processes, so it
+    // is the caller's documented duty (as in every mmap-based reader): a `.qins` being read
+    // must not be written in place. Our own writer never does so: it writes a temporary file
+    // and renames it, which leaves existing mappings of the old file intact.
+    unsafe { memmap2::Mmap::map(file) }
+}
