@@ -8,6 +8,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::fastcode::Breaks;
+
 /// A codec id from the registry of §12. Raw storage (id 0) is not a codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -85,6 +87,15 @@ pub enum EncodeError {
         /// Flat index of the first bad element.
         index: u64,
         /// The value.
+        value: f32,
+    },
+    /// Dividing a value by its row scale overflows f32 (§12); `index` is the element's flat
+    /// index.
+    #[error("value at index {index} is {value}: divided by its row scale it overflows f32")]
+    ScaleOverflow {
+        /// Flat index of the first bad element.
+        index: u64,
+        /// The value before scaling.
         value: f32,
     },
     /// A row scale is not finite or not positive (§11.3).
@@ -213,6 +224,9 @@ pub fn scan(
             return Err(EncodeError::NonFinite { index, value: x });
         }
         let m = scaled(x, index, scales).abs();
+        if !m.is_finite() {
+            return Err(EncodeError::ScaleOverflow { index, value: x });
+        }
         if m != 0.0 {
             st.nonzero += 1;
             st.min_nonzero = st.min_nonzero.min(m);
@@ -229,11 +243,13 @@ pub struct Quantizer {
     codec: Codec,
     params: [f64; 2],
     lut: [f32; 256],
-    /// `log`: `log_min`; `linear`: unused.
-    lo: f64,
-    /// `log`: `254 / (log_max - log_min)` (0 for a degenerate range); `linear`: `254 / max_abs`.
-    k: f64,
+    /// The exact code as a table of change points, for tensors large enough to repay it.
+    fast: Option<Box<Breaks>>,
 }
+
+/// Tensors with fewer elements than this are coded with the formula directly: building the
+/// change-point table costs a few thousand evaluations of it.
+const FAST_MIN_ELEMENTS: u64 = 1 << 14;
 
 impl Quantizer {
     /// Fits `codec` to a tensor's merged statistics (§12.1, §12.2).
@@ -254,28 +270,26 @@ impl Quantizer {
                     let t = (255 - c) as f64 / 254.0;
                     *v = (log_min + t * range).exp() as f32;
                 }
-                let k = if range > 0.0 { 254.0 / range } else { 0.0 };
                 Quantizer {
                     codec,
                     params: [log_min, log_max],
                     lut,
-                    lo: log_min,
-                    k,
+                    fast: None,
                 }
+                .with_fast_path(stats)
             }
             Codec::Linear => {
                 let max_abs = f64::from(stats.max_abs);
                 for (c, v) in lut.iter_mut().enumerate().skip(1) {
                     *v = ((c - 1) as f64 / 254.0 * max_abs) as f32;
                 }
-                let k = if max_abs > 0.0 { 254.0 / max_abs } else { 0.0 };
                 Quantizer {
                     codec,
                     params: [max_abs, 0.0],
                     lut,
-                    lo: 0.0,
-                    k,
+                    fast: None,
                 }
+                .with_fast_path(stats)
             }
         }
     }
@@ -295,21 +309,38 @@ impl Quantizer {
         &self.lut
     }
 
-    /// The code of one magnitude `m ≥ 0` (§12).
+    fn with_fast_path(mut self, stats: &Stats) -> Quantizer {
+        if stats.nonzero > 0 && stats.count >= FAST_MIN_ELEMENTS {
+            let (lo, hi) = (stats.min_nonzero.to_bits(), stats.max_abs.to_bits());
+            let breaks = Breaks::new(lo, hi, |b| self.code_exact(f32::from_bits(b)));
+            self.fast = Some(Box::new(breaks));
+        }
+        self
+    }
+
+    /// The code of one magnitude `m ≥ 0` (§12): the formula's, computed from the change-point
+    /// table where the quantizer has one.
     #[inline]
     pub fn code(&self, m: f32) -> u8 {
+        if let Some(c) = self.fast.as_ref().and_then(|f| f.code(m.to_bits())) {
+            return c;
+        }
+        self.code_exact(m)
+    }
+
+    /// The code of one magnitude `m ≥ 0` by the formula of §12, evaluated as written so that
+    /// ties fall where the spec puts them.
+    pub fn code_exact(&self, m: f32) -> u8 {
         if m == 0.0 {
             return 0;
         }
         match self.codec {
             Codec::Log => {
-                if self.k == 0.0 {
+                let [log_min, log_max] = self.params;
+                if log_max == log_min {
                     return 1;
                 }
-                // The spec's x = 255 − 254·(ln m − log_min)/(log_max − log_min), evaluated as
-                // written so that ties fall where the formula puts them.
-                let range = self.params[1] - self.params[0];
-                let x = 255.0 - 254.0 * (f64::from(m).ln() - self.lo) / range;
+                let x = 255.0 - 254.0 * (f64::from(m).ln() - log_min) / (log_max - log_min);
                 x.round_ties_even().clamp(1.0, 255.0) as u8
             }
             Codec::Linear => {
@@ -439,6 +470,17 @@ mod tests {
     }
 
     #[test]
+    fn scaling_that_overflows_is_refused() {
+        let shape = [1u64, 2];
+        let s = RowScales::new(&[1e-30], &shape).unwrap();
+        let err = encode(Codec::Log, &[1.0, f32::MAX], Some(&s)).unwrap_err();
+        assert!(
+            matches!(err, EncodeError::ScaleOverflow { index: 0, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn row_scales_are_checked_and_applied() {
         let shape = [2u64, 2];
         assert!(matches!(
@@ -490,5 +532,55 @@ mod tests {
             q.encode(&v[..3], 3, None, &mut codes[..3], &mut signs[..1]),
             Err(EncodeError::BadChunk { first: 3 })
         ));
+    }
+}
+
+#[cfg(test)]
+mod fast_tests {
+    use super::*;
+
+    /// The change-point table gives the formula's code for every f32 bit pattern of a range.
+    #[test]
+    fn fast_codes_equal_the_formula_on_every_bit_pattern() {
+        let cases = [
+            (Codec::Log, 1e-6f32, 0.25f32),
+            (Codec::Log, 0.01, 0.0101),
+            (Codec::Linear, 1e-30, 3.0),
+            (Codec::Log, f32::from_bits(1), f32::MAX),
+        ];
+        for (codec, min, max) in cases {
+            let stats = Stats {
+                min_nonzero: min,
+                max_abs: max,
+                nonzero: 2,
+                count: FAST_MIN_ELEMENTS,
+            };
+            let q = Quantizer::new(codec, &stats);
+            assert!(q.fast.is_some());
+            let (lo, hi) = (min.to_bits(), max.to_bits());
+            // Every pattern near the ends and a dense stride through the middle; the full
+            // sweep of one binade below.
+            let step = ((hi - lo) / 3_000_000).max(1);
+            let mut b = lo;
+            while b <= hi {
+                let m = f32::from_bits(b);
+                assert_eq!(q.code(m), q.code_exact(m), "{codec} bits {b:#x}");
+                b = b.saturating_add(step);
+                if b == u32::MAX {
+                    break;
+                }
+            }
+        }
+        let stats = Stats {
+            min_nonzero: 0.5,
+            max_abs: 1.0,
+            nonzero: 2,
+            count: FAST_MIN_ELEMENTS,
+        };
+        let q = Quantizer::new(Codec::Log, &stats);
+        for b in 0.5f32.to_bits()..=1.0f32.to_bits() {
+            let m = f32::from_bits(b);
+            assert_eq!(q.code(m), q.code_exact(m), "bits {b:#x}");
+        }
     }
 }

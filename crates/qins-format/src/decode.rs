@@ -30,6 +30,85 @@ pub struct EncodedParts<'a> {
     pub scales: Option<(&'a [u8], u64)>,
 }
 
+/// `SIGN_MASKS_32[s][j]` has bit 31 set exactly when bit `j` of sign byte `s` is: the f32 sign
+/// bits of the eight elements of one sign byte, so that a whole byte's signs are applied with
+/// one table row (two vector loads) instead of eight shifts and masks.
+static SIGN_MASKS_32: [[u32; 8]; 256] = {
+    let mut t = [[0u32; 8]; 256];
+    let mut s = 0;
+    while s < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t[s][j] = (((s >> j) & 1) as u32) << 31;
+            j += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// As [`SIGN_MASKS_32`], with bit 15: the sign bit of bfloat16 and float16.
+static SIGN_MASKS_16: [[u16; 8]; 256] = {
+    let mut t = [[0u16; 8]; 256];
+    let mut s = 0;
+    while s < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t[s][j] = (((s >> j) & 1) as u16) << 15;
+            j += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// The kernel: `out[k] = cvt(table[code] | sign)` for elements `a..a + out.len()`, the sign
+/// taken from `masks` (bit 31 or 15). The bulk runs eight elements per sign byte over
+/// `chunks_exact`, with the eight codes read as one `u64`, so the loop has no bounds checks and
+/// no branch on the data; an unaligned head and the tail take the element-wise path.
+#[inline(always)]
+fn lookup<W: Copy + core::ops::BitOr<Output = W>, O>(
+    table: &[W; 256],
+    masks: &[[W; 8]; 256],
+    cvt: impl Fn(W) -> O,
+    codes: &[u8],
+    signs: &[u8],
+    a: usize,
+    out: &mut [O],
+) {
+    let one = |i: usize, c: u8| {
+        let m = masks[usize::from(signs[i / 8])][i % 8];
+        cvt(table[usize::from(c)] | m)
+    };
+    let codes = &codes[a..a + out.len()];
+    // Elements before the first whole sign byte.
+    let head = ((8 - a % 8) % 8).min(out.len());
+    let (out_head, out) = out.split_at_mut(head);
+    let (codes_head, codes) = codes.split_at(head);
+    for (k, (o, &c)) in out_head.iter_mut().zip(codes_head).enumerate() {
+        *o = one(a + k, c);
+    }
+    let a = a + head;
+    let done = a + out.len() / 8 * 8;
+    let mut out8 = out.chunks_exact_mut(8);
+    let mut codes8 = codes.chunks_exact(8);
+    for ((o8, c8), &s) in (&mut out8).zip(&mut codes8).zip(&signs[a / 8..]) {
+        let c = u64::from_le_bytes([c8[0], c8[1], c8[2], c8[3], c8[4], c8[5], c8[6], c8[7]]);
+        let m = &masks[usize::from(s)];
+        for (j, o) in o8.iter_mut().enumerate() {
+            *o = cvt(table[((c >> (8 * j)) & 0xff) as usize] | m[j]);
+        }
+    }
+    for (k, (o, &c)) in out8
+        .into_remainder()
+        .iter_mut()
+        .zip(codes8.remainder())
+        .enumerate()
+    {
+        *o = one(done + k, c);
+    }
+}
+
 impl EncodedParts<'_> {
     fn check(&self, first: u64, len: usize) -> Result<(usize, usize), RangeError> {
         let end = first.checked_add(len as u64);
@@ -51,25 +130,17 @@ impl EncodedParts<'_> {
 
     /// Decodes elements `first..first + out.len()` into `out` as f32, exactly (§11.4).
     pub fn decode_f32(&self, first: u64, out: &mut [f32]) -> Result<(), RangeError> {
-        let (a, b) = self.check(first, out.len())?;
+        let (a, _) = self.check(first, out.len())?;
         let bits: [u32; 256] = self.lut.map(f32::to_bits);
-        let codes = &self.codes[a..b];
-        if a % 8 == 0 {
-            // Whole sign bytes: eight elements per byte.
-            let signs = &self.signs[a / 8..];
-            for ((o8, c8), &s) in out.chunks_mut(8).zip(codes.chunks(8)).zip(signs) {
-                for (j, (o, &c)) in o8.iter_mut().zip(c8).enumerate() {
-                    let neg = u32::from((s >> j) & 1) << 31;
-                    *o = f32::from_bits(bits[usize::from(c)] | neg);
-                }
-            }
-        } else {
-            for (k, (o, &c)) in out.iter_mut().zip(codes).enumerate() {
-                let i = a + k;
-                let neg = u32::from((self.signs[i / 8] >> (i % 8)) & 1) << 31;
-                *o = f32::from_bits(bits[usize::from(c)] | neg);
-            }
-        }
+        lookup(
+            &bits,
+            &SIGN_MASKS_32,
+            f32::from_bits,
+            self.codes,
+            self.signs,
+            a,
+            out,
+        );
         if let Some((scales, row_len)) = self.scales {
             let scale = |r: usize| {
                 f32::from_le_bytes([
@@ -95,12 +166,41 @@ impl EncodedParts<'_> {
 
     /// Decodes into bfloat16, each f32 value rounded once to nearest even.
     pub fn decode_bf16(&self, first: u64, out: &mut [bf16]) -> Result<(), RangeError> {
-        self.decode_via_f32(first, out, bf16::from_f32)
+        self.decode_half(first, out, bf16::from_f32, bf16::to_bits, bf16::from_bits)
     }
 
     /// Decodes into float16, each f32 value rounded once to nearest even.
     pub fn decode_f16(&self, first: u64, out: &mut [f16]) -> Result<(), RangeError> {
-        self.decode_via_f32(first, out, f16::from_f32)
+        self.decode_half(first, out, f16::from_f32, f16::to_bits, f16::from_bits)
+    }
+
+    /// Decodes into a 16-bit float type. Without row scales the value `±LUT[c]` rounds to
+    /// `±round(LUT[c])`, because rounding to nearest even is symmetric in the sign; so the
+    /// table is rounded once up front and the kernel ORs the 16-bit sign, with the same result
+    /// as rounding each f32 value. With row scales each product is computed in f32 and rounded.
+    fn decode_half<T: Copy>(
+        &self,
+        first: u64,
+        out: &mut [T],
+        cvt: fn(f32) -> T,
+        to_bits: fn(T) -> u16,
+        from_bits: fn(u16) -> T,
+    ) -> Result<(), RangeError> {
+        let (a, _) = self.check(first, out.len())?;
+        if self.scales.is_some() {
+            return self.decode_via_f32(first, out, cvt);
+        }
+        let table: [u16; 256] = self.lut.map(|m| to_bits(cvt(m)));
+        lookup(
+            &table,
+            &SIGN_MASKS_16,
+            from_bits,
+            self.codes,
+            self.signs,
+            a,
+            out,
+        );
+        Ok(())
     }
 
     fn decode_via_f32<T: Copy>(
@@ -181,6 +281,79 @@ mod tests {
                 p.decode_f32(36, &mut out),
                 Err(RangeError { first: 36, end: 38 })
             );
+        }
+    }
+
+    /// Half-precision decoding rounds the table once and ORs the sign: check that this equals
+    /// rounding each f32 value, for every code and sign, every alignment, and tables with ties,
+    /// subnormals and values beyond float16's range.
+    #[test]
+    fn half_decoding_equals_rounding_each_value() {
+        let mut lut = [0f32; 256];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for (c, v) in lut.iter_mut().enumerate().skip(1) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = match c % 4 {
+                // Any finite non-negative value, huge and tiny ones included.
+                0 => f32::from_bits((x as u32) % 0x7F80_0000),
+                // Exact bfloat16 and float16 ties.
+                1 => f32::from_bits(0x3F80_8000 + ((x as u32 & 0xFF) << 16)),
+                2 => 1.0 + (2 * (x % 1024) + 1) as f32 / 2048.0,
+                // Around float16's largest value and its subnormals.
+                _ => [65504.0, 65520.0, 65519.99, 7e4, 6.0e-8, 2.98e-8, 1e-10][c % 7],
+            };
+        }
+        // Every code with both signs, then a stretch of random ones.
+        let n: usize = 2 * 256 + 99;
+        let codes: Vec<u8> = (0..n).map(|i| (i % 256) as u8).collect();
+        let signs: Vec<u8> = (0..n.div_ceil(8))
+            .map(|k| {
+                let mut b = if (8 * k) / 256 == 1 { 0xFF } else { 0x00 };
+                if 8 * k >= 512 {
+                    b = (k * 37 % 256) as u8;
+                }
+                if 8 * k + 8 > n {
+                    b &= (1u8 << (n % 8)) - 1;
+                }
+                b
+            })
+            .collect();
+        let p = EncodedParts {
+            lut: &lut,
+            codes: &codes,
+            signs: &signs,
+            scales: None,
+        };
+        for a in 0..17 {
+            for b in [a, a + 1, a + 8, n - 9, n - 1, n] {
+                if b < a {
+                    continue;
+                }
+                let mut bf = vec![bf16::ZERO; b - a];
+                let mut h = vec![f16::ZERO; b - a];
+                let mut f = vec![0f32; b - a];
+                p.decode_bf16(a as u64, &mut bf).unwrap();
+                p.decode_f16(a as u64, &mut h).unwrap();
+                p.decode_f32(a as u64, &mut f).unwrap();
+                for k in 0..b - a {
+                    let r = reference(&p, a + k);
+                    assert_eq!(f[k].to_bits(), r.to_bits(), "f32 at {}", a + k);
+                    assert_eq!(
+                        bf[k].to_bits(),
+                        bf16::from_f32(r).to_bits(),
+                        "bf16 at {}",
+                        a + k
+                    );
+                    assert_eq!(
+                        h[k].to_bits(),
+                        f16::from_f32(r).to_bits(),
+                        "f16 at {}",
+                        a + k
+                    );
+                }
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod decode;
 mod dtype;
+mod fastcode;
 pub mod layout;
 pub mod names;
 
@@ -101,7 +102,7 @@ pub fn numel(shape: &[u64]) -> Option<u64> {
 pub fn rows(shape: &[u64]) -> Option<(u64, u64)> {
     let len = shape.last().copied().unwrap_or(1);
     let n = numel(shape)?;
-    Some((len, if len == 0 { 0 } else { n / len }))
+    Some((len, n.checked_div(len).unwrap_or(0)))
 }
 
 /// How a tensor is stored: raw or encoded by a codec, with or without row scales.

@@ -376,11 +376,31 @@ impl<'a> TensorView<'a> {
     /// Decodes rows `first_row..first_row + out.len() / row_len` into `out`, whose length must
     /// be a whole number of rows.
     pub fn decode_rows_f32(&self, first_row: u64, out: &mut [f32]) -> Result<(), DecodeError> {
-        let (len, _) = self.rows();
-        if len == 0 || out.len() as u64 % len != 0 {
-            return Err(self.range_err(first_row.saturating_mul(len), out.len()));
+        let first = self.first_of_rows(first_row, out.len())?;
+        self.decode_f32(first, out)
+    }
+
+    /// Decodes rows `first_row..first_row + out.len() / row_len` into bfloat16 (rounded once,
+    /// §11.4); `out`'s length must be a whole number of rows.
+    pub fn decode_rows_bf16(&self, first_row: u64, out: &mut [bf16]) -> Result<(), DecodeError> {
+        let first = self.first_of_rows(first_row, out.len())?;
+        self.decode_bf16(first, out)
+    }
+
+    /// Decodes rows `first_row..first_row + out.len() / row_len` into float16 (rounded once,
+    /// §11.4); `out`'s length must be a whole number of rows.
+    pub fn decode_rows_f16(&self, first_row: u64, out: &mut [f16]) -> Result<(), DecodeError> {
+        let first = self.first_of_rows(first_row, out.len())?;
+        self.decode_f16(first, out)
+    }
+
+    /// The first element of row `first_row`, checking that `len` elements are whole rows.
+    fn first_of_rows(&self, first_row: u64, len: usize) -> Result<u64, DecodeError> {
+        let (row_len, _) = self.rows();
+        match first_row.checked_mul(row_len) {
+            Some(first) if row_len != 0 && len as u64 % row_len == 0 => Ok(first),
+            _ => Err(self.range_err(first_row.saturating_mul(row_len), len)),
         }
-        self.decode_f32(first_row * len, out)
     }
 
     /// Decodes the whole tensor into a new f32 vector.

@@ -155,7 +155,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Qins<'_>, ReadError> {
     let name_of = |what: &dyn Fn() -> String, off: u32, len: u32| -> Result<&[u8], ReadError> {
         let (a, n) = (off as usize, len as usize);
         strings
-            .get(a..a.checked_add(n).unwrap_or(usize::MAX))
+            .get(a..a.saturating_add(n))
             .ok_or_else(|| ReadError::OutOfBounds {
                 section: what(),
                 offset: off.into(),
@@ -286,12 +286,23 @@ pub(crate) fn parse(data: &[u8]) -> Result<Qins<'_>, ReadError> {
                 encoded += 1;
             }
         }
-        let lens =
-            section_lengths(dtype, &shape, storage).ok_or_else(|| ReadError::SectionSize {
-                section: format!("tensor {name:?} data"),
-                expected: 0,
-                found: r.data.length.get(),
-            })?;
+        let lens = section_lengths(dtype, &shape, storage).ok_or_else(|| {
+            // Either a byte size overflows u64 (§16) or sub-byte elements do not fill
+            // whole bytes (§13.1).
+            let n = qins_format::numel(&shape).unwrap_or(0);
+            match n.checked_mul(u64::from(dtype.bits())) {
+                Some(bits) if storage == Storage::Raw => ReadError::SectionSize {
+                    section: format!("tensor {name:?} data ({bits} bits, not whole bytes)"),
+                    expected: bits.div_ceil(8),
+                    found: r.data.length.get(),
+                },
+                _ => ReadError::LimitExceeded {
+                    what: format!("tensor {name:?} byte size of {shape:?} {dtype}"),
+                    value: u64::MAX,
+                    limit: u64::MAX,
+                },
+            }
+        })?;
         let encoded_here = storage != Storage::Raw;
         let row_scales = matches!(
             storage,

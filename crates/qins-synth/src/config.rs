@@ -176,7 +176,8 @@ impl SynthConfig {
             let head_dim = if h >= 2048 { 128 } else { 64 };
             let heads = (h / head_dim).max(1);
             let kv = if heads % 4 == 0 { heads / 4 } else { heads };
-            let vocab_budget = usize::try_from(target_params / (4 * h as u64)).unwrap_or(usize::MAX);
+            let vocab_budget =
+                usize::try_from(target_params / (4 * h as u64)).unwrap_or(usize::MAX);
             let vocab = (vocab_budget / 64 * 64).clamp(256, 32000);
             SynthConfig {
                 dtype,
@@ -273,7 +274,10 @@ impl SynthConfig {
     pub fn validate(&self) -> Result<(), SynthError> {
         let bad = |msg: String| Err(SynthError::InvalidConfig(msg));
         if self.vocab_size < 3 {
-            return bad(format!("vocab_size must be at least 3, got {}", self.vocab_size));
+            return bad(format!(
+                "vocab_size must be at least 3, got {}",
+                self.vocab_size
+            ));
         }
         for (name, v) in [
             ("hidden_size", self.hidden_size),

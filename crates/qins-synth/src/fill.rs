@@ -6,9 +6,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use safetensors::{Dtype, View};
 
-use crate::plan::{
-    TensorSpec, WeightDist, HEAVY_TAIL_CLAMP, OUTLIER_MAX_SCALE, OUTLIER_MIN_SCALE,
-};
+use crate::plan::{TensorSpec, WeightDist, HEAVY_TAIL_CLAMP, OUTLIER_MAX_SCALE, OUTLIER_MIN_SCALE};
 use crate::rng::{chunk_seed, tensor_seed, StdNormal, Xoshiro256pp};
 
 /// Elements per independently seeded generation chunk. Fixed so the output does not
@@ -61,7 +59,7 @@ pub(crate) fn tensor_bytes(spec: &TensorSpec, seed: u64, nan_at: Option<usize>) 
         other => unreachable!("qins-synth never plans {other:?} tensors"),
     }
     if let Some(i) = nan_at {
-        let es = spec.dtype.size() / 8;
+        let es = spec.dtype.bitsize() / 8;
         let dst = &mut out[i * es..(i + 1) * es];
         match spec.dtype {
             Dtype::F32 => dst.copy_from_slice(&f32::NAN.to_le_bytes()),
@@ -79,16 +77,56 @@ fn fill_float<const N: usize>(
     out: &mut [u8],
     encode: impl Fn(f32) -> [u8; N] + Sync,
 ) {
+    let params = ChunkParams {
+        zero_thresh: threshold(spec.zero_fraction),
+        outlier_thresh: threshold(spec.outlier_fraction),
+        std: f64::from(spec.dist.std()),
+    };
+    let dist = spec.dist;
     out.par_chunks_mut(CHUNK_ELEMS * N)
         .enumerate()
         .for_each(|(ci, bytes)| {
             let mut rng = Xoshiro256pp::from_seed(chunk_seed(tseed, ci));
-            let mut sampler = Sampler::new(spec);
-            let n = bytes.len() / N;
-            let forced = (spec.outlier_fraction > 0.0).then(|| rng.below(n as u64) as usize);
-            for (i, dst) in bytes.chunks_exact_mut(N).enumerate() {
-                let v = sampler.sample(&mut rng, forced == Some(i));
-                dst.copy_from_slice(&encode(v));
+            let mut normal = StdNormal::default();
+            // One specialised loop per distribution keeps the per-element path branch-light.
+            match dist {
+                WeightDist::Gaussian { mean, std } => {
+                    let (mean, std) = (f64::from(mean), f64::from(std));
+                    params.fill(bytes, &mut rng, &encode, |rng| {
+                        mean + std * normal.sample(rng)
+                    });
+                }
+                WeightDist::Laplace { std } => {
+                    let std = f64::from(std);
+                    let b = std / std::f64::consts::SQRT_2;
+                    let lim = HEAVY_TAIL_CLAMP * std;
+                    params.fill(bytes, &mut rng, &encode, |rng| {
+                        let negative = rng.next_u64() >> 63 == 1;
+                        let x = (-b * rng.next_f64_nonzero().ln()).min(lim);
+                        if negative {
+                            -x
+                        } else {
+                            x
+                        }
+                    });
+                }
+                WeightDist::StudentT4 { std } => {
+                    let std = f64::from(std);
+                    let scale = std / std::f64::consts::SQRT_2;
+                    let lim = HEAVY_TAIL_CLAMP * std;
+                    params.fill(bytes, &mut rng, &encode, |rng| {
+                        let z = normal.sample(rng);
+                        // chi-square with 4 degrees of freedom: -2 ln(u1 u2), u in (0, 1].
+                        let chi2 = -2.0 * (rng.next_f64_nonzero() * rng.next_f64_nonzero()).ln();
+                        let t = if chi2 > 0.0 {
+                            z / (chi2 / 4.0).sqrt()
+                        } else {
+                            z
+                        };
+                        (scale * t).clamp(-lim, lim)
+                    });
+                }
+                WeightDist::Arange => unreachable!("Arange is an integer distribution"),
             }
         });
 }
@@ -104,63 +142,57 @@ fn threshold(p: f64) -> u64 {
     }
 }
 
-struct Sampler {
-    dist: WeightDist,
+/// Per-tensor parameters shared by every chunk.
+struct ChunkParams {
     zero_thresh: u64,
     outlier_thresh: u64,
-    normal: StdNormal,
+    std: f64,
 }
 
-impl Sampler {
-    fn new(spec: &TensorSpec) -> Self {
-        Sampler {
-            dist: spec.dist,
-            zero_thresh: threshold(spec.zero_fraction),
-            outlier_thresh: threshold(spec.outlier_fraction),
-            normal: StdNormal::default(),
+impl ChunkParams {
+    /// Fills one chunk: `base` draws from the tensor's distribution; exact zeros and
+    /// outliers are mixed in according to the thresholds.
+    #[inline(always)]
+    fn fill<const N: usize>(
+        &self,
+        bytes: &mut [u8],
+        rng: &mut Xoshiro256pp,
+        encode: &impl Fn(f32) -> [u8; N],
+        mut base: impl FnMut(&mut Xoshiro256pp) -> f64,
+    ) {
+        if self.zero_thresh == 0 && self.outlier_thresh == 0 {
+            for dst in bytes.chunks_exact_mut(N) {
+                dst.copy_from_slice(&encode(base(rng) as f32));
+            }
+            return;
+        }
+        // With outliers, every chunk holds at least one (at a random position).
+        let forced = if self.outlier_thresh > 0 {
+            rng.below((bytes.len() / N) as u64) as usize
+        } else {
+            usize::MAX
+        };
+        for (i, dst) in bytes.chunks_exact_mut(N).enumerate() {
+            let v = if self.zero_thresh > 0 && rng.next_u64() < self.zero_thresh {
+                0.0
+            } else if i == forced
+                || (self.outlier_thresh > 0 && rng.next_u64() < self.outlier_thresh)
+            {
+                self.outlier(rng)
+            } else {
+                base(rng)
+            };
+            dst.copy_from_slice(&encode(v as f32));
         }
     }
 
-    #[inline]
-    fn sample(&mut self, rng: &mut Xoshiro256pp, force_outlier: bool) -> f32 {
-        if self.zero_thresh > 0 && rng.next_u64() < self.zero_thresh {
-            return 0.0;
-        }
-        let outlier =
-            force_outlier || (self.outlier_thresh > 0 && rng.next_u64() < self.outlier_thresh);
-        if outlier {
-            let std = f64::from(self.dist.std());
-            let scale = f64::from(OUTLIER_MIN_SCALE)
-                + f64::from(OUTLIER_MAX_SCALE - OUTLIER_MIN_SCALE) * rng.next_f64();
-            let sign = if rng.next_u64() >> 63 == 1 { -1.0 } else { 1.0 };
-            return (sign * std * scale) as f32;
-        }
-        let v = match self.dist {
-            WeightDist::Gaussian { mean, std } => {
-                f64::from(mean) + f64::from(std) * self.normal.sample(rng)
-            }
-            WeightDist::Laplace { std } => {
-                let std = f64::from(std);
-                let b = std / std::f64::consts::SQRT_2;
-                let sign = if rng.next_u64() >> 63 == 1 { -1.0 } else { 1.0 };
-                let x = -b * rng.next_f64_nonzero().ln();
-                sign * x.min(HEAVY_TAIL_CLAMP * std)
-            }
-            WeightDist::StudentT4 { std } => {
-                let std = f64::from(std);
-                let z = self.normal.sample(rng);
-                let chi2 = -2.0 * (rng.next_f64_nonzero().ln() + rng.next_f64_nonzero().ln());
-                let t = if chi2 > 0.0 {
-                    z / (chi2 / 4.0).sqrt()
-                } else {
-                    z
-                };
-                let lim = HEAVY_TAIL_CLAMP * std;
-                (std / std::f64::consts::SQRT_2 * t).clamp(-lim, lim)
-            }
-            WeightDist::Arange => 0.0,
-        };
-        v as f32
+    /// An outlier: `±std × U(OUTLIER_MIN_SCALE, OUTLIER_MAX_SCALE)`.
+    #[cold]
+    fn outlier(&self, rng: &mut Xoshiro256pp) -> f64 {
+        let scale = f64::from(OUTLIER_MIN_SCALE)
+            + f64::from(OUTLIER_MAX_SCALE - OUTLIER_MIN_SCALE) * rng.next_f64();
+        let sign = if rng.next_u64() >> 63 == 1 { -1.0 } else { 1.0 };
+        sign * self.std * scale
     }
 }
 

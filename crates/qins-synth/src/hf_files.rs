@@ -194,7 +194,7 @@ fn tokenizer(cfg: &SynthConfig) -> Tokenizer {
         .iter()
         .filter(|(a, b)| {
             let joined = format!("{a}{b}");
-            tokens.iter().any(|t| *t == joined)
+            tokens.contains(&joined)
         })
         .map(|(a, b)| format!("{a} {b}"))
         .collect();

@@ -86,7 +86,7 @@ impl TensorSpec {
 
     /// Size of the tensor data in bytes.
     pub fn byte_len(&self) -> usize {
-        self.numel() * self.dtype.size() / 8
+        self.numel() * self.dtype.bitsize() / 8
     }
 }
 
@@ -110,16 +110,17 @@ impl SynthConfig {
         let seed = self.seed;
 
         let mut out = Vec::with_capacity(4 + self.num_hidden_layers * 12);
-        let mut push = |name: String, shape: Vec<usize>, dist: WeightDist, zeros: f64, outliers: f64| {
-            out.push(TensorSpec {
-                name,
-                shape,
-                dtype: fd,
-                dist,
-                zero_fraction: zeros,
-                outlier_fraction: outliers,
-            });
-        };
+        let mut push =
+            |name: String, shape: Vec<usize>, dist: WeightDist, zeros: f64, outliers: f64| {
+                out.push(TensorSpec {
+                    name,
+                    shape,
+                    dtype: fd,
+                    dist,
+                    zero_fraction: zeros,
+                    outlier_fraction: outliers,
+                });
+            };
         let gauss = |name: &str, scale: f32| WeightDist::Gaussian {
             mean: 0.0,
             std: BASE_STD * scale * std_factor(seed, name),
@@ -130,7 +131,13 @@ impl SynthConfig {
         };
 
         let name = "model.embed_tokens.weight".to_string();
-        push(name.clone(), vec![self.vocab_size, h], gauss(&name, 1.0), 0.0, 0.0);
+        push(
+            name.clone(),
+            vec![self.vocab_size, h],
+            gauss(&name, 1.0),
+            0.0,
+            0.0,
+        );
 
         for i in 0..self.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -144,11 +151,23 @@ impl SynthConfig {
             }
             let o = format!("{p}.self_attn.o_proj.weight");
             let o_std = BASE_STD * resid * std_factor(seed, &o);
-            push(o, vec![h, q_rows], WeightDist::StudentT4 { std: o_std }, 0.0, OUTLIER_FRACTION);
+            push(
+                o,
+                vec![h, q_rows],
+                WeightDist::StudentT4 { std: o_std },
+                0.0,
+                OUTLIER_FRACTION,
+            );
 
             for proj in ["gate_proj", "up_proj"] {
                 let w = format!("{p}.mlp.{proj}.weight");
-                push(w.clone(), vec![self.intermediate_size, h], gauss(&w, 1.0), 0.0, 0.0);
+                push(
+                    w.clone(),
+                    vec![self.intermediate_size, h],
+                    gauss(&w, 1.0),
+                    0.0,
+                    0.0,
+                );
             }
             let d = format!("{p}.mlp.down_proj.weight");
             let shape = vec![h, self.intermediate_size];
@@ -158,14 +177,32 @@ impl SynthConfig {
                 let std = BASE_STD * resid * std_factor(seed, &d);
                 push(d, shape, WeightDist::Laplace { std }, 0.0, OUTLIER_FRACTION);
             }
-            push(format!("{p}.input_layernorm.weight"), vec![h], norm, 0.0, 0.0);
-            push(format!("{p}.post_attention_layernorm.weight"), vec![h], norm, 0.0, 0.0);
+            push(
+                format!("{p}.input_layernorm.weight"),
+                vec![h],
+                norm,
+                0.0,
+                0.0,
+            );
+            push(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                norm,
+                0.0,
+                0.0,
+            );
         }
 
         push("model.norm.weight".to_string(), vec![h], norm, 0.0, 0.0);
         if !self.tie_word_embeddings {
             let name = "lm_head.weight".to_string();
-            push(name.clone(), vec![self.vocab_size, h], gauss(&name, 1.0), 0.0, 0.0);
+            push(
+                name.clone(),
+                vec![self.vocab_size, h],
+                gauss(&name, 1.0),
+                0.0,
+                0.0,
+            );
         }
         out.push(TensorSpec {
             name: "model.rotary.position_ids".to_string(),

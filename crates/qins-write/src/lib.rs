@@ -358,6 +358,15 @@ impl Writer {
         let Storage::Encoded { codec, .. } = t.storage else {
             return Err(self.misuse("tensor is planned as raw, not encoded"));
         };
+        // Checked before anything is written: a short slice would otherwise begin the tensor,
+        // fit its table to part of the values, and leave it incomplete.
+        let want = self.records[self.next].data.length.get();
+        if values.len() as u64 != want {
+            return Err(self.misuse(format!(
+                "expected {want} values (the whole tensor), got {}",
+                values.len()
+            )));
+        }
         let name = t.name.clone();
         let shape = t.shape.clone();
         let enc = |source| WriteError::Encode {
@@ -371,6 +380,10 @@ impl Writer {
         let stats = qins_format::codec::scan(values, 0, rs.as_ref()).map_err(enc)?;
         let q = Quantizer::new(codec, &stats);
         self.begin_encoded(&q, scales)?;
+        if values.is_empty() && matches!(self.current, Current::Idle) {
+            // An empty tensor: `begin_encoded` has already completed it.
+            return Ok(());
+        }
         let mut codes = vec![0u8; values.len()];
         let mut signs = vec![0u8; values.len().div_ceil(8)];
         q.encode(values, 0, rs.as_ref(), &mut codes, &mut signs)

@@ -1,0 +1,148 @@
+//! Shows what is in a `.qins` file (`spec/qins-v1.md`), counted from the bytes in the file.
+//!
+//! The library behind the `qins-inspect` binary. A [`Report`] is built from a file that
+//! [`qins_read`] has validated; [`write_text`] and [`write_json`] render it; [`write_layout`]
+//! prints the annotated byte layout instead. [`inspect`] does all of it for one set of
+//! [`Options`], writing to any [`std::io::Write`].
+//!
+//! ```no_run
+//! let file = qins_read::open("model.qins".as_ref())?;
+//! let qins = file.parse()?;
+//! let opts = qins_inspect::Options::default();
+//! qins_inspect::inspect(&qins, "model.qins", &opts, &mut std::io::stdout())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Honest accounting
+//!
+//! Every size comes from the section lengths in the header, which the reader has checked
+//! against the file (§9.2, §9.3). Every byte of the file is attributed to exactly one of:
+//! header, LUTs, codes, signs, row scales, raw tensors, assets, padding. Padding is summed from
+//! the gaps between consecutive sections (not computed as a remainder), and the sum of the
+//! categories is asserted to equal the file size. Ratios are shown against the tensors' source
+//! dtypes and against the whole model cast to F32 and to BF16 (floating-point tensors at 4 or 2
+//! bytes per element; integer, BOOL and complex tensors at their own size, as
+//! `torch.nn.Module.to(dtype)` does), always against the whole file: header, tables, assets
+//! and padding included. Per tensor, `bits_per_weight` counts the tensor's own sections
+//! (codes, signs, row scales) and `bits_per_weight_with_lut` adds its 1 KiB table.
+//!
+//! # JSON document (`--json`)
+//!
+//! One object; the key names are stable, new keys may be added. Sizes are exact integers of
+//! bytes; ratios and bits are numbers; `null` where a value does not exist (a raw tensor's
+//! codec, a ratio over zero stored bytes).
+//!
+//! ```text
+//! {
+//!   "file": "model.qins",
+//!   "version": {"major": 1, "minor": 0},
+//!   "header": {"alignment", "file_size", "header_size", "tensor_count", "asset_count",
+//!              "lut_count", "strings_size", "metadata_size", "required_features"},
+//!   "metadata": {"key": "value", ...},
+//!   "tensors": [{
+//!     "name", "shape": [u64], "numel", "dtype": "F32",
+//!     "encoding": "raw" | "log" | "linear" | "log+rows" | "linear+rows",
+//!     "codec": "log" | "linear" | null, "row_scales": bool,
+//!     "params": {"codec": "log", "log_min", "log_max", "min_magnitude", "max_magnitude"}
+//!             | {"codec": "linear", "max_abs"} | null,
+//!     "lut_index": u32 | null,
+//!     "bytes": {"data", "signs", "scales", "stored"},
+//!     "source_bytes", "f32_bytes", "bf16_bytes",
+//!     "bits_per_weight", "bits_per_weight_with_lut",
+//!     "ratio_source", "ratio_f32", "ratio_bf16"
+//!   }],
+//!   "assets": [{"name", "bytes"}],
+//!   "sections": [{"name": "tensor \"w\" signs", "category": "luts" | "codes" | "signs"
+//!                 | "row_scales" | "raw" | "assets", "offset", "length", "crc",
+//!                 "padding_before"}],
+//!   "bytes": {"header", "luts", "codes", "signs", "row_scales", "raw", "assets",
+//!             "padding", "total"},
+//!   "totals": {"numel", "source_bytes", "f32_bytes", "bf16_bytes", "file_bytes",
+//!              "ratio_source", "ratio_f32", "ratio_bf16", "bits_per_weight"},
+//!   "verified": bool
+//! }
+//! ```
+//!
+//! `bytes.total` always equals `header.file_size`. The fields are documented on [`Report`]
+//! and the types it contains.
+#![forbid(unsafe_code)]
+
+mod layout;
+mod report;
+mod sections;
+mod text;
+mod units;
+
+use std::io::{self, Write};
+
+use qins_read::{Qins, ReadError};
+
+pub use layout::write_layout;
+pub use report::{
+    AssetReport, ByteCounts, HeaderFields, Params, Report, Section, TensorBytes, TensorReport,
+    Totals, Version,
+};
+pub use sections::Category;
+pub use text::write_text;
+pub use units::human_size;
+
+/// Which view [`inspect`] writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The human-readable report ([`write_text`]).
+    #[default]
+    Text,
+    /// The report as one JSON document ([`write_json`]).
+    Json,
+    /// The annotated byte layout ([`write_layout`]).
+    Layout,
+}
+
+/// What [`inspect`] does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The view to write.
+    pub format: Format,
+    /// Verify every checksum, the padding, the sign bits and the row scales (§14) first, and
+    /// fail on the first problem. Without it only the open-time validation (§17) has been done.
+    pub verify: bool,
+    /// In the layout view, show every byte: all 256 entries of each LUT and whole sections.
+    pub full: bool,
+}
+
+/// Why [`inspect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Verification found a problem; the message names the section (§14).
+    #[error(transparent)]
+    Verify(#[from] ReadError),
+    /// The output could not be written.
+    #[error("cannot write the output: {0}")]
+    Write(#[from] io::Error),
+}
+
+/// Writes `report` as one JSON document (see the crate documentation), followed by a newline.
+pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    writeln!(out)
+}
+
+/// Inspects a validated file shown as `name`: verifies it if asked, then writes the view that
+/// `opts` selects to `out`. On a verification failure nothing is written.
+pub fn inspect(
+    file: &Qins<'_>,
+    name: &str,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    if opts.verify {
+        file.verify()?;
+    }
+    match opts.format {
+        Format::Text => write_text(&Report::new(file, name, opts.verify), out)?,
+        Format::Json => write_json(&Report::new(file, name, opts.verify), out)?,
+        Format::Layout => write_layout(file, name, opts.full, out)?,
+    }
+    out.flush()?;
+    Ok(())
+}

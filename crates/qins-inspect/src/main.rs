@@ -1,0 +1,98 @@
+//! `qins-inspect FILE [--verify] [--json | --layout [--full]]`: what is in a `.qins` file.
+//!
+//! Exit status: 0 when the file is valid (and, with `--verify`, every checksum matches); 1 when
+//! it cannot be read or is invalid, with one line `error: FILE: message` on stderr; 2 on a
+//! usage error.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use qins_inspect::{Error, Format, Options};
+use qins_read::ReadError;
+
+/// Shows what is in a .qins file: header, tensors, assets, and where every byte goes.
+#[derive(Parser, Debug)]
+#[command(name = "qins-inspect", version, about)]
+struct Cli {
+    /// The .qins file.
+    file: PathBuf,
+    /// Also verify every checksum, the padding, sign bits and row scales (reads all data);
+    /// exit 1 naming the first bad section.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON document instead of text (for scripts).
+    #[arg(long, conflicts_with = "layout")]
+    json: bool,
+    /// Print the annotated layout: every header field and section with its offset, size and
+    /// bytes.
+    #[arg(long)]
+    layout: bool,
+    /// With --layout: show every LUT entry and every byte of every section.
+    #[arg(long, requires = "layout")]
+    full: bool,
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let path = cli.file.as_path();
+    let name = path.display().to_string();
+    let in_file = |e: ReadError| -> anyhow::Error {
+        match e {
+            // The I/O error's message names the path already.
+            ReadError::Io { source, .. } => anyhow::Error::new(source).context(name.clone()),
+            e => anyhow::Error::new(e).context(name.clone()),
+        }
+    };
+    let file = qins_read::open(path).map_err(in_file)?;
+    let qins = file.parse().map_err(in_file)?;
+    let opts = Options {
+        format: match (cli.json, cli.layout) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Layout,
+            _ => Format::Text,
+        },
+        verify: cli.verify,
+        full: cli.full,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match qins_inspect::inspect(&qins, &name, &opts, &mut out) {
+        Ok(()) => Ok(()),
+        Err(Error::Verify(e)) => Err(in_file(e)),
+        Err(Error::Write(e)) => Err(e).context("stdout"),
+    }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `qins-inspect big.qins --layout | head`: the reader left, which is not an error.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = io::stdout().flush();
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,1107 @@
+#!/usr/bin/env python3
+"""An independent reader for QINS 1.0 files, written from spec/qins-v1.md alone.
+
+Depends only on the Python 3.11 standard library and numpy.
+
+Library use::
+
+    with QinsFile("model.qins") as q:      # opens and validates (spec §17, steps 1-9)
+        q.verify()                          # §14: section CRCs, padding, sign bits, scales
+        for t in q.tensors:
+            if t.encoded:
+                w = q.decode(t.name)        # float32 array of t.shape, §11.4 bit-exact
+            else:
+                b = q.raw_bytes(t.name)     # the raw bytes, dtype t.dtype
+                a = q.raw_array(t.name)     # numpy view where numpy has the dtype
+        q.metadata                          # dict of str -> str (§7)
+        q.asset_bytes("config.json")
+
+Command line::
+
+    qins_reader.py list FILE
+    qins_reader.py verify FILE
+    qins_reader.py decode FILE OUT_DIR [--no-verify]
+    qins_reader.py dump FILE [--no-verify]
+
+Every validation failure raises a subclass of :class:`QinsError`; ``err.kind`` is the error
+kind name of spec §17 (e.g. ``"BadMagic"``) and the message names what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import mmap
+import os
+import struct
+import sys
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+__all__ = [
+    "QinsError",
+    "QinsFile",
+    "TensorInfo",
+    "AssetInfo",
+    "Section",
+    "ERROR_KINDS",
+    "DTYPES",
+    "CODECS",
+    "open_qins",
+    "main",
+]
+
+# --------------------------------------------------------------------------------------------
+# Errors (§17)
+# --------------------------------------------------------------------------------------------
+
+ERROR_KINDS = (
+    "Truncated",
+    "BadMagic",
+    "UnsupportedVersion",
+    "UnsupportedFeature",
+    "LimitExceeded",
+    "HeaderSizeMismatch",
+    "TrailingBytes",
+    "HeaderChecksum",
+    "ReservedNonZero",
+    "BadAlignment",
+    "BadName",
+    "DuplicateName",
+    "UnknownDtype",
+    "BadShape",
+    "UnknownCodec",
+    "BadDtypeForCodec",
+    "FlagMismatch",
+    "BadParams",
+    "BadLutIndex",
+    "SectionSize",
+    "Misaligned",
+    "OutOfBounds",
+    "Overlap",
+    "Gap",
+    "BadMetadata",
+    "BadLut",
+    "DataChecksum",
+    "NonZeroPadding",
+    "StraySignBits",
+    "BadScale",
+)
+
+
+class QinsError(Exception):
+    """Base class of every error this reader reports. ``kind`` is the §17 kind name."""
+
+    kind = "QinsError"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # "Kind: message", as the CLI prints it after "error: "
+        return f"{self.kind}: {self.message}"
+
+
+#: kind name -> exception class (a subclass of QinsError with that ``kind``)
+ERRORS: dict[str, type[QinsError]] = {}
+for _kind in ERROR_KINDS:
+    _cls = type(_kind + "Error", (QinsError,), {"kind": _kind, "__module__": __name__})
+    ERRORS[_kind] = _cls
+    globals()[_kind + "Error"] = _cls
+    __all__.append(_kind + "Error")
+del _kind, _cls
+
+
+def _fail(kind: str, message: str) -> "None":
+    raise ERRORS[kind](message)
+
+
+# --------------------------------------------------------------------------------------------
+# Constants (§3-§5, §12, §13, §16)
+# --------------------------------------------------------------------------------------------
+
+MAGIC = b"\x89QINS\r\n\x1a"
+PREAMBLE_SIZE = 96
+TENSOR_RECORD_SIZE = 176
+ASSET_RECORD_SIZE = 32
+SECTION_SIZE = 24
+U64_MAX = (1 << 64) - 1
+
+MAX_HEADER_SIZE = 268435456
+MAX_TENSOR_COUNT = 1048576
+MAX_ASSET_COUNT = 65536
+MAX_METADATA_SIZE = 1048576
+MAX_NAME_LEN = 4096
+MAX_RANK = 8
+MIN_ALIGNMENT = 64
+MAX_ALIGNMENT = 1048576
+
+FLAG_ROW_SCALES = 1
+
+#: dtype code -> (name, bits)  (§13.1)
+DTYPES: dict[int, tuple[str, int]] = {
+    1: ("BOOL", 8),
+    2: ("U8", 8),
+    3: ("I8", 8),
+    4: ("I16", 16),
+    5: ("U16", 16),
+    6: ("I32", 32),
+    7: ("U32", 32),
+    8: ("I64", 64),
+    9: ("U64", 64),
+    10: ("F16", 16),
+    11: ("BF16", 16),
+    12: ("F32", 32),
+    13: ("F64", 64),
+    14: ("F8_E5M2", 8),
+    15: ("F8_E4M3", 8),
+    16: ("F8_E8M0", 8),
+    17: ("F8_E4M3FNUZ", 8),
+    18: ("F8_E5M2FNUZ", 8),
+    19: ("F4", 4),
+    20: ("F6_E2M3", 6),
+    21: ("F6_E3M2", 6),
+    22: ("C64", 64),
+}
+DTYPE_CODES = {name: code for code, (name, _bits) in DTYPES.items()}
+ENCODABLE_DTYPES = frozenset({10, 11, 12})  # F16, BF16, F32 (§13.2)
+
+#: codec id -> name (§12)
+CODECS: dict[int, str] = {0: "raw", 1: "log", 2: "linear"}
+CODEC_IDS = {name: cid for cid, name in CODECS.items()}
+
+#: numpy dtype for raw tensors, where numpy has one. BF16 is given as its uint16 bit patterns
+#: and the 8-bit float formats as their uint8 bit patterns; F4/F6 have no array view.
+NUMPY_DTYPES: dict[str, str] = {
+    "BOOL": "?",
+    "U8": "u1",
+    "I8": "i1",
+    "I16": "<i2",
+    "U16": "<u2",
+    "I32": "<i4",
+    "U32": "<u4",
+    "I64": "<i8",
+    "U64": "<u8",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "F32": "<f4",
+    "F64": "<f8",
+    "F8_E5M2": "u1",
+    "F8_E4M3": "u1",
+    "F8_E8M0": "u1",
+    "F8_E4M3FNUZ": "u1",
+    "F8_E5M2FNUZ": "u1",
+    "C64": "<c8",
+}
+
+# Fixed layouts. Params are read as u64 bit patterns (so NaN payloads and -0.0 are seen exactly).
+_PREAMBLE = struct.Struct("<8sHHIQQQIIIIIIQQIIQ")
+_SECTION_FMT = "QQII"
+_TENSOR = struct.Struct("<IIBBHI8QQQII" + _SECTION_FMT * 3)
+_ASSET = struct.Struct("<II" + _SECTION_FMT)
+assert _PREAMBLE.size == PREAMBLE_SIZE
+assert _TENSOR.size == TENSOR_RECORD_SIZE
+assert _ASSET.size == ASSET_RECORD_SIZE
+
+
+def _bits_to_f64(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+
+def align_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+def crc32(data) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------------------------
+# Parsed records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    offset: int
+    length: int
+    crc: int
+    reserved: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def is_zero(self) -> bool:
+        return self.offset == 0 and self.length == 0 and self.crc == 0 and self.reserved == 0
+
+    def as_dict(self) -> dict:
+        return {"offset": self.offset, "length": self.length, "crc32": self.crc}
+
+
+@dataclass
+class TensorInfo:
+    index: int
+    name: str
+    dtype_code: int
+    rank: int
+    shape: tuple
+    codec_id: int
+    flags: int
+    param0: float
+    param1: float
+    param0_bits: int
+    param1_bits: int
+    lut_index: int
+    data: Section
+    signs: Section
+    scales: Section
+    numel: int = 0
+    rows: int = 0
+    row_len: int = 1
+
+    @property
+    def dtype(self) -> str:
+        return DTYPES[self.dtype_code][0]
+
+    @property
+    def codec(self) -> str:
+        return CODECS[self.codec_id]
+
+    @property
+    def encoded(self) -> bool:
+        return self.codec_id != 0
+
+    @property
+    def row_scales(self) -> bool:
+        return bool(self.flags & FLAG_ROW_SCALES)
+
+    def used_sections(self) -> list[tuple[str, Section]]:
+        """The tensor's used sections, in canonical order (§9.2), with their §14 labels."""
+        out = [(f"tensor {self.name} data", self.data)]
+        if self.encoded:
+            out.append((f"tensor {self.name} signs", self.signs))
+            if self.row_scales:
+                out.append((f"tensor {self.name} scales", self.scales))
+        return out
+
+    def section_sizes(self) -> dict:
+        d = {"data": self.data.length}
+        if self.encoded:
+            d["signs"] = self.signs.length
+            if self.row_scales:
+                d["scales"] = self.scales.length
+        return d
+
+
+@dataclass
+class AssetInfo:
+    index: int
+    name: str
+    data: Section
+
+    @property
+    def size(self) -> int:
+        return self.data.length
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------
+
+
+class QinsFile:
+    """A validated, memory-mapped .qins file. Opening runs spec §17 steps 1-9 in order."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._mm: mmap.mmap | None = None
+        self._buf: np.ndarray | None = None
+        self._file = open(self.path, "rb")
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- context management ------------------------------------------------------------------
+
+    def __enter__(self) -> "QinsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._buf = None
+        self._luts = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                # numpy views handed out by raw_array() still reference the map; it is
+                # unmapped when the last of them is garbage-collected.
+                pass
+            self._mm = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- opening (§17) -----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        actual_size = os.fstat(self._file.fileno()).st_size
+
+        # Step 1: size, magic, version, features.
+        if actual_size < PREAMBLE_SIZE:
+            _fail("Truncated", f"the file is {actual_size} bytes, shorter than the "
+                               f"{PREAMBLE_SIZE}-byte preamble (§3)")
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = self._mm
+        self.actual_size = actual_size
+        (magic, vmaj, vmin, alignment, req_features, file_size, header_size, tensor_count,
+         asset_count, lut_count, strings_size, metadata_size, reserved60,
+         lut_off, lut_len, lut_crc, lut_res, reserved88) = _PREAMBLE.unpack_from(mm, 0)
+        if magic != MAGIC:
+            _fail("BadMagic", f"magic is {magic.hex(' ')}, expected {MAGIC.hex(' ')} (§3)")
+        if vmaj != 1:
+            _fail("UnsupportedVersion",
+                  f"file version is {vmaj}.{vmin}; this reader implements major version 1 "
+                  f"(1.0) (§15)")
+        if req_features != 0:
+            _fail("UnsupportedFeature",
+                  f"required_features is 0x{req_features:016x}; this reader knows no feature "
+                  f"bits (unknown bits 0x{req_features:016x}) (§3, §15)")
+
+        # Step 2: limits, then header_size against the counts.
+        if tensor_count > MAX_TENSOR_COUNT:
+            _fail("LimitExceeded",
+                  f"tensor_count {tensor_count} exceeds the limit {MAX_TENSOR_COUNT} (§16)")
+        if asset_count > MAX_ASSET_COUNT:
+            _fail("LimitExceeded",
+                  f"asset_count {asset_count} exceeds the limit {MAX_ASSET_COUNT} (§16)")
+        if metadata_size > MAX_METADATA_SIZE:
+            _fail("LimitExceeded",
+                  f"metadata_size {metadata_size} exceeds the limit {MAX_METADATA_SIZE} (§16)")
+        if header_size > MAX_HEADER_SIZE:
+            _fail("LimitExceeded",
+                  f"header_size {header_size} exceeds the limit {MAX_HEADER_SIZE} (§16)")
+        expected_hs = (PREAMBLE_SIZE + TENSOR_RECORD_SIZE * tensor_count
+                       + ASSET_RECORD_SIZE * asset_count + strings_size + metadata_size + 4)
+        if header_size != expected_hs:
+            _fail("HeaderSizeMismatch",
+                  f"header_size is {header_size} but the counts imply {expected_hs} "
+                  f"(96 + 176*{tensor_count} tensors + 32*{asset_count} assets + "
+                  f"{strings_size} string bytes + {metadata_size} metadata bytes + 4) (§3)")
+
+        # Step 3: file_size against the real length; header_size <= file_size.
+        if actual_size < file_size:
+            _fail("Truncated", f"the file is {actual_size} bytes but file_size says "
+                               f"{file_size} (§9.3)")
+        if actual_size > file_size:
+            _fail("TrailingBytes", f"the file is {actual_size} bytes but file_size says "
+                                   f"{file_size}: {actual_size - file_size} bytes after "
+                                   f"file_size (§9.3)")
+        if header_size > file_size:
+            _fail("Truncated", f"header_size {header_size} exceeds file_size {file_size} (§16)")
+
+        # Step 4: header CRC.
+        stored_crc = struct.unpack_from("<I", mm, header_size - 4)[0]
+        with memoryview(mm) as mv:
+            computed_crc = crc32(mv[: header_size - 4])
+        if stored_crc != computed_crc:
+            _fail("HeaderChecksum",
+                  f"header CRC at offset {header_size - 4} is 0x{stored_crc:08x}, computed "
+                  f"0x{computed_crc:08x} over bytes [0, {header_size - 4}) (§8)")
+
+        self.version = (vmaj, vmin)
+        self.alignment = alignment
+        self.required_features = req_features
+        self.file_size = file_size
+        self.header_size = header_size
+        self.tensor_count = tensor_count
+        self.asset_count = asset_count
+        self.lut_count = lut_count
+        self.strings_size = strings_size
+        self.metadata_size = metadata_size
+        self.lut_table = Section(lut_off, lut_len, lut_crc, lut_res)
+        self._strings_off = (PREAMBLE_SIZE + TENSOR_RECORD_SIZE * tensor_count
+                             + ASSET_RECORD_SIZE * asset_count)
+        self._metadata_off = self._strings_off + strings_size
+
+        # The counts are within §16 and the header is inside the file, so each pass over the
+        # records below does a fixed amount of work per record, bounded by the file's size.
+        # Records are unpacked on the fly, not stored, until step 6 builds TensorInfo objects.
+        a_base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * tensor_count
+        t_raw = (_TENSOR.unpack_from(mm, PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k)
+                 for k in range(tensor_count))
+        a_raw = (_ASSET.unpack_from(mm, a_base + ASSET_RECORD_SIZE * k)
+                 for k in range(asset_count))
+
+        # Step 5: reserved fields, then alignment.
+        self._check_reserved(reserved60, reserved88, lut_res, t_raw, a_raw)
+        if not (MIN_ALIGNMENT <= alignment <= MAX_ALIGNMENT) or alignment & (alignment - 1):
+            _fail("BadAlignment", f"alignment is {alignment}; it must be a power of two in "
+                                  f"[{MIN_ALIGNMENT}, {MAX_ALIGNMENT}] (§3)")
+
+        # Step 6: tensor records.
+        t_raw = (_TENSOR.unpack_from(mm, PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k)
+                 for k in range(tensor_count))
+        a_raw = (_ASSET.unpack_from(mm, a_base + ASSET_RECORD_SIZE * k)
+                 for k in range(asset_count))
+        self.tensors: list[TensorInfo] = []
+        self._tensor_by_name: dict[str, TensorInfo] = {}
+        n_encoded = 0
+        for k, rec in enumerate(t_raw):
+            t = self._parse_tensor(k, rec, n_encoded)
+            if t.encoded:
+                n_encoded += 1
+            self.tensors.append(t)
+            self._tensor_by_name[t.name] = t
+
+        # Step 7: asset records.
+        self.assets: list[AssetInfo] = []
+        self._asset_by_name: dict[str, AssetInfo] = {}
+        for k, rec in enumerate(a_raw):
+            name_off, name_len = rec[0], rec[1]
+            name = self._read_name(f"asset record {k}", name_off, name_len)
+            _check_asset_path(k, name)
+            if name in self._asset_by_name:
+                _fail("DuplicateName", f"asset record {k} has name {name!r}, already used by "
+                                       f"asset record {self._asset_by_name[name].index} (§5)")
+            a = AssetInfo(k, name, Section(rec[2], rec[3], rec[4], rec[5]))
+            self.assets.append(a)
+            self._asset_by_name[name] = a
+
+        # Step 8: lut_count, LUT table length, canonical layout, end of file.
+        if lut_count != n_encoded:
+            _fail("BadLutIndex", f"lut_count is {lut_count} but the file has {n_encoded} "
+                                 f"encoded tensors (§10)")
+        if lut_len != 1024 * lut_count:
+            _fail("SectionSize", f"lut table length is {lut_len}, expected 1024 * "
+                                 f"{lut_count} = {1024 * lut_count} (§10)")
+        self._check_layout()
+
+        # Step 9: metadata, then the LUT values.
+        self.metadata = self._parse_metadata()
+        self._buf = np.frombuffer(mm, dtype=np.uint8)
+        self._luts = self._read_luts()
+
+    def _check_reserved(self, reserved60, reserved88, lut_res, t_raw, a_raw) -> None:
+        if reserved60:
+            _fail("ReservedNonZero", f"preamble reserved field at offset 60 is "
+                                     f"0x{reserved60:08x}, must be 0 (§3)")
+        if lut_res:
+            _fail("ReservedNonZero", f"lut_table section reserved field (offset 84) is "
+                                     f"0x{lut_res:08x}, must be 0 (§9.1)")
+        if reserved88:
+            _fail("ReservedNonZero", f"preamble reserved field at offset 88 is "
+                                     f"0x{reserved88:016x}, must be 0 (§3)")
+        for k, rec in enumerate(t_raw):
+            base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k
+            if rec[17]:
+                _fail("ReservedNonZero", f"tensor record {k} reserved field (offset "
+                                         f"{base + 100}) is 0x{rec[17]:08x}, must be 0 (§4)")
+            for j, sname in enumerate(("data", "signs", "scales")):
+                res = rec[18 + 4 * j + 3]
+                if res:
+                    _fail("ReservedNonZero",
+                          f"tensor record {k} {sname} section reserved field (offset "
+                          f"{base + 104 + 24 * j + 20}) is 0x{res:08x}, must be 0 (§9.1)")
+        a_base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * self.tensor_count
+        for k, rec in enumerate(a_raw):
+            if rec[5]:
+                _fail("ReservedNonZero",
+                      f"asset record {k} data section reserved field (offset "
+                      f"{a_base + ASSET_RECORD_SIZE * k + 28}) is 0x{rec[5]:08x}, must be 0 "
+                      f"(§9.1)")
+
+    def _read_name(self, what: str, name_off: int, name_len: int) -> str:
+        if name_off + name_len > self.strings_size:
+            _fail("OutOfBounds",
+                  f"{what}: name range [{name_off}, {name_off + name_len}) is outside the "
+                  f"{self.strings_size}-byte string table (§6)")
+        if name_len == 0:
+            _fail("BadName", f"{what}: name is empty (name_len 0) (§4, §5)")
+        if name_len > MAX_NAME_LEN:
+            _fail("BadName", f"{what}: name_len {name_len} exceeds {MAX_NAME_LEN} (§16)")
+        start = self._strings_off + name_off
+        raw = self._mm[start: start + name_len]
+        try:
+            name = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as e:
+            _fail("BadName", f"{what}: name bytes {raw[:64]!r} are not valid UTF-8 ({e.reason} "
+                             f"at byte {e.start}) (§6)")
+        if "\x00" in name:
+            _fail("BadName", f"{what}: name {name!r} contains NUL at byte "
+                             f"{raw.index(0)} (§6)")
+        return name
+
+    def _parse_tensor(self, k: int, rec: tuple, n_encoded: int) -> TensorInfo:
+        (name_off, name_len, dtype_code, rank, codec_id, flags) = rec[0:6]
+        shape_all = rec[6:14]
+        p0_bits, p1_bits, lut_index = rec[14], rec[15], rec[16]
+        secs = [Section(*rec[18 + 4 * j: 22 + 4 * j]) for j in range(3)]
+        what = f"tensor record {k}"
+
+        # name
+        name = self._read_name(what, name_off, name_len)
+        what = f"tensor {name!r} (record {k})"
+        if name in self._tensor_by_name:
+            _fail("DuplicateName", f"{what}: name already used by tensor record "
+                                   f"{self._tensor_by_name[name].index} (§4)")
+        # dtype
+        if dtype_code not in DTYPES:
+            _fail("UnknownDtype", f"{what}: dtype code {dtype_code} is not in the 1.0 "
+                                  f"registry (1..22) (§13.1)")
+        dname, bits = DTYPES[dtype_code]
+        # rank and shape
+        if rank > MAX_RANK:
+            _fail("BadShape", f"{what}: rank {rank} exceeds {MAX_RANK} (§4)")
+        for d in range(rank, 8):
+            if shape_all[d]:
+                _fail("BadShape", f"{what}: shape[{d}] = {shape_all[d]} is past rank {rank} "
+                                  f"and must be 0 (§4)")
+        shape = tuple(shape_all[:rank])
+        numel = 1
+        for d in range(rank):
+            numel *= shape[d]
+            if numel > U64_MAX:
+                _fail("LimitExceeded", f"{what}: numel of shape {list(shape)} overflows u64 "
+                                       f"(§4, §16)")
+        # codec
+        if codec_id not in CODECS:
+            _fail("UnknownCodec", f"{what}: codec id {codec_id} is unknown; this reader knows "
+                                  f"0 (raw), 1 (log), 2 (linear) (§12)")
+        encoded = codec_id != 0
+        if encoded and dtype_code not in ENCODABLE_DTYPES:
+            _fail("BadDtypeForCodec", f"{what}: dtype {dname} cannot be encoded with codec "
+                                      f"{CODECS[codec_id]} (only F16, BF16, F32) (§13.2)")
+        # flags
+        if flags & ~FLAG_ROW_SCALES:
+            _fail("ReservedNonZero", f"{what}: flags 0x{flags:08x} has unknown bits "
+                                     f"0x{flags & ~FLAG_ROW_SCALES:08x} (§4)")
+        if flags & FLAG_ROW_SCALES and not encoded:
+            _fail("FlagMismatch", f"{what}: ROW_SCALES is set on a raw tensor (§4)")
+        # parameters
+        p0, p1 = _bits_to_f64(p0_bits), _bits_to_f64(p1_bits)
+        if not encoded:
+            if p0_bits or p1_bits:
+                _fail("BadParams", f"{what}: raw tensor has param0 = {p0!r} (0x{p0_bits:016x}),"
+                                   f" param1 = {p1!r} (0x{p1_bits:016x}); both must be +0.0 "
+                                   f"(§4)")
+        else:
+            if not (math.isfinite(p0) and math.isfinite(p1)):
+                _fail("BadParams", f"{what}: param0 = {p0!r}, param1 = {p1!r}; both must be "
+                                   f"finite (§4)")
+            if codec_id == 1 and not (p0 <= p1):
+                _fail("BadParams", f"{what}: log codec needs log_min <= log_max, found "
+                                   f"log_min = {p0!r} > log_max = {p1!r} (§12.1)")
+            if codec_id == 2 and not (p0 >= 0.0):
+                _fail("BadParams", f"{what}: linear codec needs max_abs >= 0, found "
+                                   f"max_abs = {p0!r} (§12.2)")
+        # lut_index
+        if encoded:
+            if lut_index != n_encoded:
+                _fail("BadLutIndex", f"{what}: lut_index is {lut_index}, expected {n_encoded} "
+                                     f"(the number of encoded tensors before it) (§4)")
+        elif lut_index != 0:
+            _fail("BadLutIndex", f"{what}: raw tensor has lut_index {lut_index}, must be 0 "
+                                 f"(§4)")
+        # section lengths
+        data, signs, scales = secs
+        rows, row_len = 0, 1
+        if not encoded:
+            total_bits = numel * bits
+            if total_bits > U64_MAX:
+                _fail("LimitExceeded", f"{what}: numel {numel} x {bits} bits overflows u64 "
+                                       f"(§16)")
+            if total_bits % 8:
+                _fail("SectionSize", f"{what}: numel {numel} x {bits} bits of {dname} is not a "
+                                     f"whole number of bytes (§4, §13.1)")
+            if data.length != total_bits // 8:
+                _fail("SectionSize", f"{what}: data length is {data.length}, expected "
+                                     f"{total_bits // 8} ({numel} x {dname}) (§4)")
+            for sname, s in (("signs", signs), ("scales", scales)):
+                if not s.is_zero:
+                    _fail("SectionSize", f"{what}: unused {sname} section must be all zero, "
+                                         f"found offset {s.offset}, length {s.length}, crc "
+                                         f"0x{s.crc:08x} (§4)")
+        else:
+            if data.length != numel:
+                _fail("SectionSize", f"{what}: data (codes) length is {data.length}, expected "
+                                     f"numel = {numel} (§4, §11.1)")
+            exp_signs = (numel + 7) // 8
+            if signs.length != exp_signs:
+                _fail("SectionSize", f"{what}: signs length is {signs.length}, expected "
+                                     f"ceil({numel} / 8) = {exp_signs} (§4, §11.2)")
+            if flags & FLAG_ROW_SCALES:
+                row_len = shape[rank - 1] if rank else 1
+                rows = numel // row_len if row_len else 0
+                if 4 * rows > U64_MAX:
+                    _fail("LimitExceeded", f"{what}: 4 x {rows} rows overflows u64 (§16)")
+                if scales.length != 4 * rows:
+                    _fail("SectionSize", f"{what}: scales length is {scales.length}, expected "
+                                         f"4 x {rows} rows = {4 * rows} (§4, §11.3)")
+            elif not scales.is_zero:
+                _fail("SectionSize", f"{what}: unused scales section (no ROW_SCALES) must be "
+                                     f"all zero, found offset {scales.offset}, length "
+                                     f"{scales.length}, crc 0x{scales.crc:08x} (§4)")
+        return TensorInfo(
+            index=k, name=name, dtype_code=dtype_code, rank=rank, shape=shape,
+            codec_id=codec_id, flags=flags, param0=p0, param1=p1, param0_bits=p0_bits,
+            param1_bits=p1_bits, lut_index=lut_index, data=data, signs=signs, scales=scales,
+            numel=numel, rows=rows, row_len=row_len)
+
+    def used_sections(self) -> list[tuple[str, Section]]:
+        """All used sections in canonical order (§9.2) with their §14 names."""
+        out = [("lut table", self.lut_table)]
+        for t in self.tensors:
+            out.extend(t.used_sections())
+        for a in self.assets:
+            out.append((f"asset {a.name}", a.data))
+        return out
+
+    def _check_layout(self) -> None:
+        A = self.alignment
+        prev_end = self.header_size
+        prev_label = "header"
+        for label, s in self.used_sections():
+            expected = align_up(prev_end, A)
+            if s.offset % A:
+                _fail("Misaligned", f"{label}: offset {s.offset} is not a multiple of the "
+                                    f"alignment {A} (expected offset {expected}) (§9.2)")
+            if s.offset + s.length > U64_MAX or s.offset + s.length > self.file_size:
+                _fail("OutOfBounds", f"{label}: section [{s.offset}, {s.offset + s.length}) "
+                                     f"extends past file_size {self.file_size} (§9.2)")
+            if s.offset < prev_end:
+                _fail("Overlap", f"{label}: offset {s.offset} is below the end {prev_end} of "
+                                 f"the previous section ({prev_label}) (§9.2)")
+            if s.offset > expected:
+                _fail("Gap", f"{label}: offset {s.offset} is above {expected} = align_up("
+                             f"{prev_end}, {A}), the end of the previous section "
+                             f"({prev_label}) rounded up: {s.offset - expected} unaccounted "
+                             f"bytes (§9.2)")
+            prev_end = s.offset + s.length
+            prev_label = label
+        if self.file_size != prev_end:
+            _fail("TrailingBytes", f"file_size is {self.file_size} but the last section "
+                                   f"({prev_label}) ends at {prev_end}: "
+                                   f"{self.file_size - prev_end} bytes after it (§9.3)")
+
+    def _parse_metadata(self) -> dict:
+        if self.metadata_size == 0:
+            return {}
+        start = self._metadata_off
+        raw = self._mm[start: start + self.metadata_size]
+        try:
+            text = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as e:
+            _fail("BadMetadata", f"metadata is not valid UTF-8 ({e.reason} at byte {e.start})"
+                                 f" (§7)")
+
+        def pairs_hook(pairs):
+            obj = {}
+            for key, value in pairs:
+                if key in obj:
+                    raise _MetadataProblem(f"duplicate key {key!r}")
+                obj[key] = value
+            return obj
+
+        def no_constant(name):
+            raise _MetadataProblem(f"{name} is not RFC 8259 JSON")
+
+        try:
+            obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=no_constant)
+        except _MetadataProblem as e:
+            _fail("BadMetadata", f"metadata: {e} (§7)")
+        except (ValueError, RecursionError) as e:
+            _fail("BadMetadata", f"metadata is not valid JSON: {e} (§7)")
+        if not isinstance(obj, dict):
+            _fail("BadMetadata", f"metadata is a JSON {type(obj).__name__}, not an object (§7)")
+        for key, value in obj.items():
+            if not isinstance(value, str):
+                _fail("BadMetadata", f"metadata key {key!r} has a non-string value "
+                                     f"{json.dumps(value)[:80]} (§7)")
+            for s, what in ((key, "key"), (value, f"value of key {key!r}")):
+                if _has_lone_surrogate(s):
+                    _fail("BadMetadata", f"metadata {what} contains an unpaired UTF-16 "
+                                         f"surrogate escape, which is not Unicode text (§7)")
+        return obj
+
+    def _read_luts(self) -> np.ndarray:
+        n = self.lut_count
+        if n == 0:
+            return np.zeros((0, 256), dtype=np.float32)
+        bits = np.frombuffer(self._mm, dtype="<u4", count=256 * n,
+                             offset=self.lut_table.offset).reshape(n, 256)
+        bad0 = bits[:, 0] != 0
+        negative = (bits >> 31) != 0
+        nonfinite = ((bits >> 23) & 0xFF) == 0xFF
+        bad = negative | nonfinite
+        bad[:, 0] |= bad0
+        if bad.any():
+            j, c = (int(x) for x in np.argwhere(bad)[0])
+            b = int(bits[j, c])
+            val = struct.unpack("<f", struct.pack("<I", b))[0]
+            if c == 0:
+                why = "LUT[0] must be +0.0 (bits 0x00000000)"
+            elif nonfinite[j, c]:
+                why = "entries must be finite"
+            else:
+                why = "entries must not be negative (nor -0.0)"
+            owner = next((t.name for t in self.tensors if t.encoded and t.lut_index == j), "?")
+            _fail("BadLut", f"LUT {j} (tensor {owner!r}) entry {c} is {val!r} "
+                            f"(bits 0x{b:08x}, file offset {self.lut_table.offset + 1024 * j + 4 * c}):"
+                            f" {why} (§10)")
+        return bits.view("<f4").astype(np.float32)  # a private, native-order copy
+
+    # -- access ------------------------------------------------------------------------------
+
+    def tensor(self, name: str) -> TensorInfo:
+        try:
+            return self._tensor_by_name[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r}") from None
+
+    def asset(self, name: str) -> AssetInfo:
+        try:
+            return self._asset_by_name[name]
+        except KeyError:
+            raise KeyError(f"no asset named {name!r}") from None
+
+    def _t(self, t) -> TensorInfo:
+        return t if isinstance(t, TensorInfo) else self.tensor(t)
+
+    def _bytes(self, s: Section) -> bytes:
+        return self._mm[s.offset: s.offset + s.length]
+
+    def lut(self, t) -> np.ndarray:
+        """The 256-entry float32 table of an encoded tensor."""
+        t = self._t(t)
+        if not t.encoded:
+            raise ValueError(f"tensor {t.name!r} is raw; it has no LUT")
+        return self._luts[t.lut_index].copy()
+
+    def codes(self, t) -> np.ndarray:
+        t = self._t(t)
+        return self._buf[t.data.offset: t.data.end]
+
+    def sign_bits(self, t) -> np.ndarray:
+        t = self._t(t)
+        return np.unpackbits(self._buf[t.signs.offset: t.signs.end], bitorder="little",
+                             count=t.numel).astype(bool)
+
+    def row_scale_values(self, t) -> np.ndarray | None:
+        t = self._t(t)
+        if not t.row_scales:
+            return None
+        return np.frombuffer(self._mm, dtype="<f4", count=t.rows,
+                             offset=t.scales.offset).astype(np.float32)
+
+    def decode(self, t, check: bool = False) -> np.ndarray:
+        """Decode an encoded tensor to float32 of its shape by the rule of §11.4.
+
+        With ``check=True`` the tensor's section CRCs, unused sign bits and row scales are
+        verified first (the §14 checks restricted to this tensor).
+        """
+        t = self._t(t)
+        if not t.encoded:
+            raise ValueError(f"tensor {t.name!r} is raw (dtype {t.dtype}); use raw_bytes() or "
+                             f"raw_array()")
+        if check:
+            self._verify_tensor_sections(t)
+        lut = self._luts[t.lut_index]
+        out = lut[self.codes(t)]                      # m = LUT[code[i]]  (f32)
+        if t.numel:
+            np.negative(out, out=out, where=self.sign_bits(t))   # v = sign ? -m : m
+        if t.row_scales and t.rows:
+            scales = self.row_scale_values(t)
+            view = out.reshape(t.rows, t.row_len)
+            np.multiply(view, scales[:, None], out=view)         # one f32 multiply, RNE
+        return out.reshape(t.shape)
+
+    def raw_bytes(self, t) -> bytes:
+        t = self._t(t)
+        if t.encoded:
+            raise ValueError(f"tensor {t.name!r} is encoded ({t.codec}); use decode()")
+        return self._bytes(t.data)
+
+    def raw_array(self, t) -> np.ndarray | None:
+        """A read-only numpy view of a raw tensor, or None when numpy has no such dtype
+        (F4, F6_*). BF16 is returned as uint16 bits, the F8 formats as uint8 bits."""
+        t = self._t(t)
+        if t.encoded:
+            raise ValueError(f"tensor {t.name!r} is encoded ({t.codec}); use decode()")
+        npd = NUMPY_DTYPES.get(t.dtype)
+        if npd is None:
+            return None
+        dt = np.dtype(npd)
+        arr = np.frombuffer(self._mm, dtype=dt, count=t.numel, offset=t.data.offset)
+        return arr.reshape(t.shape)
+
+    def asset_bytes(self, a) -> bytes:
+        a = a if isinstance(a, AssetInfo) else self.asset(a)
+        return self._bytes(a.data)
+
+    def tensor_payload(self, t) -> bytes:
+        """What ``decode``/``dump`` write and checksum: little-endian f32 for encoded tensors,
+        the raw bytes for raw tensors."""
+        t = self._t(t)
+        if t.encoded:
+            return self.decode(t).astype("<f4", copy=False).tobytes()
+        return self.raw_bytes(t)
+
+    # -- verification (§14) ------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """§14: every used section's CRC in canonical order, then every padding byte, then
+        each encoded tensor's unused sign bits and row scales (in record order)."""
+        with memoryview(self._mm) as mv:
+            for label, s in self.used_sections():
+                got = crc32(mv[s.offset: s.end])
+                if got != s.crc:
+                    _fail("DataChecksum", f"{label}: stored CRC 0x{s.crc:08x}, computed "
+                                          f"0x{got:08x} over [{s.offset}, {s.end}) (§9.1, §14)")
+        prev_end = self.header_size
+        for label, s in self.used_sections():
+            if s.offset > prev_end:
+                pad = self._buf[prev_end: s.offset]
+                nz = np.flatnonzero(pad)
+                if nz.size:
+                    off = prev_end + int(nz[0])
+                    _fail("NonZeroPadding", f"padding byte at offset {off} (before {label}) is "
+                                            f"0x{int(pad[nz[0]]):02x}, must be 0 (§9.2, §14)")
+            prev_end = s.end
+        for t in self.tensors:
+            if t.encoded:
+                self._check_signs_and_scales(t)
+
+    def _verify_tensor_sections(self, t: TensorInfo) -> None:
+        with memoryview(self._mm) as mv:
+            for label, s in t.used_sections():
+                got = crc32(mv[s.offset: s.end])
+                if got != s.crc:
+                    _fail("DataChecksum", f"{label}: stored CRC 0x{s.crc:08x}, computed "
+                                          f"0x{got:08x} over [{s.offset}, {s.end}) (§9.1, §14)")
+        self._check_signs_and_scales(t)
+
+    def _check_signs_and_scales(self, t: TensorInfo) -> None:
+        used = t.numel % 8
+        if used:
+            last_off = t.signs.end - 1
+            last = int(self._buf[last_off])
+            stray = last >> used
+            if stray:
+                _fail("StraySignBits", f"tensor {t.name}: last sign byte at offset {last_off} "
+                                       f"is 0x{last:02x}; only its low {used} bits are used "
+                                       f"(numel {t.numel}), high bits must be 0 (§11.2)")
+        if t.row_scales and t.rows:
+            sc = self.row_scale_values(t)
+            bad = ~(np.isfinite(sc) & (sc > 0))
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                _fail("BadScale", f"tensor {t.name}: row scale {r} (offset "
+                                  f"{t.scales.offset + 4 * r}) is {float(sc[r])!r}; scales must "
+                                  f"be finite and > 0 (§11.3)")
+
+    # -- summaries ---------------------------------------------------------------------------
+
+    def tensor_list(self) -> list[dict]:
+        return [{
+            "name": t.name,
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "codec": t.codec,
+            "row_scales": t.row_scales,
+            "param0": t.param0,
+            "param1": t.param1,
+            "sections": t.section_sizes(),
+        } for t in self.tensors]
+
+    def asset_list(self) -> list[dict]:
+        return [{"name": a.name, "size": a.size, "bytes": self.asset_bytes(a)}
+                for a in self.assets]
+
+    def dump(self) -> dict:
+        tensors = []
+        for t in self.tensors:
+            tensors.append({
+                "name": t.name,
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "codec": t.codec,
+                "row_scales": t.row_scales,
+                "param0": t.param0,
+                "param1": t.param1,
+                "decoded_crc32": crc32(self.tensor_payload(t)),
+            })
+        assets = [{"name": a.name, "size": a.size, "crc32": crc32(self.asset_bytes(a))}
+                  for a in self.assets]
+        return {
+            "version": [self.version[0], self.version[1]],
+            "alignment": self.alignment,
+            "tensors": tensors,
+            "assets": assets,
+            "metadata": dict(self.metadata),
+        }
+
+
+class _MetadataProblem(Exception):
+    pass
+
+
+def _has_lone_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_asset_path(k: int, name: str) -> None:
+    """§5: no leading '/', no '\\', no NUL, no empty segment, no '.' or '..' segment."""
+    what = f"asset record {k} name {name!r}"
+    if name.startswith("/"):
+        _fail("BadName", f"{what} starts with '/' (§5)")
+    if "\\" in name:
+        _fail("BadName", f"{what} contains '\\' (§5)")
+    if "\x00" in name:
+        _fail("BadName", f"{what} contains NUL (§5)")
+    for seg in name.split("/"):
+        if seg == "":
+            _fail("BadName", f"{what} has an empty segment ('//' or a trailing '/') (§5)")
+        if seg in (".", ".."):
+            _fail("BadName", f"{what} has a '{seg}' segment (§5)")
+
+
+def open_qins(path) -> QinsFile:
+    return QinsFile(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_float(x: float) -> str:
+    return repr(x)
+
+
+def _cmd_list(q: QinsFile) -> None:
+    w = sys.stdout.write
+    w(f"{q.path}: QINS {q.version[0]}.{q.version[1]}, alignment {q.alignment}, "
+      f"file_size {q.file_size}, header_size {q.header_size}\n")
+    w(f"{len(q.tensors)} tensors ({q.lut_count} encoded), {len(q.assets)} assets, "
+      f"metadata {q.metadata_size} bytes\n")
+    if q.tensors:
+        w("\ntensors:\n")
+    for t in q.tensors:
+        shape = "[" + ", ".join(str(d) for d in t.shape) + "]"
+        line = f"  {t.index:4d}  {t.name}  {t.dtype} {shape} numel={t.numel}  {t.codec}"
+        if t.encoded:
+            line += (f"{' +row_scales' if t.row_scales else ''}  "
+                     f"param0={_fmt_float(t.param0)} param1={_fmt_float(t.param1)}")
+        secs = ", ".join(f"{k}={v}" for k, v in t.section_sizes().items())
+        line += f"  sections: {secs}\n"
+        w(line)
+    if q.assets:
+        w("\nassets:\n")
+    for a in q.assets:
+        w(f"  {a.index:4d}  {a.name}  {a.size} bytes  crc32=0x{a.data.crc:08x}\n")
+    w("\nmetadata:\n" if q.metadata else "\nmetadata: {}\n")
+    for k in sorted(q.metadata):
+        w(f"  {k} = {q.metadata[k]}\n")
+
+
+def _safe_file_name(index: int, name: str, used: set) -> str:
+    """A file name for a tensor: its name with '%' -> '%25' and '/' -> '%2F' (injective),
+    plus '.bin'; too-long names fall back to an index and hash."""
+    base = name.replace("%", "%25").replace("/", "%2F")
+    fname = base + ".bin"
+    if len(fname.encode("utf-8")) > 240 or fname in used:
+        h = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        fname = f"tensor{index:07d}_{h}.bin"
+    used.add(fname)
+    return fname
+
+
+def _cmd_decode(q: QinsFile, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = []
+    used: set = set()
+    for t in q.tensors:
+        payload = q.tensor_payload(t)
+        fname = _safe_file_name(t.index, t.name, used)
+        with open(os.path.join(out_dir, fname), "wb") as f:
+            f.write(payload)
+        manifest.append({
+            "name": t.name,
+            "file": fname,
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "kind": "encoded" if t.encoded else "raw",
+            "byte_length": len(payload),
+            "crc32": crc32(payload),
+        })
+    with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump({"tensors": manifest}, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def _cmd_dump(q: QinsFile) -> None:
+    text = json.dumps(q.dump(), indent=2, ensure_ascii=False)
+    sys.stdout.buffer.write(text.encode("utf-8") + b"\n")
+    sys.stdout.flush()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="qins_reader.py",
+                                 description="Independent QINS 1.0 reader (spec/qins-v1.md).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="list tensors, assets and metadata")
+    p.add_argument("file")
+    p = sub.add_parser("verify", help="open and fully verify (§17 + §14)")
+    p.add_argument("file")
+    p = sub.add_parser("decode", help="write every tensor's values and a manifest.json")
+    p.add_argument("file")
+    p.add_argument("out_dir")
+    p.add_argument("--no-verify", action="store_true", help="skip the §14 checks")
+    p = sub.add_parser("dump", help="print a JSON summary (for comparison with other readers)")
+    p.add_argument("file")
+    p.add_argument("--no-verify", action="store_true", help="skip the §14 checks")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+
+    try:
+        with QinsFile(args.file) as q:
+            if args.cmd == "list":
+                _cmd_list(q)
+            elif args.cmd == "verify":
+                q.verify()
+                print(f"OK: {args.file}: QINS {q.version[0]}.{q.version[1]}, "
+                      f"{len(q.tensors)} tensors, {len(q.assets)} assets")
+            elif args.cmd == "decode":
+                if not args.no_verify:
+                    q.verify()
+                _cmd_decode(q, args.out_dir)
+            elif args.cmd == "dump":
+                if not args.no_verify:
+                    q.verify()
+                _cmd_dump(q)
+    except QinsError as e:
+        print(f"error: {e.kind}: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: Io: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

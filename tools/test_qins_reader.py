@@ -1,0 +1,1218 @@
+"""Self-tests for tools/qins_reader.py, written from spec/qins-v1.md alone.
+
+Run with:  python3 -m unittest tools/test_qins_reader.py
+
+The module contains a small spec-following *writer* (``build_qins``): it computes codes and
+tables by the ``log`` (§12.1) and ``linear`` (§12.2) rules in float64 with numpy, lays the file
+out canonically (§9.2) with zero padding and all CRCs. The reader is tested on round trips and
+then on files corrupted in the precise way each §17 error kind describes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+import zlib
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import qins_reader as qr  # noqa: E402
+
+READER = os.path.join(HERE, "qins_reader.py")
+
+# --------------------------------------------------------------------------------------------
+# A spec-following writer (test helper)
+# --------------------------------------------------------------------------------------------
+
+MAGIC = b"\x89QINS\r\n\x1a"
+DTYPE_CODE = {name: code for code, (name, _b) in qr.DTYPES.items()}
+DTYPE_BITS = {name: bits for _c, (name, bits) in qr.DTYPES.items()}
+CODEC_ID = {"raw": 0, "log": 1, "linear": 2}
+
+
+def align_up(x, a):
+    return (x + a - 1) // a * a
+
+
+def f32_round(x: float) -> float:
+    """Round a Python float (f64) to the nearest f32, ties to even."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def bf16_exact(values) -> np.ndarray:
+    """f32 values truncated to bf16 precision (so they are exactly bf16 values)."""
+    a = np.asarray(values, dtype=np.float32).copy()
+    a.view(np.uint32)[...] &= np.uint32(0xFFFF0000)
+    return a
+
+
+def encode_tensor(values, shape, codec, row_scales):
+    """§12: compute (codes u8[n], signs packed, lut f32[256], param0, param1, scales f32|None).
+
+    ``values`` must already be f32-exact values of the source dtype."""
+    x = np.asarray(values, dtype=np.float32).reshape(-1)
+    n = x.size
+    if n != math.prod(shape):
+        raise ValueError("values do not match shape")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise ValueError(f"non-finite value at index {bad}")
+    rank = len(shape)
+    L = shape[-1] if rank else 1
+    rows = n // L if L else 0
+    scales = None
+    if row_scales:
+        # The spec does not say how a writer picks scales; we use the row's max |x| (1.0 for a
+        # row of zeros), so that |u| <= 1.
+        if rows:
+            xr = x.reshape(rows, L)
+            scales = np.max(np.abs(xr), axis=1).astype(np.float32)
+            scales[scales == 0] = np.float32(1.0)
+            u = (xr / scales[:, None]).astype(np.float32).reshape(-1)  # f32 division, RNE
+        else:
+            scales = np.zeros(0, dtype=np.float32)
+            u = x
+    else:
+        u = x
+    m32 = np.abs(u).astype(np.float32)
+    m = m32.astype(np.float64)  # exact widening
+    nz = m != 0
+    codes = np.zeros(n, dtype=np.uint8)
+    lut = np.zeros(256, dtype=np.float32)
+    c = np.arange(1, 256, dtype=np.float64)
+    if codec == "log":
+        if not nz.any():
+            log_min = log_max = 0.0
+        else:
+            log_min = float(np.log(m[nz].min()))
+            log_max = float(np.log(m[nz].max()))
+        if nz.any():
+            if log_max == log_min:
+                codes[nz] = 1
+            else:
+                xx = 255.0 - 254.0 * (np.log(m[nz]) - log_min) / (log_max - log_min)
+                codes[nz] = np.clip(np.rint(xx), 1, 255).astype(np.uint8)
+        lut[1:] = np.exp(log_min + ((255.0 - c) / 254.0) * (log_max - log_min)).astype(np.float32)
+        p0, p1 = log_min, log_max
+    elif codec == "linear":
+        max_abs = float(m.max()) if n else 0.0
+        if nz.any():
+            codes[nz] = np.clip(np.rint(m[nz] / max_abs * 254.0 + 1.0), 1, 255).astype(np.uint8)
+        lut[1:] = (((c - 1.0) / 254.0) * max_abs).astype(np.float32)
+        p0, p1 = max_abs, 0.0
+    else:
+        raise ValueError(codec)
+    lut[0] = np.float32(0.0)
+    sign = np.signbit(u) & (codes != 0)  # sign 0 for code 0 and for -0.0 (§11.2)
+    signs = np.packbits(sign, bitorder="little").tobytes() if n else b""
+    return codes, signs, lut, p0, p1, scales, sign
+
+
+def _section(off, data):
+    return (off, len(data), zlib.crc32(data) & 0xFFFFFFFF, 0)
+
+
+class Built:
+    """The bytes of a written file plus what the tests need to know about it."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.tensors = []  # dicts
+        self.assets = []
+        self.header_size = 0
+        self.lut_offset = 0
+        self.alignment = 0
+
+
+def build_qins(tensors=(), assets=(), metadata=None, *, metadata_bytes=None, alignment=64,
+               version_minor=0) -> Built:
+    """Write a QINS 1.0 file in the canonical layout.
+
+    tensors: dicts with ``name``, ``dtype``, ``shape`` and either ``raw`` (bytes) or
+    ``values`` + ``codec`` ('log'|'linear') [+ ``row_scales``]. Names are not validated, so
+    that tests can build invalid files. assets: (name, bytes) pairs."""
+    out = Built()
+    out.alignment = alignment
+    # Per tensor payloads.
+    entries = []
+    n_enc = 0
+    luts = []
+    for t in tensors:
+        name = t["name"].encode("utf-8") if isinstance(t["name"], str) else t["name"]
+        shape = list(t["shape"])
+        dtype = t.get("dtype", "F32")
+        e = {"name": name, "shape": shape, "dtype": dtype, "spec": t}
+        if "raw" in t:
+            e.update(codec="raw", flags=0, p0=0.0, p1=0.0, lut_index=0,
+                     payloads=[bytes(t["raw"])])
+        else:
+            codes, signs, lut, p0, p1, scales, sign = encode_tensor(
+                t["values"], shape, t["codec"], t.get("row_scales", False))
+            flags = 1 if t.get("row_scales", False) else 0
+            payloads = [codes.tobytes(), signs]
+            if flags:
+                payloads.append(scales.astype("<f4").tobytes())
+            e.update(codec=t["codec"], flags=flags, p0=p0, p1=p1, lut_index=n_enc,
+                     payloads=payloads, codes=codes, lut=lut, sign=sign, scales=scales)
+            luts.append(lut)
+            n_enc += 1
+        entries.append(e)
+    # String table: each name once, in record order, tensors first.
+    strings = bytearray()
+    name_refs = []
+    for e in entries:
+        name_refs.append((len(strings), len(e["name"])))
+        strings += e["name"]
+    asset_entries = []
+    for aname, adata in assets:
+        nb = aname.encode("utf-8") if isinstance(aname, str) else aname
+        asset_entries.append((len(strings), len(nb), bytes(adata), aname))
+        strings += nb
+    # Metadata: keys ascending, no whitespace.
+    if metadata_bytes is None:
+        if metadata:
+            metadata_bytes = json.dumps(dict(sorted(metadata.items())), separators=(",", ":"),
+                                        ensure_ascii=False).encode("utf-8")
+        else:
+            metadata_bytes = b""
+    T, A = len(entries), len(asset_entries)
+    header_size = 96 + 176 * T + 32 * A + len(strings) + len(metadata_bytes) + 4
+    # Canonical layout.
+    lut_bytes = b"".join(l.astype("<f4").tobytes() for l in luts)
+    placed = []  # (offset, bytes)
+    pos = header_size
+    off = align_up(pos, alignment)
+    lut_sec = _section(off, lut_bytes)
+    placed.append((off, lut_bytes))
+    pos = off + len(lut_bytes)
+    for e in entries:
+        secs = []
+        for p in e["payloads"]:
+            off = align_up(pos, alignment)
+            secs.append(_section(off, p))
+            placed.append((off, p))
+            pos = off + len(p)
+        while len(secs) < 3:
+            secs.append((0, 0, 0, 0))
+        e["sections"] = secs
+    asset_secs = []
+    for (_no, _nl, adata, _an) in asset_entries:
+        off = align_up(pos, alignment)
+        asset_secs.append(_section(off, adata))
+        placed.append((off, adata))
+        pos = off + len(adata)
+    file_size = pos
+    buf = bytearray(file_size)
+    struct.pack_into("<8sHHIQQQIIIIII", buf, 0, MAGIC, 1, version_minor, alignment, 0,
+                     file_size, header_size, T, A, n_enc, len(strings), len(metadata_bytes), 0)
+    struct.pack_into("<QQII", buf, 64, *lut_sec)
+    struct.pack_into("<Q", buf, 88, 0)
+    for k, e in enumerate(entries):
+        base = 96 + 176 * k
+        shape8 = e["shape"] + [0] * (8 - len(e["shape"]))
+        struct.pack_into("<IIBBHI8QddII", buf, base, name_refs[k][0], name_refs[k][1],
+                         DTYPE_CODE[e["dtype"]], len(e["shape"]), CODEC_ID[e["codec"]],
+                         e["flags"], *shape8, e["p0"], e["p1"], e["lut_index"], 0)
+        for j, s in enumerate(e["sections"]):
+            struct.pack_into("<QQII", buf, base + 104 + 24 * j, *s)
+        rec = {"name": e["name"].decode("utf-8", "replace"), "record": base,
+               "codec": e["codec"], "shape": e["shape"], "dtype": e["dtype"],
+               "sections": e["sections"], "spec": e["spec"]}
+        for key in ("codes", "lut", "sign", "scales", "p0", "p1", "flags"):
+            if key in e:
+                rec[key] = e[key]
+        out.tensors.append(rec)
+    abase = 96 + 176 * T
+    for k, (no, nl, adata, aname) in enumerate(asset_entries):
+        struct.pack_into("<II", buf, abase + 32 * k, no, nl)
+        struct.pack_into("<QQII", buf, abase + 32 * k + 8, *asset_secs[k])
+        out.assets.append({"name": aname, "record": abase + 32 * k, "section": asset_secs[k],
+                           "data": adata})
+    sbase = abase + 32 * A
+    buf[sbase: sbase + len(strings)] = strings
+    buf[sbase + len(strings): sbase + len(strings) + len(metadata_bytes)] = metadata_bytes
+    struct.pack_into("<I", buf, header_size - 4, zlib.crc32(bytes(buf[: header_size - 4])))
+    for off, p in placed:
+        buf[off: off + len(p)] = p
+    out.data = buf
+    out.header_size = header_size
+    out.lut_offset = lut_sec[0]
+    return out
+
+
+def expected_decode_bytes(rec) -> bytes:
+    """§11.4 evaluated element by element in pure Python (independent of the reader)."""
+    codes = [int(c) for c in rec["codes"]]
+    lut = [float(v) for v in rec["lut"]]
+    sign = [bool(s) for s in rec["sign"]]
+    shape = rec["shape"]
+    L = shape[-1] if shape else 1
+    scales = [float(s) for s in rec["scales"]] if rec.get("flags") else None
+    out = []
+    for i, c in enumerate(codes):
+        m = lut[c]
+        v = -m if sign[i] else m
+        if scales is not None:
+            v = f32_round(v * scales[i // L])  # exact product in f64, then one rounding
+        out.append(v)
+    return struct.pack(f"<{len(out)}f", *out)
+
+
+# --- patching helpers ------------------------------------------------------------------------
+
+def get(buf, off, fmt):
+    return struct.unpack_from(fmt, buf, off)[0]
+
+
+def fix_header_crc(buf, hs=None):
+    """Recompute the header CRC at header_size - 4 (or at the given hs)."""
+    if hs is None:
+        hs = get(buf, 32, "<Q")
+    struct.pack_into("<I", buf, hs - 4, zlib.crc32(bytes(buf[: hs - 4])))
+
+
+def put(buf, off, fmt, value, fix=True):
+    struct.pack_into(fmt, buf, off, value)
+    if fix:
+        fix_header_crc(buf)
+
+
+def fix_section_crc(buf, sec_field):
+    off, length = struct.unpack_from("<QQ", buf, sec_field)
+    struct.pack_into("<I", buf, sec_field + 16, zlib.crc32(bytes(buf[off: off + length])))
+    fix_header_crc(buf)
+
+
+TREC = lambda k: 96 + 176 * k  # noqa: E731
+
+
+def arec(buf, k):
+    return 96 + 176 * get(buf, 40, "<I") + 32 * k
+
+
+DATA, SIGNS, SCALES = 104, 128, 152
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+def rng_values(seed, n, scale=1.0, zeros=0.1):
+    r = np.random.default_rng(seed)
+    v = (r.standard_normal(n) * scale).astype(np.float32)
+    v[r.random(n) < zeros] = 0.0
+    return v
+
+
+def base_file() -> Built:
+    """A valid file used by the negative tests:
+    tensor 0 'enc.log'   F32 [3, 5]  log, ROW_SCALES
+    tensor 1 'raw.i32'   I32 [2, 3]  raw
+    tensor 2 'enc.lin'   F16 [13]    linear (13 elements: 3 unused sign bits)
+    assets 'config.json', 'sub/vocab.txt'; metadata {'qins.writer': 'test'}"""
+    return build_qins(
+        tensors=[
+            {"name": "enc.log", "dtype": "F32", "shape": [3, 5], "codec": "log",
+             "row_scales": True, "values": rng_values(1, 15)},
+            {"name": "raw.i32", "dtype": "I32", "shape": [2, 3],
+             "raw": np.arange(-3, 3, dtype="<i4").tobytes()},
+            {"name": "enc.lin", "dtype": "F16", "shape": [13], "codec": "linear",
+             "values": rng_values(2, 13).astype(np.float16).astype(np.float32)},
+        ],
+        assets=[("config.json", b'{"hidden": 384}'), ("sub/vocab.txt", b"a\nb\nc\n")],
+        metadata={"qins.writer": "test"},
+        alignment=64,
+    )
+
+
+class TmpMixin:
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.tmp = self._tmp.name
+        self._n = 0
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def write(self, data) -> str:
+        self._n += 1
+        p = os.path.join(self.tmp, f"f{self._n}.qins")
+        with open(p, "wb") as f:
+            f.write(bytes(data))
+        return p
+
+    def open(self, data) -> qr.QinsFile:
+        q = qr.QinsFile(self.write(data))
+        self.addCleanup(q.close)
+        return q
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------------------------
+
+class TestWriterSanity(unittest.TestCase):
+    def test_crc_convention(self):
+        self.assertEqual(zlib.crc32(b"123456789"), 0xCBF43926)
+        self.assertEqual(zlib.crc32(b""), 0)
+
+    def test_linear_codes_by_hand(self):
+        codes, signs, lut, p0, p1, _s, _sg = encode_tensor(
+            np.array([0.0, 1.0, -0.5, 0.25], np.float32), [4], "linear", False)
+        # 0 -> 0; 1 -> 255; 0.5 -> 128; 0.25 -> 64.5 -> 64 (ties to even)
+        self.assertEqual(codes.tolist(), [0, 255, 128, 64])
+        self.assertEqual(signs, bytes([0b0100]))
+        self.assertEqual((p0, p1), (1.0, 0.0))
+        self.assertEqual(float(lut[128]), 0.5)
+        self.assertEqual(float(lut[1]), 0.0)
+        self.assertEqual(float(lut[255]), 1.0)
+
+    def test_log_codes_by_hand(self):
+        codes, signs, lut, p0, p1, _s, _sg = encode_tensor(
+            np.array([4.0, 1.0, 2.0, -2.0, 0.0, -0.0], np.float32), [6], "log", False)
+        self.assertEqual(codes.tolist(), [1, 255, 128, 128, 0, 0])
+        self.assertEqual(signs, bytes([0b001000]))  # -0.0 gets sign 0
+        self.assertEqual(p0, 0.0)
+        self.assertEqual(p1, math.log(4.0))
+        self.assertEqual(float(lut[1]), 4.0)
+        self.assertEqual(float(lut[255]), 1.0)
+        self.assertEqual(float(lut[128]), 2.0)
+
+
+class TestRoundTrip(TmpMixin, unittest.TestCase):
+    def check_encoded(self, q, b):
+        for rec in b.tensors:
+            if rec["codec"] == "raw":
+                continue
+            got = q.decode(rec["name"])
+            self.assertEqual(got.dtype, np.float32)
+            self.assertEqual(got.shape, tuple(rec["shape"]))
+            want = expected_decode_bytes(rec)
+            self.assertEqual(got.astype("<f4").tobytes(), want, rec["name"])
+            # Sanity: decoded values are close to the inputs.
+            x = np.asarray(rec["spec"]["values"], np.float32).reshape(-1).astype(np.float64)
+            y = got.reshape(-1).astype(np.float64)
+            if x.size and np.any(x != 0):
+                if rec["codec"] == "linear":
+                    tol = np.abs(x).max() / 254 * 0.51 + 1e-30
+                    if rec.get("flags"):
+                        tol = 1.0 / 254 * 0.51 * np.abs(x).max() + 1e-30
+                    self.assertLessEqual(np.max(np.abs(x - y)), tol * 1.0001 + 1e-6 * tol)
+                else:
+                    nz = x != 0
+                    self.assertTrue(np.all(np.sign(x[nz]) == np.sign(y[nz])))
+                    self.assertTrue(np.all(y[~nz] == 0))
+
+    def test_both_codecs_ranks_and_lengths(self):
+        shapes = [[], [1], [7], [8], [9], [3, 5], [2, 3, 4], [2, 1, 3, 5], [4, 17], [1, 1, 1, 1]]
+        tensors = []
+        for i, shape in enumerate(shapes):
+            n = math.prod(shape)
+            for codec in ("log", "linear"):
+                for rs in (False, True):
+                    tensors.append({"name": f"t{i}.{codec}.{int(rs)}", "dtype": "F32",
+                                    "shape": shape, "codec": codec, "row_scales": rs,
+                                    "values": rng_values(100 + i, n, scale=3.0)})
+        b = build_qins(tensors, alignment=64)
+        q = self.open(b.data)
+        q.verify()
+        self.assertEqual(len(q.tensors), len(tensors))
+        self.assertEqual(q.lut_count, len(tensors))
+        for t, spec in zip(q.tensors, tensors):
+            self.assertEqual(t.name, spec["name"])
+            self.assertEqual(t.codec, spec["codec"])
+            self.assertEqual(t.row_scales, spec["row_scales"])
+            self.assertEqual(list(t.shape), spec["shape"])
+        self.check_encoded(q, b)
+        # rank 0 decodes to a 0-d array
+        self.assertEqual(q.decode("t0.log.0").shape, ())
+
+    def test_empty_tensors(self):
+        tensors = []
+        for shape in ([0], [3, 0], [0, 5], [2, 0, 4]):
+            for codec in ("log", "linear"):
+                for rs in (False, True):
+                    tensors.append({"name": f"e{shape}.{codec}.{int(rs)}", "shape": shape,
+                                    "codec": codec, "row_scales": rs,
+                                    "values": np.zeros(0, np.float32)})
+        tensors.append({"name": "raw.empty", "dtype": "F32", "shape": [0, 2], "raw": b""})
+        b = build_qins(tensors, assets=[("empty.bin", b"")])
+        q = self.open(b.data)
+        q.verify()
+        for t in q.tensors:
+            self.assertEqual(t.numel, 0)
+            if t.encoded:
+                d = q.decode(t)
+                self.assertEqual(d.shape, t.shape)
+                self.assertEqual(t.data.length, 0)
+                self.assertEqual(t.signs.length, 0)
+                if t.row_scales:
+                    self.assertEqual(t.scales.length, 0)
+        self.assertEqual(q.raw_array("raw.empty").shape, (0, 2))
+        self.assertEqual(q.asset_bytes("empty.bin"), b"")
+
+    def test_all_zero_tensors(self):
+        tensors = []
+        for codec in ("log", "linear"):
+            for rs in (False, True):
+                tensors.append({"name": f"z.{codec}.{int(rs)}", "shape": [3, 4], "codec": codec,
+                                "row_scales": rs,
+                                "values": np.array([0.0, -0.0] * 6, np.float32)})
+        b = build_qins(tensors)
+        q = self.open(b.data)
+        q.verify()
+        for t in q.tensors:
+            d = q.decode(t)
+            self.assertTrue(np.all(d.view(np.uint32) == 0), t.name)  # +0.0 everywhere
+            self.assertEqual((t.param0, t.param1), (0.0, 0.0))
+        self.check_encoded(q, b)
+
+    def test_constant_magnitude_log(self):
+        v = np.array([0.5, -0.5, 0.5, 0.0, 0.5], np.float32)
+        b = build_qins([{"name": "c", "shape": [5], "codec": "log", "values": v}])
+        q = self.open(b.data)
+        q.verify()
+        self.assertEqual(q.decode("c").tolist(), [0.5, -0.5, 0.5, 0.0, 0.5])
+        self.check_encoded(q, b)
+
+    def test_source_dtypes_f16_bf16(self):
+        v16 = rng_values(7, 40).astype(np.float16).astype(np.float32)
+        vbf = bf16_exact(rng_values(8, 40, scale=100.0))
+        b = build_qins([
+            {"name": "h", "dtype": "F16", "shape": [5, 8], "codec": "log", "values": v16,
+             "row_scales": True},
+            {"name": "b", "dtype": "BF16", "shape": [40], "codec": "linear", "values": vbf},
+        ])
+        q = self.open(b.data)
+        q.verify()
+        self.assertEqual(q.tensor("h").dtype, "F16")
+        self.assertEqual(q.tensor("b").dtype, "BF16")
+        self.check_encoded(q, b)
+
+    def test_row_scales_exact_multiply(self):
+        # Values spanning many binades in rows with very different scales.
+        r = np.random.default_rng(5)
+        v = (r.standard_normal((6, 33)) * np.logspace(-30, 30, 6)[:, None]).astype(np.float32)
+        b = build_qins([{"name": "w", "shape": [6, 33], "codec": "log", "values": v,
+                         "row_scales": True},
+                        {"name": "w2", "shape": [6, 33], "codec": "linear", "values": v,
+                         "row_scales": True}])
+        q = self.open(b.data)
+        q.verify()
+        self.check_encoded(q, b)
+        s = q.row_scale_values("w")
+        self.assertEqual(s.tolist(), b.tensors[0]["scales"].tolist())
+
+    def test_subnormal_values(self):
+        v = np.array([1e-45, -3e-42, 1e-40, 0.0, 2.5e-39], np.float32)
+        b = build_qins([{"name": "s", "shape": [5], "codec": "log", "values": v}])
+        q = self.open(b.data)
+        q.verify()
+        self.check_encoded(q, b)
+
+    def test_raw_dtypes(self):
+        r = np.random.default_rng(3)
+        arrays = {
+            "BOOL": np.array([True, False, True], dtype="?"),
+            "U8": r.integers(0, 256, 5).astype("u1"),
+            "I8": r.integers(-128, 128, 5).astype("i1"),
+            "I16": r.integers(-2**15, 2**15, 6).astype("<i2"),
+            "U16": r.integers(0, 2**16, 6).astype("<u2"),
+            "I32": r.integers(-2**31, 2**31, 7).astype("<i4"),
+            "U32": r.integers(0, 2**32, 7).astype("<u4"),
+            "I64": r.integers(-2**63, 2**63 - 1, 3, dtype=np.int64).astype("<i8"),
+            "U64": r.integers(0, 2**63, 3, dtype=np.uint64).astype("<u8"),
+            "F16": np.array([1.5, -np.inf, np.nan, 6.1e-5], dtype="<f2"),
+            "F32": np.array([1.0, np.nan, -0.0, 1e-45], dtype="<f4"),
+            "F64": np.array([math.pi, -np.inf], dtype="<f8"),
+            "C64": np.array([1 + 2j, -3.5j], dtype="<c8"),
+        }
+        tensors = [{"name": f"raw.{k}", "dtype": k, "shape": [len(a)], "raw": a.tobytes()}
+                   for k, a in arrays.items()]
+        bf = np.array([0x3F80, 0xC000, 0x7FC0], dtype="<u2")
+        tensors.append({"name": "raw.BF16", "dtype": "BF16", "shape": [3], "raw": bf.tobytes()})
+        tensors.append({"name": "raw.F8", "dtype": "F8_E4M3", "shape": [2, 2],
+                        "raw": bytes([1, 2, 0x7F, 0xFF])})
+        tensors.append({"name": "raw.F4", "dtype": "F4", "shape": [2, 3],
+                        "raw": bytes([0x12, 0x34, 0x56])})
+        tensors.append({"name": "raw.F6", "dtype": "F6_E2M3", "shape": [4],
+                        "raw": bytes([0xAB, 0xCD, 0xEF])})
+        tensors.append({"name": "raw.scalar", "dtype": "F64", "shape": [],
+                        "raw": struct.pack("<d", 2.5)})
+        b = build_qins(tensors)
+        q = self.open(b.data)
+        q.verify()
+        for k, a in arrays.items():
+            t = q.tensor(f"raw.{k}")
+            self.assertEqual(t.codec, "raw")
+            self.assertEqual(t.dtype, k)
+            self.assertEqual(q.raw_bytes(t), a.tobytes())
+            got = q.raw_array(t)
+            self.assertEqual(got.dtype, a.dtype)
+            self.assertEqual(got.tobytes(), a.tobytes())
+            with self.assertRaises(ValueError):
+                q.decode(t)
+        self.assertEqual(q.raw_array("raw.BF16").tolist(), bf.tolist())
+        self.assertEqual(q.raw_array("raw.F8").shape, (2, 2))
+        self.assertIsNone(q.raw_array("raw.F4"))
+        self.assertIsNone(q.raw_array("raw.F6"))
+        self.assertEqual(q.raw_bytes("raw.F4"), bytes([0x12, 0x34, 0x56]))
+        self.assertEqual(float(q.raw_array("raw.scalar")), 2.5)
+        self.assertEqual(q.raw_array("raw.scalar").shape, ())
+
+    def test_assets_metadata_listing(self):
+        b = base_file()
+        q = self.open(b.data)
+        q.verify()
+        self.assertEqual(q.version, (1, 0))
+        self.assertEqual(q.alignment, 64)
+        self.assertEqual(q.metadata, {"qins.writer": "test"})
+        self.assertEqual([a.name for a in q.assets], ["config.json", "sub/vocab.txt"])
+        self.assertEqual(q.asset_bytes("sub/vocab.txt"), b"a\nb\nc\n")
+        lst = q.tensor_list()
+        self.assertEqual([t["name"] for t in lst], ["enc.log", "raw.i32", "enc.lin"])
+        self.assertEqual(lst[0]["sections"], {"data": 15, "signs": 2, "scales": 12})
+        self.assertEqual(lst[1]["sections"], {"data": 24})
+        self.assertEqual(lst[2]["codec"], "linear")
+        self.assertEqual(lst[2]["dtype"], "F16")
+        al = q.asset_list()
+        self.assertEqual(al[0], {"name": "config.json", "size": 15,
+                                 "bytes": b'{"hidden": 384}'})
+        self.assertEqual(q.raw_array("raw.i32").tolist(), [[-3, -2, -1], [0, 1, 2]])
+        for t in q.tensors:  # decode(check=True) runs the §14 checks of that tensor
+            if t.encoded:
+                q.decode(t, check=True)
+
+    def test_metadata_variants(self):
+        b = build_qins([], metadata_bytes=b' { "b" : "x" , "a":"\\u00e9\\ud83d\\ude00" } ')
+        q = self.open(b.data)
+        self.assertEqual(q.metadata, {"b": "x", "a": "\u00e9\U0001F600"})
+        b = build_qins([], metadata_bytes=b"")
+        self.assertEqual(self.open(b.data).metadata, {})
+        b = build_qins([], metadata_bytes=b"{}")
+        self.assertEqual(self.open(b.data).metadata, {})
+
+    def test_empty_file_and_alignments(self):
+        for a in (64, 128, 4096, 1048576):
+            b = build_qins([], alignment=a)
+            q = self.open(b.data)
+            q.verify()
+            self.assertEqual(q.file_size, align_up(b.header_size, a))
+            self.assertEqual(q.lut_table.offset, align_up(b.header_size, a))
+
+    def test_minor_version_accepted(self):
+        b = build_qins([{"name": "x", "shape": [3], "codec": "log",
+                         "values": np.array([1, 2, 3], np.float32)}], version_minor=7)
+        q = self.open(b.data)
+        self.assertEqual(q.version, (1, 7))
+        q.verify()
+
+    def test_shared_and_unordered_name_ranges(self):
+        # A tensor and an asset may share a name and its bytes (§6: readers accept any
+        # in-bounds ranges, including shared ones); tensor and asset names are separate.
+        b = build_qins([{"name": "vocab.txt", "dtype": "U8", "shape": [2], "raw": b"ab"}],
+                       assets=[("vocab.txt", b"xyz")])
+        buf = b.data
+        put(buf, arec(buf, 0), "<I", 0)  # asset name -> the tensor's name bytes
+        q = self.open(buf)
+        self.assertEqual(q.assets[0].name, "vocab.txt")
+        self.assertEqual(q.tensors[0].name, "vocab.txt")
+
+    def test_unicode_names(self):
+        b = build_qins([{"name": "блок/вес.ü", "dtype": "U8", "shape": [1], "raw": b"\x01"}],
+                       assets=[("données/é.txt", b"ok")])
+        q = self.open(b.data)
+        self.assertEqual(q.tensors[0].name, "блок/вес.ü")
+        self.assertEqual(q.assets[0].name, "données/é.txt")
+
+    def test_sign_on_code_zero_decodes_negative_zero(self):
+        # Writers MUST NOT do this (§11.2) but the decode rule (§11.4) still defines it.
+        b = build_qins([{"name": "x", "shape": [3], "codec": "linear",
+                         "values": np.array([0.0, 1.0, 0.0], np.float32)}])
+        buf = b.data
+        so = b.tensors[0]["sections"][1][0]
+        buf[so] = 0b001
+        fix_section_crc(buf, TREC(0) + SIGNS)
+        q = self.open(buf)
+        q.verify()
+        d = q.decode("x")
+        self.assertEqual(d.view(np.uint32).tolist(), [0x80000000, 0x3F800000, 0])
+
+    def test_hostile_counts_tiny_file(self):
+        # A 96-byte file claiming 2^20 tensors: rejected before anything is allocated.
+        hs = 96 + 176 * 1048576 + 4
+        buf = bytearray(96)
+        struct.pack_into("<8sHHIQQQIIIIII", buf, 0, MAGIC, 1, 0, 64, 0, 96, hs, 1048576, 0, 0,
+                         0, 0, 0)
+        with self.assertRaises(qr.QinsError) as cm:
+            self.open(buf)
+        self.assertEqual(cm.exception.kind, "Truncated")
+
+
+# --------------------------------------------------------------------------------------------
+# Negative tests: one or more per §17 error kind
+# --------------------------------------------------------------------------------------------
+
+TESTED_KINDS = set()
+
+
+class TestErrors(TmpMixin, unittest.TestCase):
+    def assertKind(self, data, kind, *, verify=False, contains=()):
+        TESTED_KINDS.add(kind)
+        with self.assertRaises(qr.QinsError) as cm:
+            q = qr.QinsFile(self.write(data))
+            try:
+                if verify:
+                    q.verify()
+            finally:
+                q.close()
+        e = cm.exception
+        self.assertEqual(e.kind, kind, f"expected {kind}, got {e.kind}: {e.message}")
+        self.assertIsInstance(e, qr.ERRORS[kind])
+        for s in ([contains] if isinstance(contains, str) else contains):
+            self.assertIn(s, e.message)
+        if verify:  # the file must open cleanly: the error is one of verification's
+            qr.QinsFile(self.write(data)).close()
+        return e
+
+    def setUp(self):
+        super().setUp()
+        self.b = base_file()
+        self.buf = bytearray(self.b.data)
+        # sanity: the base file is valid
+        q = qr.QinsFile(self.write(self.buf))
+        q.verify()
+        q.close()
+
+    # step 1 ---------------------------------------------------------------------------------
+    def test_truncated(self):
+        self.assertKind(self.buf[:95], "Truncated")
+        self.assertKind(b"", "Truncated")
+        self.assertKind(self.buf[:-1], "Truncated", contains=str(len(self.buf)))
+        # header_size > file_size with consistent counts (step 3)
+        buf = bytearray(self.buf)
+        extra = len(buf)
+        put(buf, 52, "<I", get(buf, 52, "<I") + extra, fix=False)
+        put(buf, 32, "<Q", get(buf, 32, "<Q") + extra, fix=False)
+        self.assertKind(buf, "Truncated", contains="header_size")
+        # a short file is Truncated even when its magic is wrong (step 1 order)
+        self.assertKind(b"garbage", "Truncated")
+
+    def test_bad_magic(self):
+        for i in range(8):
+            buf = bytearray(self.buf)
+            buf[i] ^= 0x01
+            self.assertKind(buf, "BadMagic")
+        buf = bytearray(self.buf)
+        buf[0:8] = b"PK\x03\x04\x00\x00\x00\x00"
+        self.assertKind(buf, "BadMagic")
+
+    def test_unsupported_version(self):
+        buf = bytearray(self.buf)
+        put(buf, 8, "<H", 2, fix=False)
+        e = self.assertKind(buf, "UnsupportedVersion")
+        self.assertIn("2.0", e.message)  # states both versions (§15)
+        self.assertIn("1", e.message)
+        put(buf, 8, "<H", 0, fix=False)
+        self.assertKind(buf, "UnsupportedVersion")
+
+    def test_unsupported_feature(self):
+        for bit in (0, 5, 63):
+            buf = bytearray(self.buf)
+            put(buf, 16, "<Q", 1 << bit, fix=False)
+            self.assertKind(buf, "UnsupportedFeature")
+
+    # step 2 ---------------------------------------------------------------------------------
+    def test_limit_exceeded(self):
+        for off, fmt, val, what in ((40, "<I", 1048577, "tensor_count"),
+                                    (44, "<I", 65537, "asset_count"),
+                                    (56, "<I", 1048577, "metadata_size"),
+                                    (32, "<Q", 268435457, "header_size")):
+            buf = bytearray(self.buf)
+            put(buf, off, fmt, val, fix=False)
+            self.assertKind(buf, "LimitExceeded", contains=what)
+        # numel overflowing u64 (step 6); raw tensor 1 gets shape [2^33, 2^32]
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 16, "<Q", 1 << 33, fix=False)
+        put(buf, TREC(1) + 24, "<Q", 1 << 32)
+        self.assertKind(buf, "LimitExceeded", contains="raw.i32")
+        # the limit on counts is checked before the header_size mismatch
+        buf = bytearray(self.buf)
+        put(buf, 40, "<I", 0xFFFFFFFF, fix=False)
+        self.assertKind(buf, "LimitExceeded")
+
+    def test_header_size_mismatch(self):
+        for delta in (1, -1, 176):
+            buf = bytearray(self.buf)
+            put(buf, 32, "<Q", get(buf, 32, "<Q") + delta, fix=False)
+            self.assertKind(buf, "HeaderSizeMismatch")
+        buf = bytearray(self.buf)
+        put(buf, 52, "<I", get(buf, 52, "<I") + 1, fix=False)  # strings_size
+        self.assertKind(buf, "HeaderSizeMismatch")
+
+    # step 3 ---------------------------------------------------------------------------------
+    def test_trailing_bytes(self):
+        self.assertKind(self.buf + b"\0", "TrailingBytes")  # longer than file_size (step 3)
+        # file_size (and the file) larger than the end of the last section (step 8)
+        buf = bytearray(self.buf) + bytes(64)
+        put(buf, 24, "<Q", len(buf))
+        self.assertKind(buf, "TrailingBytes", contains="last section")
+        # step 3 comes before the header CRC
+        buf = bytearray(self.buf) + b"\0"
+        buf[self.b.header_size - 1] ^= 0xFF
+        self.assertKind(buf, "TrailingBytes")
+
+    # step 4 ---------------------------------------------------------------------------------
+    def test_header_checksum(self):
+        hs = self.b.header_size
+        for off in (60, 100, hs - 10, hs - 4, hs - 1):
+            buf = bytearray(self.buf)
+            buf[off] ^= 0x40
+            self.assertKind(buf, "HeaderChecksum")
+        # HeaderChecksum comes before ReservedNonZero (step 4 before 5)
+        buf = bytearray(self.buf)
+        put(buf, 60, "<I", 1, fix=False)
+        self.assertKind(buf, "HeaderChecksum")
+
+    # step 5 ---------------------------------------------------------------------------------
+    def test_reserved_nonzero(self):
+        cases = [(60, "<I"), (88, "<Q"), (84, "<I"),  # preamble, lut_table.reserved
+                 (TREC(0) + 100, "<I"),              # tensor record reserved
+                 (TREC(0) + DATA + 20, "<I"),        # section reserved (used)
+                 (TREC(1) + SIGNS + 20, "<I"),       # section reserved (unused)
+                 (arec(self.buf, 1) + 28, "<I")]     # asset data section reserved
+        for off, fmt in cases:
+            buf = bytearray(self.buf)
+            put(buf, off, fmt, 1)
+            self.assertKind(buf, "ReservedNonZero")
+        # unknown flag bit (step 6)
+        buf = bytearray(self.buf)
+        put(buf, TREC(2) + 12, "<I", 2)
+        self.assertKind(buf, "ReservedNonZero", contains="enc.lin")
+        # reserved fields are checked before alignment (step 5 order)
+        buf = bytearray(self.buf)
+        put(buf, 60, "<I", 1, fix=False)
+        put(buf, 12, "<I", 100)
+        self.assertKind(buf, "ReservedNonZero")
+
+    def test_bad_alignment(self):
+        for a in (0, 1, 32, 100, 96, 2097152, 1 << 31):
+            buf = bytearray(self.buf)
+            put(buf, 12, "<I", a)
+            self.assertKind(buf, "BadAlignment", contains=str(a))
+
+    # step 6/7: names -------------------------------------------------------------------------
+    def test_bad_name(self):
+        # empty tensor name
+        buf = bytearray(self.buf)
+        put(buf, TREC(0) + 4, "<I", 0)
+        self.assertKind(buf, "BadName")
+        # NUL and invalid UTF-8 in the string table (tensor 0's name starts at offset 0)
+        sbase = 96 + 176 * 3 + 32 * 2
+        for bad in (b"\x00", b"\xff", b"\xc3"):
+            buf = bytearray(self.buf)
+            buf[sbase + 3] = bad[0]
+            fix_header_crc(buf)
+            self.assertKind(buf, "BadName")
+        # too long (a 4097-byte name that is in bounds)
+        b = build_qins([{"name": "n" * 4097, "dtype": "U8", "shape": [1], "raw": b"\0"}])
+        self.assertKind(b.data, "BadName", contains="4097")
+        b = build_qins([{"name": "n" * 4096, "dtype": "U8", "shape": [1], "raw": b"\0"}])
+        self.open(b.data)  # 4096 is fine
+        # unsafe asset paths
+        for name in ("/etc/passwd", "a\\b", "a//b", "a/", "./a", "a/../b", "..", ".", "a/.",
+                     "a\x00b"):
+            b = build_qins([], assets=[(name, b"x")])
+            self.assertKind(b.data, "BadName")
+        # empty asset name
+        b = build_qins([], assets=[("x", b"x")])
+        buf = b.data
+        put(buf, arec(buf, 0) + 4, "<I", 0)
+        self.assertKind(buf, "BadName")
+        # tensor names may contain '/', '..', '\' (the path rules are for assets)
+        b = build_qins([{"name": "../a\\b//", "dtype": "U8", "shape": [1], "raw": b"\0"}])
+        self.open(b.data)
+
+    def test_duplicate_name(self):
+        b = build_qins([{"name": "w", "dtype": "U8", "shape": [1], "raw": b"\0"},
+                        {"name": "w", "dtype": "U8", "shape": [1], "raw": b"\1"}])
+        self.assertKind(b.data, "DuplicateName", contains="'w'")
+        b = build_qins([], assets=[("a.txt", b"1"), ("b", b""), ("a.txt", b"2")])
+        self.assertKind(b.data, "DuplicateName", contains="a.txt")
+        # shared ranges giving equal tensor names
+        buf = bytearray(self.buf)
+        put(buf, TREC(2), "<I", get(buf, TREC(0), "<I"), fix=False)
+        put(buf, TREC(2) + 4, "<I", get(buf, TREC(0) + 4, "<I"))
+        self.assertKind(buf, "DuplicateName", contains="enc.log")
+
+    # step 6: the rest -------------------------------------------------------------------------
+    def test_unknown_dtype(self):
+        for code in (0, 23, 255):
+            buf = bytearray(self.buf)
+            put(buf, TREC(1) + 8, "<B", code)
+            self.assertKind(buf, "UnknownDtype", contains="raw.i32")
+
+    def test_bad_shape(self):
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 9, "<B", 9)
+        self.assertKind(buf, "BadShape", contains="rank 9")
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 16 + 8 * 2, "<Q", 1)  # shape[2] with rank 2
+        self.assertKind(buf, "BadShape", contains="shape[2]")
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 16 + 8 * 7, "<Q", 5)
+        self.assertKind(buf, "BadShape")
+
+    def test_unknown_codec(self):
+        for cid in (3, 0xFFFF):
+            buf = bytearray(self.buf)
+            put(buf, TREC(0) + 10, "<H", cid)
+            self.assertKind(buf, "UnknownCodec", contains="enc.log")
+
+    def test_bad_dtype_for_codec(self):
+        for dt in ("I32", "F64", "BOOL", "F8_E4M3"):
+            buf = bytearray(self.buf)
+            put(buf, TREC(2) + 8, "<B", DTYPE_CODE[dt])
+            self.assertKind(buf, "BadDtypeForCodec", contains="enc.lin")
+
+    def test_flag_mismatch(self):
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 12, "<I", 1)
+        self.assertKind(buf, "FlagMismatch", contains="raw.i32")
+
+    def test_bad_params(self):
+        cases = [(TREC(0) + 80, float("nan")),   # log_min NaN
+                 (TREC(0) + 88, float("inf")),   # log_max inf
+                 (TREC(0) + 80, 1e300),          # log_min > log_max
+                 (TREC(2) + 80, -1.0),           # linear max_abs < 0
+                 (TREC(2) + 88, float("nan")),   # linear param1 not finite
+                 (TREC(1) + 80, -0.0),           # raw: must be +0.0 exactly
+                 (TREC(1) + 88, 1.0)]
+        for off, val in cases:
+            buf = bytearray(self.buf)
+            put(buf, off, "<d", val)
+            self.assertKind(buf, "BadParams")
+
+    def test_bad_lut_index(self):
+        buf = bytearray(self.buf)
+        put(buf, TREC(0) + 96, "<I", 1)
+        self.assertKind(buf, "BadLutIndex", contains="enc.log")
+        buf = bytearray(self.buf)
+        put(buf, TREC(2) + 96, "<I", 0)
+        self.assertKind(buf, "BadLutIndex", contains="enc.lin")
+        buf = bytearray(self.buf)
+        put(buf, TREC(1) + 96, "<I", 1)  # raw tensor must have lut_index 0
+        self.assertKind(buf, "BadLutIndex", contains="raw.i32")
+        for delta in (1, -1):  # lut_count (step 8)
+            buf = bytearray(self.buf)
+            put(buf, 48, "<I", get(buf, 48, "<I") + delta)
+            self.assertKind(buf, "BadLutIndex", contains="lut_count")
+
+    def test_section_size(self):
+        cases = [(TREC(1) + DATA + 8, "<Q", +1, "raw.i32"),     # raw data length
+                 (TREC(0) + DATA + 8, "<Q", -1, "enc.log"),     # codes length
+                 (TREC(0) + SIGNS + 8, "<Q", +1, "enc.log"),    # signs length
+                 (TREC(0) + SCALES + 8, "<Q", -4, "enc.log"),   # scales length
+                 (TREC(1) + SIGNS, "<Q", +64, "raw.i32"),       # unused section: offset
+                 (TREC(1) + SCALES + 16, "<I", +1, "raw.i32"),  # unused section: crc
+                 (TREC(2) + SCALES + 8, "<Q", +4, "enc.lin"),   # scales without ROW_SCALES
+                 (64 + 8, "<Q", +4, "lut table")]               # LUT table length (step 8)
+        for off, fmt, delta, who in cases:
+            buf = bytearray(self.buf)
+            put(buf, off, fmt, get(buf, off, fmt) + delta)
+            self.assertKind(buf, "SectionSize", contains=who)
+        # sub-byte dtype with numel x bits not a multiple of 8
+        b = build_qins([{"name": "f4", "dtype": "F4", "shape": [3], "raw": b"\0\0"}])
+        self.assertKind(b.data, "SectionSize", contains="f4")
+
+    # step 8: layout -----------------------------------------------------------------------------
+    def test_misaligned(self):
+        for off in (TREC(0) + SIGNS, arec(self.buf, 1) + 8, 64):
+            buf = bytearray(self.buf)
+            put(buf, off, "<Q", get(buf, off, "<Q") + 1)
+            self.assertKind(buf, "Misaligned")
+
+    def test_out_of_bounds(self):
+        # the last asset's length runs past file_size
+        buf = bytearray(self.buf)
+        off = arec(buf, 1) + 16
+        put(buf, off, "<Q", get(buf, off, "<Q") + 1000)
+        self.assertKind(buf, "OutOfBounds", contains="asset sub/vocab.txt")
+        # offset + length overflows u64
+        buf = bytearray(self.buf)
+        put(buf, off, "<Q", (1 << 64) - 1)
+        self.assertKind(buf, "OutOfBounds")
+        # a name range outside the string table
+        buf = bytearray(self.buf)
+        ss = get(buf, 52, "<I")
+        put(buf, TREC(1), "<I", ss - 2)
+        self.assertKind(buf, "OutOfBounds", contains="string table")
+        buf = bytearray(self.buf)
+        put(buf, arec(buf, 0), "<I", 0xFFFFFFFF)
+        self.assertKind(buf, "OutOfBounds")
+
+    def test_overlap(self):
+        buf = bytearray(self.buf)
+        put(buf, TREC(0) + SIGNS, "<Q", get(buf, TREC(0) + DATA, "<Q"))
+        self.assertKind(buf, "Overlap", contains="tensor enc.log signs")
+        # a section placed before the header ends
+        buf = bytearray(self.buf)
+        put(buf, 64, "<Q", 0)
+        self.assertKind(buf, "Overlap", contains="lut table")
+
+    def test_gap(self):
+        # move the last asset one alignment unit further, keeping the file consistent
+        buf = bytearray(self.buf) + bytes(64)
+        off = arec(buf, 1) + 8
+        put(buf, off, "<Q", get(buf, off, "<Q") + 64, fix=False)
+        put(buf, 24, "<Q", len(buf))
+        self.assertKind(buf, "Gap", contains="asset sub/vocab.txt")
+
+    # step 9 ---------------------------------------------------------------------------------
+    def test_bad_metadata(self):
+        for mb in (b'{"a":1}', b"[]", b'"s"', b'{"a":"x","a":"y"}', b"\xff\xfe", b"{",
+                   b'{"a":"b"} x', b'{"a":NaN}', b'{"a":null}', b'{"a":{"b":"c"}}',
+                   b'{"a":"\\ud800"}', b"\xef\xbb\xbf{}", b"{'a':'b'}", b'{"a":"b",}',
+                   b"[" * 100000 + b"]" * 100000, b'{"a":"\x01"}'):
+            b = build_qins([], metadata_bytes=mb)
+            self.assertKind(b.data, "BadMetadata")
+
+    def test_bad_lut(self):
+        lo = self.b.lut_offset
+        cases = [(lo + 0, 0x80000000),            # LUT0[0] = -0.0
+                 (lo + 0, 0x3F800000),            # LUT0[0] = 1.0
+                 (lo + 4 * 5, 0x7FC00000),        # NaN
+                 (lo + 4 * 9, 0x7F800000),        # +inf
+                 (lo + 1024 + 4 * 7, 0xBF800000),  # LUT1[7] = -1.0
+                 (lo + 1024 + 4 * 255, 0x80000000)]  # -0.0 entry
+        for off, bits in cases:
+            buf = bytearray(self.buf)
+            struct.pack_into("<I", buf, off, bits)  # data, not header: no CRC to fix
+            self.assertKind(buf, "BadLut")
+
+    # verification ----------------------------------------------------------------------------
+    def test_data_checksum(self):
+        b = self.b
+        cases = [(b.lut_offset + 8, "lut table"),
+                 (b.tensors[0]["sections"][0][0], "tensor enc.log data"),
+                 (b.tensors[0]["sections"][1][0], "tensor enc.log signs"),
+                 (b.tensors[0]["sections"][2][0] + 5, "tensor enc.log scales"),
+                 (b.tensors[1]["sections"][0][0] + 3, "tensor raw.i32 data"),
+                 (b.assets[0]["section"][0], "asset config.json")]
+        for off, label in cases:
+            buf = bytearray(self.buf)
+            buf[off] ^= 0x01
+            self.assertKind(buf, "DataChecksum", verify=True, contains=label)
+        # the stored crc field wrong instead of the data
+        buf = bytearray(self.buf)
+        put(buf, arec(buf, 1) + 24, "<I", 0x12345678)
+        self.assertKind(buf, "DataChecksum", verify=True, contains="asset sub/vocab.txt")
+        # canonical order: the first damaged section is reported
+        buf = bytearray(self.buf)
+        buf[b.assets[0]["section"][0]] ^= 1
+        buf[b.tensors[2]["sections"][0][0]] ^= 1
+        self.assertKind(buf, "DataChecksum", verify=True, contains="tensor enc.lin data")
+
+    def test_non_zero_padding(self):
+        b = self.b
+        # after enc.log's 15 code bytes; between header and LUT table; after last tensor
+        offs = [b.tensors[0]["sections"][0][0] + 15,
+                b.header_size + 1 if b.header_size % 64 < 62 else None,
+                b.tensors[2]["sections"][1][0] + 2]
+        for off in offs:
+            if off is None:
+                continue
+            buf = bytearray(self.buf)
+            buf[off] = 0x80
+            self.assertKind(buf, "NonZeroPadding", verify=True, contains=str(off))
+
+    def test_stray_sign_bits(self):
+        so = self.b.tensors[2]["sections"][1][0]  # enc.lin, 13 elements -> byte 1 uses 5 bits
+        for bit in (5, 6, 7):
+            buf = bytearray(self.buf)
+            buf[so + 1] |= 1 << bit
+            fix_section_crc(buf, TREC(2) + SIGNS)
+            self.assertKind(buf, "StraySignBits", verify=True, contains="enc.lin")
+
+    def test_bad_scale(self):
+        so = self.b.tensors[0]["sections"][2][0]
+        for val in (0.0, -0.0, -1.0, float("inf"), float("nan"), -1e-45):
+            buf = bytearray(self.buf)
+            struct.pack_into("<f", buf, so + 4, val)
+            fix_section_crc(buf, TREC(0) + SCALES)
+            e = self.assertKind(buf, "BadScale", verify=True, contains="enc.log")
+            self.assertIn("row scale 1", e.message)
+        # decode(check=True) also refuses it
+        q = self.open(buf)
+        with self.assertRaises(qr.ERRORS["BadScale"]):
+            q.decode("enc.log", check=True)
+
+    def test_zz_every_kind_tested(self):
+        # Runs last in this class (alphabetical order); covers every §17 kind.
+        for name in dir(self):
+            if set(qr.ERROR_KINDS) <= TESTED_KINDS:
+                break  # the class ran in full, alphabetically, before this test
+            if name.startswith("test_") and name != "test_zz_every_kind_tested":
+                self.setUp()
+                try:
+                    getattr(self, name)()
+                finally:
+                    self.tearDown()
+        self.assertEqual(set(qr.ERROR_KINDS) - TESTED_KINDS, set())
+        self.assertEqual(len(qr.ERROR_KINDS), 30)
+
+
+class TestFuzz(TmpMixin, unittest.TestCase):
+    """Random damage must only ever produce QinsError (never another exception)."""
+
+    def test_random_mutations(self):
+        b = base_file()
+        r = np.random.default_rng(1234)
+        hs = b.header_size
+        kinds = set()
+        for it in range(600):
+            buf = bytearray(b.data)
+            mode = it % 4
+            if mode == 0:    # header bytes, CRC fixed so the damage reaches later steps
+                for _ in range(int(r.integers(1, 4))):
+                    buf[int(r.integers(0, hs - 4))] = int(r.integers(0, 256))
+                fix_header_crc(buf, hs)
+            elif mode == 1:  # a record field set to an extreme value, CRC fixed
+                off = int(r.integers(12, hs - 12))
+                fmt = ["<B", "<H", "<I", "<Q"][int(r.integers(0, 4))]
+                size = struct.calcsize(fmt)
+                off = min(off, hs - 4 - size)
+                val = [0, 1, (1 << (8 * size)) - 1, 1 << (8 * size - 1)][int(r.integers(0, 4))]
+                struct.pack_into(fmt, buf, off, val)
+                fix_header_crc(buf, hs)
+            elif mode == 2:  # data bytes
+                for _ in range(int(r.integers(1, 4))):
+                    buf[int(r.integers(hs, len(buf)))] ^= 1 << int(r.integers(0, 8))
+            else:            # truncation / extension
+                n = int(r.integers(0, len(buf) + 100))
+                buf = buf[:n] if n <= len(buf) else buf + bytes(n - len(buf))
+            p = self.write(buf)
+            try:
+                with qr.QinsFile(p) as q:
+                    q.verify()
+                    for t in q.tensors:
+                        if t.encoded:
+                            q.decode(t)
+                        else:
+                            q.raw_bytes(t)
+                            q.raw_array(t)
+                    q.dump()
+            except qr.QinsError as e:
+                self.assertIn(e.kind, qr.ERROR_KINDS)
+                kinds.add(e.kind)
+            os.unlink(p)
+        self.assertGreater(len(kinds), 10)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+class TestCli(TmpMixin, unittest.TestCase):
+    def run_cli(self, *args):
+        return subprocess.run([sys.executable, READER, *args], capture_output=True, text=True)
+
+    def test_verify_ok_and_error(self):
+        b = base_file()
+        p = self.write(b.data)
+        r = self.run_cli("verify", p)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        buf = bytearray(b.data)
+        buf[b.tensors[0]["sections"][0][0]] ^= 1
+        r = self.run_cli("verify", self.write(buf))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith("error: DataChecksum: "), r.stderr)
+        self.assertIn("tensor enc.log data", r.stderr)
+        r = self.run_cli("verify", self.write(b"\x89QINS"))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith("error: Truncated: "), r.stderr)
+
+    def test_list(self):
+        r = self.run_cli("list", self.write(base_file().data))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for s in ("enc.log", "raw.i32", "enc.lin", "config.json", "sub/vocab.txt",
+                  "qins.writer", "row_scales", "linear"):
+            self.assertIn(s, r.stdout)
+
+    def test_dump(self):
+        b = base_file()
+        r = self.run_cli("dump", self.write(b.data))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = json.loads(r.stdout)
+        self.assertEqual(set(d), {"version", "alignment", "tensors", "assets", "metadata"})
+        self.assertEqual(d["version"], [1, 0])
+        self.assertEqual(d["alignment"], 64)
+        self.assertEqual(d["metadata"], {"qins.writer": "test"})
+        t0 = d["tensors"][0]
+        self.assertEqual(set(t0), {"name", "dtype", "shape", "codec", "row_scales", "param0",
+                                   "param1", "decoded_crc32"})
+        self.assertEqual(t0["name"], "enc.log")
+        self.assertEqual(t0["shape"], [3, 5])
+        self.assertEqual(t0["codec"], "log")
+        self.assertTrue(t0["row_scales"])
+        self.assertEqual(t0["param0"], b.tensors[0]["p0"])
+        self.assertEqual(t0["decoded_crc32"],
+                         zlib.crc32(expected_decode_bytes(b.tensors[0])))
+        t1 = d["tensors"][1]
+        self.assertEqual((t1["codec"], t1["dtype"], t1["row_scales"]), ("raw", "I32", False))
+        self.assertEqual(t1["decoded_crc32"],
+                         zlib.crc32(np.arange(-3, 3, dtype="<i4").tobytes()))
+        self.assertEqual(d["assets"][1], {"name": "sub/vocab.txt", "size": 6,
+                                          "crc32": zlib.crc32(b"a\nb\nc\n")})
+
+    def test_decode(self):
+        b = base_file()
+        out = os.path.join(self.tmp, "out")
+        r = self.run_cli("decode", self.write(b.data), out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+            man = json.load(f)["tensors"]
+        self.assertEqual([m["name"] for m in man], ["enc.log", "raw.i32", "enc.lin"])
+        for m, rec in zip(man, b.tensors):
+            with open(os.path.join(out, m["file"]), "rb") as f:
+                payload = f.read()
+            self.assertEqual(len(payload), m["byte_length"])
+            self.assertEqual(zlib.crc32(payload), m["crc32"])
+            if rec["codec"] == "raw":
+                self.assertEqual(m["kind"], "raw")
+                self.assertEqual(payload, rec["spec"]["raw"])
+            else:
+                self.assertEqual(m["kind"], "encoded")
+                self.assertEqual(payload, expected_decode_bytes(rec))
+        self.assertEqual(man[2]["dtype"], "F16")
+        self.assertEqual(man[0]["shape"], [3, 5])
+
+    def test_decode_names_with_slashes(self):
+        b = build_qins([{"name": "a/b", "dtype": "U8", "shape": [1], "raw": b"\1"},
+                        {"name": "a%2Fb", "dtype": "U8", "shape": [1], "raw": b"\2"},
+                        {"name": "../up", "dtype": "U8", "shape": [1], "raw": b"\3"}])
+        out = os.path.join(self.tmp, "out")
+        r = self.run_cli("decode", self.write(b.data), out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+            man = json.load(f)["tensors"]
+        files = [m["file"] for m in man]
+        self.assertEqual(len(set(files)), 3)
+        for fn in files:
+            self.assertNotIn("/", fn)
+            self.assertTrue(os.path.isfile(os.path.join(out, fn)))
+        self.assertEqual(sorted(os.listdir(out)), sorted(files + ["manifest.json"]))
+
+
+if __name__ == "__main__":
+    unittest.main()
