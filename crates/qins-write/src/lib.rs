@@ -252,7 +252,6 @@ impl Writer {
             next: 0,
             current: Current::Idle,
         };
-        w.skip_empty();
         Ok(w)
     }
 
@@ -286,21 +285,6 @@ impl Writer {
             })
     }
 
-    /// Completes raw tensors of zero bytes, which need no data call.
-    fn skip_empty(&mut self) {
-        while let Some(t) = self.plan.tensors.get(self.next) {
-            let rec = &self.records[self.next];
-            if t.storage == Storage::Raw
-                && rec.data.length.get() == 0
-                && matches!(self.current, Current::Idle)
-            {
-                self.next += 1;
-            } else {
-                break;
-            }
-        }
-    }
-
     /// Writes the next tensor, which must be raw, whole: `bytes` are its exact bytes (§13).
     pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let want = self
@@ -315,7 +299,8 @@ impl Writer {
     }
 
     /// Appends the next part of the current raw tensor; the tensor is complete when all of its
-    /// bytes have been given.
+    /// bytes have been given. A tensor of zero bytes is completed by one call with no bytes.
+
     pub fn write_raw_part(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
@@ -338,7 +323,6 @@ impl Writer {
         if end == len {
             self.records[self.next].data.crc = crc.finalize().into();
             self.next += 1;
-            self.skip_empty();
         } else {
             self.current = Current::Raw { done: end, crc };
         }
@@ -471,6 +455,25 @@ impl Writer {
                 signs.len()
             )));
         }
+        // §11.2: an element with code 0 has sign 0, and the unused high bits of the last byte
+        // are 0. Checked here so that a caller's sign bytes cannot make a file that
+        // verification refuses (or that breaks the code-0 rule, which no reader checks).
+        for (k, (&s, c8)) in signs.iter().zip(codes.chunks(8)).enumerate() {
+            // Bits that must be clear: past the last element, and where the code is 0.
+            let mut clear = !((1u16 << c8.len()) - 1) as u8;
+            for (j, &c) in c8.iter().enumerate() {
+                clear |= u8::from(c == 0) << j;
+            }
+            if s & clear != 0 {
+                let j = (s & clear).trailing_zeros() as usize;
+                let i = done + (8 * k + j) as u64;
+                return Err(self.misuse(if j < c8.len() {
+                    format!("element {i} has code 0 and its sign bit set (§11.2)")
+                } else {
+                    format!("sign bit {i} is set past the last element (§11.2)")
+                }));
+            }
+        }
         self.write_at(rec.data.offset.get() + done, codes)?;
         self.write_at(rec.signs.offset.get() + done / 8, signs)?;
         let Current::Encoded {
@@ -494,7 +497,6 @@ impl Writer {
             r.data.crc = codes.finalize().into();
             r.signs.crc = signs.finalize().into();
             self.next += 1;
-            self.skip_empty();
         }
         Ok(())
     }
