@@ -236,7 +236,7 @@ impl Writer {
         // Sections are written at their offsets; the padding between them stays zero.
         tmp.as_file().set_len(file_size).map_err(io_err)?;
         let lut_count = lut_table.length.get() / LUT_BYTES;
-        let mut w = Writer {
+        let w = Writer {
             target: path.into(),
             overwrite,
             tmp,
@@ -300,7 +300,6 @@ impl Writer {
 
     /// Appends the next part of the current raw tensor; the tensor is complete when all of its
     /// bytes have been given. A tensor of zero bytes is completed by one call with no bytes.
-
     pub fn write_raw_part(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
