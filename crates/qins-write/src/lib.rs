@@ -236,7 +236,7 @@ impl Writer {
         // Sections are written at their offsets; the padding between them stays zero.
         tmp.as_file().set_len(file_size).map_err(io_err)?;
         let lut_count = lut_table.length.get() / LUT_BYTES;
-        let w = Writer {
+        Ok(Writer {
             target: path.into(),
             overwrite,
             tmp,
@@ -251,8 +251,7 @@ impl Writer {
             header_size,
             next: 0,
             current: Current::Idle,
-        };
-        Ok(w)
+        })
     }
 
     /// The plan being written.
