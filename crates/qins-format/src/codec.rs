@@ -475,7 +475,7 @@ mod tests {
         let s = RowScales::new(&[1e-30], &shape).unwrap();
         let err = encode(Codec::Log, &[1.0, f32::MAX], Some(&s)).unwrap_err();
         assert!(
-            matches!(err, EncodeError::ScaleOverflow { index: 0, .. }),
+            matches!(err, EncodeError::ScaleOverflow { index: 1, .. }),
             "{err}"
         );
     }

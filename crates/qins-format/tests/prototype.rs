@@ -57,16 +57,29 @@ fn tensor(n: usize, seed: u64, f: impl Fn(&mut Rng) -> f64) -> Vec<f32> {
         .collect()
 }
 
+/// How torch divides by the 0-dim `log_max - log_min`: a true division, or (as some of its
+/// kernels do for a scalar divisor) a multiplication by the reciprocal. The two differ by an ulp
+/// of `normalized` at most; both are checked.
+#[derive(Clone, Copy, Debug)]
+enum Division {
+    True,
+    Reciprocal,
+}
+
 /// The prototype's codes and float32 `stored` values, computed as torch float32 does.
-fn prototype(w: &[f32]) -> (Vec<u8>, Vec<f32>) {
+fn prototype(w: &[f32], division: Division) -> (Vec<u8>, Vec<f32>) {
     let log: Vec<f32> = w.iter().map(|x| x.abs().max(1e-8f32).ln()).collect();
     let log_min = log.iter().copied().fold(f32::INFINITY, f32::min);
     let log_max = log.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let range = log_max - log_min;
+    let inv = 1.0f32 / range;
     let stored: Vec<f32> = log
         .iter()
         .map(|&l| {
-            let normalized = (l - log_min) / range;
+            let normalized = match division {
+                Division::True => (l - log_min) / range,
+                Division::Reciprocal => (l - log_min) * inv,
+            };
             255.0f32 - normalized * 254.0f32
         })
         .collect();
@@ -93,8 +106,8 @@ struct Counts {
     worst: f32,
 }
 
-fn compare(name: &str, w: &[f32]) -> Counts {
-    let (proto, stored) = prototype(w);
+fn compare(name: &str, w: &[f32], division: Division) -> Counts {
+    let (proto, stored) = prototype(w, division);
     let e = encode(Codec::Log, w, None).unwrap();
 
     // Parameters: ln of the smallest and largest magnitude, in f64 (§12.1).
@@ -136,9 +149,13 @@ fn compare(name: &str, w: &[f32]) -> Counts {
         assert_eq!(neg, w[i] < 0.0, "{name}[{i}]: sign");
     }
     println!(
-        "{name:>14}: {:>7} values, {:>4} within {TIE_EPS:e} of a tie, {:>3} codes differ \
+        "{:<10} {name:>14}: {:>7} values, {:>4} within {TIE_EPS:e} of a tie, {:>3} codes differ \
          (largest tie distance of a difference {:.2e})",
-        c.values, c.near_ties, c.disagreements, c.worst
+        format!("{division:?}"),
+        c.values,
+        c.near_ties,
+        c.disagreements,
+        c.worst
     );
     c
 }
@@ -178,16 +195,23 @@ fn log_codes_are_the_prototype_stored_codes() {
         // Small tensors take the encoder's direct path rather than its change-point table.
         ("small-gauss", tensor(4000, 6, |r| 0.05 * r.gaussian())),
     ];
-    let mut total = Counts::default();
-    for (name, w) in &cases {
-        let c = compare(name, w);
-        total.values += c.values;
-        total.near_ties += c.near_ties;
-        total.disagreements += c.disagreements;
-        total.worst = total.worst.max(c.worst);
+    for division in [Division::True, Division::Reciprocal] {
+        let mut total = Counts::default();
+        for (name, w) in &cases {
+            let c = compare(name, w, division);
+            total.values += c.values;
+            total.near_ties += c.near_ties;
+            total.disagreements += c.disagreements;
+            total.worst = total.worst.max(c.worst);
+        }
+        check_total(division, &total);
     }
+}
+
+fn check_total(division: Division, total: &Counts) {
     println!(
-        "{:>14}: {:>7} values, {:>4} within {TIE_EPS:e} of a tie, {:>3} codes differ ({:.4}%)",
+        "{:<10} {:>14}: {:>7} values, {:>4} within {TIE_EPS:e} of a tie, {:>3} codes differ ({:.4}%)",
+        format!("{division:?}"),
         "total",
         total.values,
         total.near_ties,
@@ -213,9 +237,10 @@ fn powers_of_two_agree_exactly() {
             [m, -m]
         })
         .collect();
-    let (proto, _) = prototype(&w);
     let e = encode(Codec::Log, &w, None).unwrap();
-    assert_eq!(e.codes, proto);
+    for division in [Division::True, Division::Reciprocal] {
+        assert_eq!(e.codes, prototype(&w, division).0);
+    }
     assert_eq!(e.codes[0], 255);
     assert_eq!(*e.codes.last().unwrap(), 1);
 }

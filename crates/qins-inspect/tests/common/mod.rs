@@ -162,11 +162,7 @@ pub fn write(path: &Path, plan: Plan, fills: &[Fill]) -> WriteSummary {
     let mut w = Writer::create(path, plan, true).expect("a valid plan");
     for f in fills {
         match f {
-            Fill::Raw(bytes) => {
-                if !bytes.is_empty() {
-                    w.write_raw(bytes).expect("raw bytes");
-                }
-            }
+            Fill::Raw(bytes) => w.write_raw(bytes).expect("raw bytes"),
             Fill::Encoded(v, s) => w.encode_tensor(v, s.as_deref()).expect("encodable"),
         }
     }
