@@ -43,3 +43,17 @@ fn write_parse_verify_decode() {
     assert_eq!(q.assets().next(), Some(("config.json", &b"{}"[..])));
     assert_eq!(q.metadata()["k"], "v");
 }
+
+#[test]
+fn output_gets_the_usual_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.qins");
+    Writer::create(&path, Plan::new(), false)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    // 0666 less the umask: readable by the group and others under any usual umask.
+    assert_eq!(mode & 0o644, 0o644, "mode {mode:o}");
+}

@@ -228,9 +228,12 @@ impl Writer {
             path: path.into(),
             source,
         };
+        // Mode 0666 filtered by the umask, as any new file: the temporary file becomes the
+        // output by a rename, so its mode is the output's.
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{stem}."))
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(io_err)?;
         // Sections are written at their offsets; the padding between them stays zero.

@@ -1,0 +1,368 @@
+//! Converts a Hugging Face model directory (safetensors weights plus config and tokenizer
+//! files) into one `.qins` file (`spec/qins-v1.md`), and plans such a conversion.
+//!
+//! - [`source`]: the model directory, opened and validated: weight files, the shard index,
+//!   tensors, assets and skipped files (reusable by the exporter);
+//! - [`policy`]: which tensors are encoded and which stay raw, and why (DESIGN rule 13);
+//! - [`plan`]: a dry run: the decision, bits per weight and stored size of every tensor, and
+//!   the exact size of the file that [`convert`] would write;
+//! - [`convert`]: the conversion: tensors read from mapped shards, encoded on all cores
+//!   (rayon), written in a deterministic order through `qins-write`, which writes a temporary
+//!   file beside the target and renames it into place only when complete.
+//!
+//! # Guarantees
+//!
+//! - **Order**: tensors are written sorted by name (byte order), whatever the sharding of the
+//!   source; assets sorted by relative path. The same source and options give the same bytes,
+//!   whatever the number of threads ([`ConvertOptions::chunk_elements`] and the thread count
+//!   change only speed and memory).
+//! - **Memory**: bounded by one window of a tensor (a few tens of MiB) plus the assets, never
+//!   by the model's size.
+//! - **Metadata** (spec §7): `qins.writer` (`qins-convert VERSION`), `qins.source` (the source
+//!   directory's name, not its path), `qins.policy` (the policy as JSON, see
+//!   [`policy::Policy::to_json`]), and `safetensors.metadata` (the shards' `__metadata__`, as
+//!   JSON) when there is any.
+//! - **Accounting** (DESIGN rule 14): every output size in a [`ConvertSummary`] is counted from
+//!   the bytes in the file: the writer's layout, checked against the file's length.
+//! - **Bad input** is a [`ConvertError`] that names the file, the tensor and the cause; nothing
+//!   is left at the target path.
+//!
+//! ```no_run
+//! use qins_convert::{convert, ConvertOptions, NoProgress};
+//!
+//! let opts = ConvertOptions::new("models/all-minilm-l6-v2".into(), "minilm.qins".into());
+//! let summary = convert(&opts, &NoProgress)?;
+//! println!("{}", summary.render());
+//! # Ok::<(), qins_convert::ConvertError>(())
+//! ```
+#![deny(unsafe_code)] // the one exception: `source::map_range`, with its contract
+
+mod error;
+mod pipeline;
+pub mod policy;
+mod report;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use qins_format::layout::Cursor;
+use qins_format::{alignment_is_valid, section_lengths, DEFAULT_ALIGNMENT, LUT_BYTES};
+use qins_write::{Asset, Plan, TensorSpec, Writer};
+
+pub use error::ConvertError;
+pub use policy::{Decision, EncodeReason, Policy, PolicyOptions, RawReason};
+pub use report::{human_bytes, ConvertPlan, ConvertSummary, OutputBytes, RawGroup, TensorPlan};
+pub use source::HfSource;
+
+/// The value of `qins.writer`.
+pub const WRITER: &str = concat!("qins-convert ", env!("CARGO_PKG_VERSION"));
+
+/// Default elements per parallel job: 1 Mi elements (4 MiB of f32 per thread).
+pub const DEFAULT_CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// What to convert, where, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// The Hugging Face model directory.
+    pub source: PathBuf,
+    /// The `.qins` file to write.
+    pub target: PathBuf,
+    /// The selection policy.
+    pub policy: PolicyOptions,
+    /// Section alignment (spec §3): a power of two in [64, 1048576]; default 4096.
+    pub alignment: u32,
+    /// Replace an existing target.
+    pub overwrite: bool,
+    /// Elements per parallel job when encoding (rounded up to a multiple of 8). Changes
+    /// speed and memory, never the output.
+    pub chunk_elements: usize,
+}
+
+impl ConvertOptions {
+    /// Options with the defaults: log codec, default policy, alignment 4096, no overwrite.
+    pub fn new(source: PathBuf, target: PathBuf) -> Self {
+        ConvertOptions {
+            source,
+            target,
+            policy: PolicyOptions::default(),
+            alignment: DEFAULT_ALIGNMENT,
+            overwrite: false,
+            chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+        }
+    }
+}
+
+/// Receives progress from [`convert`]; every method does nothing by default.
+pub trait Progress {
+    /// Conversion starts: `tensors` tensors holding `bytes` source bytes.
+    fn begin(&self, tensors: usize, bytes: u64) {
+        let _ = (tensors, bytes);
+    }
+    /// `bytes` more source bytes are done.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// Tensor `name` is written.
+    fn tensor_done(&self, name: &str) {
+        let _ = name;
+    }
+    /// Every tensor is written; assets and header follow.
+    fn end(&self) {}
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Everything decided before the first byte is written.
+struct Prepared {
+    source: HfSource,
+    policy: Policy,
+    plan: ConvertPlan,
+}
+
+fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
+    if !alignment_is_valid(opts.alignment) {
+        return Err(ConvertError::BadAlignment {
+            alignment: opts.alignment,
+        });
+    }
+    let policy = Policy::new(opts.policy.clone())?;
+    let source = HfSource::open(&opts.source)?;
+    let metadata = metadata(&source, &policy);
+    let tensors: Vec<TensorPlan> = source
+        .tensors()
+        .iter()
+        .map(|t| {
+            let decision = policy.decide(&t.name, t.dtype, &t.shape);
+            TensorPlan::new(
+                t,
+                &source.weight_files()[t.file].name,
+                decision,
+                policy.codec(),
+            )
+        })
+        .collect();
+    let output = layout(&tensors, source.assets(), &metadata, opts.alignment);
+    let input_bytes = source.weight_files().iter().map(|f| f.size).sum::<u64>()
+        + source
+            .index()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+        + source.assets().iter().map(|a| a.size).sum::<u64>();
+    let plan = ConvertPlan {
+        source: opts.source.display().to_string(),
+        codec: policy.codec().name().to_string(),
+        alignment: opts.alignment,
+        tensors,
+        assets: source.assets().to_vec(),
+        skipped: source.skipped().to_vec(),
+        metadata,
+        input_bytes,
+        output,
+    };
+    Ok(Prepared {
+        source,
+        policy,
+        plan,
+    })
+}
+
+/// The metadata of the output (spec §7).
+fn metadata(source: &HfSource, policy: &Policy) -> BTreeMap<String, String> {
+    let dir = source.dir();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            dir.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .unwrap_or_default();
+    let mut m = BTreeMap::new();
+    m.insert("qins.writer".to_string(), WRITER.to_string());
+    m.insert("qins.source".to_string(), name);
+    m.insert("qins.policy".to_string(), policy.to_json());
+    let st = source.safetensors_metadata();
+    if !st.is_empty() {
+        m.insert(
+            "safetensors.metadata".to_string(),
+            serde_json::to_string(&st).expect("a map of strings serializes"),
+        );
+    }
+    m
+}
+
+/// The exact sizes of the file the writer will lay out (spec §3, §9.2), as `qins-write` does.
+fn layout(
+    tensors: &[TensorPlan],
+    assets: &[source::AssetFile],
+    metadata: &BTreeMap<String, String>,
+    alignment: u32,
+) -> OutputBytes {
+    let strings: u64 = tensors.iter().map(|t| t.name.len() as u64).sum::<u64>()
+        + assets.iter().map(|a| a.name.len() as u64).sum::<u64>();
+    let meta = serde_json::to_vec(metadata)
+        .expect("a map of strings serializes")
+        .len() as u64;
+    let header = qins_format::header_size(
+        tensors.len() as u32,
+        assets.len() as u32,
+        u32::try_from(strings).unwrap_or(u32::MAX),
+        u32::try_from(meta).unwrap_or(u32::MAX),
+    )
+    .unwrap_or(u64::MAX);
+    let mut out = OutputBytes {
+        header_bytes: header,
+        ..OutputBytes::default()
+    };
+    let mut cur = Cursor::new(header, alignment);
+    let encoded = tensors.iter().filter(|t| t.decision.is_encoded()).count() as u64;
+    out.lut_bytes = encoded * LUT_BYTES;
+    let mut place = |len: u64| {
+        cur.place(len);
+    };
+    place(out.lut_bytes);
+    for t in tensors {
+        let [data, signs, _] = section_lengths(t.dtype, &t.shape, t.storage).unwrap_or([0, 0, 0]);
+        place(data);
+        if t.decision.is_encoded() {
+            place(signs);
+            out.code_bytes += data;
+            out.sign_bytes += signs;
+        } else {
+            out.raw_bytes += data;
+        }
+    }
+    for a in assets {
+        place(a.size);
+        out.asset_bytes += a.size;
+    }
+    out.file_size = cur.end();
+    out.padding_bytes = out.file_size
+        - out.header_bytes
+        - out.lut_bytes
+        - out.code_bytes
+        - out.sign_bytes
+        - out.raw_bytes
+        - out.asset_bytes;
+    out
+}
+
+/// Plans a conversion without writing anything (`--dry-run`): the decision, reason, bits per
+/// weight and stored bytes of every tensor, the assets and skipped files, and the exact size
+/// of the output. The target is not looked at.
+pub fn plan(opts: &ConvertOptions) -> Result<ConvertPlan, ConvertError> {
+    Ok(prepare(opts)?.plan)
+}
+
+/// Refuses a target that is one of the files read (or the source directory).
+fn check_target(target: &Path, source: &HfSource) -> Result<(), ConvertError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(tm) = std::fs::metadata(target) else {
+        return Ok(()); // it does not exist, so it is not an input
+    };
+    let dir = source.dir();
+    for input in std::iter::once(dir).chain(source.inputs()) {
+        if let Ok(im) = std::fs::metadata(input) {
+            if (im.dev(), im.ino()) == (tm.dev(), tm.ino()) {
+                return Err(ConvertError::TargetIsInput {
+                    target: target.into(),
+                    input: input.into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts `opts.source` into `opts.target` (see the crate documentation), reporting to
+/// `progress`. Runs on the current rayon thread pool.
+pub fn convert(
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<ConvertSummary, ConvertError> {
+    let Prepared {
+        source,
+        policy,
+        plan,
+    } = prepare(opts)?;
+    let target = opts.target.as_path();
+    check_target(target, &source)?;
+    if !opts.overwrite && target.exists() {
+        return Err(ConvertError::TargetExists {
+            path: target.into(),
+        });
+    }
+    let mut assets = Vec::with_capacity(source.assets().len());
+    for a in source.assets() {
+        let data = std::fs::read(&a.path).map_err(|cause| ConvertError::Read {
+            path: a.path.clone(),
+            cause,
+        })?;
+        assets.push(Asset {
+            name: a.name.clone(),
+            data,
+        });
+    }
+    let wplan = Plan {
+        tensors: plan
+            .tensors
+            .iter()
+            .map(|t| TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone(), t.storage))
+            .collect(),
+        assets,
+        metadata: plan.metadata.clone(),
+        alignment: opts.alignment,
+    };
+    let mut w = Writer::create(target, wplan, opts.overwrite)
+        .map_err(|e| ConvertError::from_write(target, e))?;
+    let chunking = pipeline::Chunking::new(opts.chunk_elements);
+    progress.begin(
+        plan.tensors.len(),
+        plan.tensors.iter().map(|t| t.source_bytes).sum(),
+    );
+    for (t, tp) in source.tensors().iter().zip(&plan.tensors) {
+        debug_assert_eq!(t.name, tp.name);
+        if tp.decision.is_encoded() {
+            pipeline::encode(
+                &source,
+                t,
+                policy.codec(),
+                chunking,
+                &mut w,
+                target,
+                progress,
+            )?;
+        } else {
+            pipeline::copy_raw(&source, t, &mut w, target, progress)?;
+        }
+        progress.tensor_done(&t.name);
+    }
+    progress.end();
+    let ws = w
+        .finish()
+        .map_err(|e| ConvertError::from_write(target, e))?;
+    let written = std::fs::metadata(target)
+        .map_err(|cause| ConvertError::TargetNotWritable {
+            path: target.into(),
+            cause,
+        })?
+        .len();
+    let output = OutputBytes {
+        file_size: written,
+        header_bytes: ws.header_bytes,
+        lut_bytes: ws.lut_bytes,
+        code_bytes: ws.code_bytes,
+        sign_bytes: ws.sign_bytes,
+        raw_bytes: ws.raw_bytes,
+        asset_bytes: ws.asset_bytes,
+        padding_bytes: written.saturating_sub(ws.file_size - ws.padding_bytes),
+    };
+    debug_assert_eq!(output, plan.output, "the planned layout is the written one");
+    Ok(ConvertSummary::new(&plan, target, output))
+}

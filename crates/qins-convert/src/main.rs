@@ -1,0 +1,237 @@
+//! `qins-convert HF_DIR OUT.qins`: converts a Hugging Face model directory into one `.qins`
+//! file. A thin wrapper over the `qins_convert` library: it parses flags, draws a progress bar
+//! on a terminal, and prints the summary (text, or JSON with `--json`) on stdout.
+//!
+//! Exit status: 0 on success, 1 when the input is refused or the conversion fails (the message
+//! names the file, the tensor and the cause), 2 for usage errors.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qins_convert::{convert, plan, ConvertOptions, NoProgress, PolicyOptions, Progress};
+use qins_format::{alignment_is_valid, Codec, DEFAULT_ALIGNMENT};
+
+/// Convert a Hugging Face model directory (safetensors weights, config and tokenizer files)
+/// into one .qins file.
+///
+/// Selection, first rule that applies: a dtype other than F32/F16/BF16 stays raw; an empty
+/// tensor stays raw; --exclude globs keep raw; --include globs encode; tensors with fewer than
+/// two dimensions stay raw; token embeddings and output heads stay raw unless
+/// --encode-embeddings; every other tensor is encoded.
+#[derive(Debug, Parser)]
+#[command(name = "qins-convert", version, about, long_about, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// The Hugging Face model directory (model.safetensors, or shards with
+    /// model.safetensors.index.json, plus config and tokenizer files).
+    hf_dir: PathBuf,
+
+    /// The .qins file to write (not needed with --dry-run).
+    #[arg(required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+
+    /// Encode token embeddings and output heads too (embed_tokens, word_embeddings, wte,
+    /// lm_head, embed_out, output.weight, ...).
+    #[arg(long)]
+    encode_embeddings: bool,
+
+    /// Encode tensors whose name matches GLOB, whatever their rank or name (F32/F16/BF16
+    /// only). Repeatable. `*` matches dots too: --include '*.norm.*'.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    include: Vec<String>,
+
+    /// Keep tensors whose name matches GLOB raw. Repeatable; wins over --include.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    exclude: Vec<String>,
+
+    /// How encoded tensors build their table.
+    #[arg(long, value_enum, default_value_t = CodecArg::Log)]
+    codec: CodecArg,
+
+    /// Section alignment in bytes: a power of two from 64 to 1048576.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ALIGNMENT, value_parser = parse_alignment)]
+    alignment: u32,
+
+    /// Print the per-tensor plan (encoded or raw and why, bits per weight, sizes) and the
+    /// exact output size, without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Overwrite OUT if it exists.
+    #[arg(long)]
+    force: bool,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+
+    /// Print the summary (or the --dry-run plan) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+
+    /// Worker threads (default: one per core). The output does not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+}
+
+const AFTER_HELP: &str = "\
+Weights: model.safetensors.index.json (the allowlist: every tensor it lists found exactly once, in
+the shard it names), else model.safetensors, else every top-level *.safetensors file.
+
+Assets: every regular file under HF_DIR (symlinks followed, at most 8 levels deep), except hidden
+entries (.git, .cache, ...), safetensors weights and indexes, weights in other formats (*.bin *.pt
+*.pth *.ckpt *.h5 *.onnx *.msgpack *.gguf ...), *.qins files, files over 64 MiB, and names that are
+not safe UTF-8 paths; each exception is listed as skipped in the summary.
+
+Order: tensors sorted by name (byte order), assets by path, whatever the sharding; the output is
+byte-identical for the same input and flags, whatever --threads.
+
+Metadata: qins.writer, qins.source (the directory's name), qins.policy (the flags above, as JSON).
+
+Sizes in the summary are counted from the bytes in the written file; ratios compare it with the
+source files, and with the same model in F32 and in BF16.";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CodecArg {
+    /// Logarithmic table between the smallest and largest magnitude (spec §12.1).
+    Log,
+    /// Linear table up to the largest magnitude (spec §12.2).
+    Linear,
+}
+
+fn parse_glob(s: &str) -> Result<String, String> {
+    globset::Glob::new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.kind().to_string())
+}
+
+fn parse_alignment(s: &str) -> Result<u32, String> {
+    let a: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if alignment_is_valid(a) {
+        Ok(a)
+    } else {
+        Err(format!("{a} is not a power of two from 64 to 1048576"))
+    }
+}
+
+/// An indicatif bar over source bytes, with the tensor count in its message.
+struct Bar {
+    bar: ProgressBar,
+    done: AtomicUsize,
+    all: AtomicUsize,
+}
+
+impl Progress for Bar {
+    fn begin(&self, tensors: usize, bytes: u64) {
+        self.all.store(tensors, Ordering::Relaxed);
+        self.bar.set_length(bytes);
+        self.bar.set_message(format!("0/{tensors} tensors"));
+    }
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn tensor_done(&self, _name: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let all = self.all.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{all} tensors"));
+    }
+    fn end(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let mut opts = ConvertOptions::new(cli.hf_dir.clone(), cli.out.clone().unwrap_or_default());
+    opts.policy = PolicyOptions {
+        codec: match cli.codec {
+            CodecArg::Log => Codec::Log,
+            CodecArg::Linear => Codec::Linear,
+        },
+        encode_embeddings: cli.encode_embeddings,
+        include: cli.include.clone(),
+        exclude: cli.exclude.clone(),
+    };
+    opts.alignment = cli.alignment;
+    opts.overwrite = cli.force;
+    let mut stdout = std::io::stdout().lock();
+
+    if cli.dry_run {
+        let p = plan(&opts)
+            .with_context(|| format!("planning the conversion of {}", cli.hf_dir.display()))?;
+        let target = cli.out.clone().unwrap_or_else(|| PathBuf::from("OUT.qins"));
+        if cli.json {
+            serde_json::to_writer_pretty(
+                &mut stdout,
+                &serde_json::json!({
+                    "plan": p,
+                    "summary": p.summary(&target),
+                }),
+            )?;
+            writeln!(stdout)?;
+        } else {
+            write!(stdout, "{}", p.render(&target))?;
+        }
+        return Ok(());
+    }
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.map_or(0, usize::from))
+        .build()
+        .context("starting worker threads")?;
+    let show = !cli.quiet && std::io::stderr().is_terminal();
+    let summary = if show {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} \
+                 {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("a valid template"),
+        );
+        let bar = Bar {
+            bar,
+            done: AtomicUsize::new(0),
+            all: AtomicUsize::new(0),
+        };
+        let r = pool.install(|| convert(&opts, &bar));
+        bar.bar.finish_and_clear();
+        r
+    } else {
+        pool.install(|| convert(&opts, &NoProgress))
+    }
+    .with_context(|| format!("converting {}", cli.hf_dir.display()))?;
+
+    if cli.json {
+        serde_json::to_writer_pretty(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", summary.render())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,167 @@
+//! The data path: tensors from the mapped source into the writer, encoded on all cores.
+//!
+//! A tensor is processed one window at a time (a range of elements whose source bytes are
+//! mapped, then unmapped); a window is split into chunks of a multiple of 8 elements that rayon
+//! processes in parallel. Encoding takes two passes over the windows: `scan` every chunk and
+//! merge the statistics, fit the [`Quantizer`], then `encode` every chunk into the window's
+//! code and sign buffers, which are written in order. Chunks convert their source dtype to f32
+//! in a per-thread buffer; the whole tensor never exists as f32. What is resident at once is one
+//! window of source bytes and codes plus one chunk of f32 per thread, whatever the model's size,
+//! and the bytes written depend neither on the chunking nor on the number of threads.
+
+use std::cell::RefCell;
+
+use qins_format::codec::{scan, EncodeError, Quantizer, Stats};
+use qins_format::{Codec, Dtype};
+use qins_write::{WriteError, Writer};
+use rayon::prelude::*;
+
+use crate::source::{HfSource, SourceTensor};
+use crate::{ConvertError, Progress};
+
+/// Bytes per window when copying a raw tensor.
+const RAW_WINDOW: u64 = 16 << 20;
+
+/// How encoding splits a tensor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunking {
+    /// Elements per parallel job; a multiple of 8.
+    pub chunk: u64,
+    /// Elements per mapped window; a multiple of `chunk`.
+    pub window: u64,
+}
+
+impl Chunking {
+    /// `chunk` rounded up to a multiple of 8, and windows of `2 × threads` chunks (at least 8).
+    pub fn new(chunk: usize) -> Chunking {
+        let chunk = (chunk.max(1) as u64).next_multiple_of(8);
+        let per_window = (2 * rayon::current_num_threads()).max(8) as u64;
+        Chunking {
+            chunk,
+            window: chunk.saturating_mul(per_window),
+        }
+    }
+}
+
+thread_local! {
+    /// One chunk of f32 values per thread, reused.
+    static F32_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `bytes` of `dtype` converted to f32.
+fn with_f32<R>(dtype: Dtype, bytes: &[u8], f: impl FnOnce(&[f32]) -> R) -> R {
+    F32_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let n = bytes.len() / (dtype.bits() / 8) as usize;
+        if buf.len() < n {
+            buf.resize(n, 0.0);
+        }
+        dtype
+            .to_f32(bytes, &mut buf[..n])
+            .expect("an encodable dtype and whole elements, checked by the policy and the header");
+        f(&buf[..n])
+    })
+}
+
+/// Copies a raw tensor's bytes to the writer, a window at a time.
+pub(crate) fn copy_raw(
+    src: &HfSource,
+    t: &SourceTensor,
+    w: &mut Writer,
+    target: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<(), ConvertError> {
+    // At least one call: a tensor of zero bytes is completed by one empty part.
+    let mut at = 0;
+    loop {
+        let end = (at + RAW_WINDOW).min(t.len);
+        let bytes = src.read(t, at..end)?;
+        w.write_raw_part(&bytes)
+            .map_err(|e| ConvertError::from_write(target, e))?;
+        progress.advance(end - at);
+        at = end;
+        if at == t.len {
+            return Ok(());
+        }
+    }
+}
+
+/// Encodes a tensor with `codec` and writes it.
+pub(crate) fn encode(
+    src: &HfSource,
+    t: &SourceTensor,
+    codec: Codec,
+    ch: Chunking,
+    w: &mut Writer,
+    target: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<(), ConvertError> {
+    let es = u64::from(t.dtype.bits() / 8);
+    let n = t.numel();
+    let file = &src.weight_files()[t.file].path;
+    let fail = |e: EncodeError| match e {
+        EncodeError::NonFinite { index, value } => ConvertError::NonFinite {
+            file: file.clone(),
+            tensor: t.name.clone(),
+            index,
+            value,
+        },
+        other => ConvertError::Writer {
+            target: target.into(),
+            cause: WriteError::Encode {
+                tensor: t.name.clone(),
+                source: other,
+            },
+        },
+    };
+    let chunk_bytes = (ch.chunk * es) as usize;
+    let windows = || {
+        (0..n)
+            .step_by(ch.window as usize)
+            .map(move |a| (a, (a + ch.window).min(n)))
+    };
+
+    // Pass 1: check every value and gather the statistics.
+    let mut stats = Stats::EMPTY;
+    for (a, b) in windows() {
+        let bytes = src.read(t, a * es..b * es)?;
+        let parts: Vec<Result<Stats, EncodeError>> = bytes
+            .par_chunks(chunk_bytes)
+            .enumerate()
+            .map(|(k, part)| with_f32(t.dtype, part, |v| scan(v, a + k as u64 * ch.chunk, None)))
+            .collect();
+        // In order, so that the first bad element reported is the first in the tensor.
+        for p in parts {
+            stats = stats.merge(p.map_err(fail)?);
+        }
+    }
+
+    // Pass 2: encode each window and write it.
+    let q = Quantizer::new(codec, &stats);
+    w.begin_encoded(&q, None)
+        .map_err(|e| ConvertError::from_write(target, e))?;
+    let cap = ch.window.min(n) as usize;
+    let mut codes = vec![0u8; cap];
+    let mut signs = vec![0u8; cap.div_ceil(8)];
+    for (a, b) in windows() {
+        let len = (b - a) as usize;
+        let bytes = src.read(t, a * es..b * es)?;
+        let (codes, signs) = (&mut codes[..len], &mut signs[..len.div_ceil(8)]);
+        let parts: Vec<Result<(), EncodeError>> = codes
+            .par_chunks_mut(ch.chunk as usize)
+            .zip(signs.par_chunks_mut((ch.chunk / 8) as usize))
+            .zip(bytes.par_chunks(chunk_bytes))
+            .enumerate()
+            .map(|(k, ((c, s), part))| {
+                with_f32(t.dtype, part, |v| {
+                    q.encode(v, a + k as u64 * ch.chunk, None, c, s)
+                })
+            })
+            .collect();
+        parts.into_iter().try_for_each(|p| p.map_err(fail))?;
+        w.write_encoded_part(codes, signs)
+            .map_err(|e| ConvertError::from_write(target, e))?;
+        progress.advance((b - a) * es);
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! End to end: synthetic checkpoints converted, read back with qins-read, compared with the
+//! source.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use qins_convert::source::{HfSource, SkipReason};
+use qins_convert::{plan, ConvertOptions, Decision, RawReason};
+use qins_format::Codec;
+use qins_synth::SynthDtype;
+
+fn expect_default_policy(c: &Checked, tied: bool) {
+    assert!(c.raw.contains(&"model.embed_tokens.weight".to_string()));
+    assert!(c.raw.contains(&"model.norm.weight".to_string()));
+    assert!(c.raw.contains(&"model.rotary.position_ids".to_string()));
+    assert!(c
+        .raw
+        .contains(&"model.layers.0.self_attn.q_proj.bias".to_string()));
+    assert_eq!(c.raw.contains(&"lm_head.weight".to_string()), !tied);
+    assert!(c
+        .encoded
+        .contains(&"model.layers.0.mlp.down_proj.weight".to_string()));
+    assert!(c
+        .encoded
+        .contains(&"model.layers.1.self_attn.o_proj.weight".to_string()));
+    // 2 layers × 7 matrices.
+    assert_eq!(c.encoded.len(), 14, "{:?}", c.encoded);
+}
+
+#[test]
+fn f32_single_file_untied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny-f32");
+    synth(&src, SynthDtype::F32, 1, false);
+    let out = tmp.path().join("out.qins");
+    let s = convert_with(&src, &out, |_| {});
+    let c = check_against_source(&src, &out, SYNTH_ASSETS);
+    expect_default_policy(&c, false);
+    assert!(c.worst_rel > 0.0);
+    assert_eq!(s.encoded, 14);
+    assert_eq!(s.output.file_size, std::fs::metadata(&out).unwrap().len());
+    assert!(s.ratio_vs_f32 > 1.0, "{}", s.render());
+}
+
+#[test]
+fn bf16_three_shards_tied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny-bf16");
+    synth(&src, SynthDtype::Bf16, 3, true);
+    let out = tmp.path().join("out.qins");
+    convert_with(&src, &out, |_| {});
+    let c = check_against_source(&src, &out, SYNTH_ASSETS);
+    expect_default_policy(&c, true);
+}
+
+#[test]
+fn f16_odd_shapes_three_shards_small_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("small-f16-odd");
+    let mut cfg = qins_synth::SynthConfig::small(SynthDtype::F16).with_odd_shapes();
+    cfg.shards = 3;
+    qins_synth::generate(&cfg, &src).unwrap();
+    let out = tmp.path().join("out.qins");
+    // Chunks of 1000 elements, windows of several chunks: many parts per tensor, none aligned
+    // to a row.
+    convert_with(&src, &out, |o| o.chunk_elements = 1000);
+    let c = check_against_source(&src, &out, SYNTH_ASSETS);
+    assert_eq!(c.encoded.len(), 4 * 7);
+}
+
+#[test]
+fn linear_codec_with_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny-f32");
+    synth(&src, SynthDtype::F32, 1, false);
+    let out = tmp.path().join("out.qins");
+    convert_with(&src, &out, |o| {
+        o.policy.codec = Codec::Linear;
+        o.policy.encode_embeddings = true;
+    });
+    let c = check_against_source(&src, &out, SYNTH_ASSETS);
+    assert!(c.encoded.contains(&"model.embed_tokens.weight".to_string()));
+    assert!(c.encoded.contains(&"lm_head.weight".to_string()));
+    assert_eq!(c.encoded.len(), 16);
+}
+
+#[test]
+fn include_and_exclude_are_applied_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny-bf16");
+    synth(&src, SynthDtype::Bf16, 2, false);
+    let out = tmp.path().join("out.qins");
+    let s = convert_with(&src, &out, |o| {
+        o.policy.include = vec!["*norm*".into(), "model.rotary.*".into()];
+        o.policy.exclude = vec!["model.layers.1.*".into(), "model.norm.*".into()];
+    });
+    let c = check_against_source(&src, &out, SYNTH_ASSETS);
+    assert!(c
+        .encoded
+        .contains(&"model.layers.0.input_layernorm.weight".to_string()));
+    assert!(
+        c.raw.contains(&"model.norm.weight".to_string()),
+        "exclude wins"
+    );
+    assert!(c
+        .raw
+        .contains(&"model.layers.1.mlp.up_proj.weight".to_string()));
+    assert!(
+        c.raw.contains(&"model.rotary.position_ids".to_string()),
+        "I64 cannot be encoded"
+    );
+    let reasons: Vec<&RawReason> = s.raw_groups.iter().map(|g| &g.reason).collect();
+    assert!(reasons.contains(&&RawReason::Excluded {
+        glob: "model.layers.1.*".into()
+    }));
+
+    let bytes = std::fs::read(&out).unwrap();
+    let q = qins_read::Qins::parse(&bytes).unwrap();
+    let p: serde_json::Value = serde_json::from_str(&q.metadata()["qins.policy"]).unwrap();
+    assert_eq!(
+        p["include"],
+        serde_json::json!(["*norm*", "model.rotary.*"])
+    );
+    assert_eq!(
+        p["exclude"],
+        serde_json::json!(["model.layers.1.*", "model.norm.*"])
+    );
+    assert_eq!(p["codec"], "log");
+    assert_eq!(q.metadata()["safetensors.metadata"], r#"{"format":"pt"}"#);
+}
+
+/// The same source gives the same bytes whatever the threads, the chunking, or the sharding.
+#[test]
+fn output_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("a").join("model");
+    let three = tmp.path().join("b").join("model");
+    synth(&one, SynthDtype::Bf16, 1, false);
+    synth(&three, SynthDtype::Bf16, 3, false);
+    let run = |src: &Path, name: &str, threads: usize, chunk: usize| {
+        let out = tmp.path().join(name);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| convert_with(src, &out, |o| o.chunk_elements = chunk));
+        std::fs::read(out).unwrap()
+    };
+    let reference = run(&one, "r.qins", 1, 1 << 20);
+    assert_eq!(
+        run(&one, "t4.qins", 4, 64),
+        reference,
+        "4 threads, chunks of 64"
+    );
+    assert_eq!(
+        run(&one, "t3.qins", 3, 8),
+        reference,
+        "3 threads, chunks of 8"
+    );
+    assert_eq!(run(&three, "s3.qins", 2, 4096), reference, "3 shards");
+}
+
+#[test]
+fn plan_predicts_the_exact_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny");
+    synth(&src, SynthDtype::F16, 2, false);
+    let out = tmp.path().join("out.qins");
+    for align in [64, 4096, 65536] {
+        let mut o = ConvertOptions::new(src.clone(), out.clone());
+        o.alignment = align;
+        o.overwrite = true;
+        let p = plan(&o).unwrap();
+        assert!(!out.exists() || align != 64, "a plan writes nothing");
+        let s = qins_convert::convert(&o, &qins_convert::NoProgress).unwrap();
+        assert_eq!(p.output, s.output, "alignment {align}");
+        assert_eq!(p.output.file_size, std::fs::metadata(&out).unwrap().len());
+        let parts = s.output.header_bytes
+            + s.output.lut_bytes
+            + s.output.code_bytes
+            + s.output.sign_bytes
+            + s.output.raw_bytes
+            + s.output.asset_bytes
+            + s.output.padding_bytes;
+        assert_eq!(parts, s.output.file_size);
+        // Per-tensor stored sizes agree with the reader's view.
+        let bytes = std::fs::read(&out).unwrap();
+        let q = qins_read::Qins::parse(&bytes).unwrap();
+        assert_eq!(q.alignment(), align);
+        for (t, tp) in q.tensors().zip(&p.tensors) {
+            let lut = if tp.decision.is_encoded() { 1024 } else { 0 };
+            assert_eq!(t.stored_bytes() + lut, tp.stored_bytes, "{}", tp.name);
+        }
+    }
+}
+
+#[test]
+fn summary_accounts_for_every_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny");
+    synth(&src, SynthDtype::Bf16, 1, false);
+    let out = tmp.path().join("out.qins");
+    let s = convert_with(&src, &out, |_| {});
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(s.output.file_size, len);
+    let st = std::fs::metadata(src.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let assets: u64 = SYNTH_ASSETS
+        .iter()
+        .map(|a| std::fs::metadata(src.join(a)).unwrap().len())
+        .sum();
+    assert_eq!(s.input_bytes, st + assets);
+    assert_eq!(s.ratio_vs_source, (st + assets) as f64 / len as f64);
+    assert_eq!(
+        s.as_bf16_bytes * 2 - s.as_f32_bytes,
+        assets + 67 * 8,
+        "I64 tensor kept at its size"
+    );
+    assert_eq!(s.tensors, s.encoded + s.raw);
+    assert_eq!(s.raw, s.raw_groups.iter().map(|g| g.tensors).sum::<usize>());
+    let text = s.render();
+    for needle in [
+        "14 encoded",
+        "kept raw",
+        "ratio:",
+        "vs F32",
+        "vs BF16",
+        "token embedding",
+        "KiB",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in\n{text}");
+    }
+    let j: serde_json::Value = serde_json::to_value(&s).unwrap();
+    assert_eq!(j["output"]["file_size"], len);
+}
+
+#[test]
+fn asset_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    synth(&src, SynthDtype::Bf16, 2, false);
+    let put = |name: &str, data: &[u8]| {
+        let p = src.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    put(
+        "1_Pooling/config.json",
+        b"{\"pooling_mode_mean_tokens\": true}",
+    );
+    put("modules.json", b"[]");
+    put("vocab.txt", b"[PAD]\n");
+    put("merges.txt", b"#version: 0.2\n");
+    put("tokenizer.model", b"sentencepiece");
+    put(".gitattributes", b"*.bin filter=lfs");
+    put(".git/HEAD", b"ref: refs/heads/main");
+    put("pytorch_model.bin", b"pickle");
+    put("onnx/model.onnx", b"onnx");
+    put("consolidated.safetensors", b"not part of the index");
+    put("old.qins", b"an earlier output");
+    let big = std::fs::File::create(src.join("huge.txt")).unwrap();
+    big.set_len(qins_convert::source::MAX_ASSET_BYTES + 1)
+        .unwrap();
+    drop(big);
+    std::os::unix::fs::symlink(src.join("config.json"), src.join("linked.json")).unwrap();
+
+    let s = HfSource::open(&src).unwrap();
+    let skipped: Vec<(&str, &SkipReason)> = s
+        .skipped()
+        .iter()
+        .map(|k| (k.name.as_str(), &k.reason))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (".git/", &SkipReason::Hidden),
+            (".gitattributes", &SkipReason::Hidden),
+            ("consolidated.safetensors", &SkipReason::UnusedSafetensors),
+            ("huge.txt", &SkipReason::TooLarge),
+            ("old.qins", &SkipReason::QinsFile),
+            ("onnx/model.onnx", &SkipReason::OtherWeightFormat),
+            ("pytorch_model.bin", &SkipReason::OtherWeightFormat),
+        ]
+    );
+    let mut assets = SYNTH_ASSETS.to_vec();
+    assets.extend([
+        "1_Pooling/config.json",
+        "linked.json",
+        "merges.txt",
+        "modules.json",
+        "tokenizer.model",
+        "vocab.txt",
+    ]);
+    let out = tmp.path().join("out.qins");
+    let sum = convert_with(&src, &out, |_| {});
+    check_against_source(&src, &out, &assets);
+    assert_eq!(sum.skipped.len(), 7);
+    assert!(sum.render().contains("skipped: pytorch_model.bin"));
+}
+
+#[test]
+fn all_safetensors_files_without_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    std::fs::create_dir_all(&src).unwrap();
+    write_safetensors(
+        &src.join("a.safetensors"),
+        &[(
+            "a.weight",
+            "F32",
+            &[2, 4],
+            &f32_bytes(&[1.0, -2.0, 0.0, 4.0, 0.5, 0.25, -8.0, 3.0]),
+        )],
+    );
+    write_safetensors(
+        &src.join("b.safetensors"),
+        &[
+            ("b.scale", "F64", &[2], &[0; 16]),
+            ("b.mask", "BOOL", &[3], &[1, 0, 1]),
+            ("b.empty", "F32", &[0, 4], &[]),
+            ("b.none", "I64", &[0], &[]),
+        ],
+    );
+    let s = HfSource::open(&src).unwrap();
+    assert_eq!(
+        s.tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a.weight", "b.empty", "b.mask", "b.none", "b.scale"]
+    );
+    let out = tmp.path().join("out.qins");
+    let sum = convert_with(&src, &out, |_| {});
+    let c = check_against_source(&src, &out, &[]);
+    assert_eq!(c.encoded, ["a.weight"]);
+    let why: Vec<String> = sum.raw_groups.iter().map(|g| g.why.clone()).collect();
+    assert_eq!(
+        why,
+        [
+            "dtype BOOL cannot be encoded",
+            "dtype F64 cannot be encoded",
+            "dtype I64 cannot be encoded",
+            "no elements"
+        ]
+    );
+}
+
+#[test]
+fn dry_run_lists_every_tensor_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tiny");
+    synth(&src, SynthDtype::Bf16, 1, false);
+    let p = plan(&ConvertOptions::new(src.clone(), tmp.path().join("x.qins"))).unwrap();
+    assert_eq!(
+        p.tensors.len(),
+        HfSource::open(&src).unwrap().tensors().len()
+    );
+    let head = p
+        .tensors
+        .iter()
+        .find(|t| t.name == "lm_head.weight")
+        .unwrap();
+    assert_eq!(head.decision, Decision::Raw(RawReason::Embedding));
+    assert_eq!(head.bits_per_weight, 16.0);
+    let q = p
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert!(q.decision.is_encoded());
+    assert!(
+        q.bits_per_weight > 9.0 && q.bits_per_weight < 10.0,
+        "{}",
+        q.bits_per_weight
+    );
+    let text = p.render(Path::new("x.qins"));
+    assert!(text.contains("dry run: nothing written"));
+    assert!(text.contains("lm_head.weight"));
+    assert!(!tmp.path().join("x.qins").exists());
+}
