@@ -461,13 +461,21 @@ impl MappedFile {
 }
 
 /// Maps the file at `path` read-only. Parse it with [`MappedFile::parse`].
+///
+/// Anything but a regular file (symbolic links followed) is refused as [`ReadError::Io`]:
+/// a directory or a device cannot be mapped, and opening a FIFO would wait for a writer.
 pub fn open(path: &Path) -> Result<MappedFile, ReadError> {
     let io = |source| ReadError::Io {
         path: path.into(),
         source,
     };
+    // Looked at before opening, because opening a FIFO blocks; and again once open, in case
+    // the path was replaced in between.
+    regular_file(&std::fs::metadata(path).map_err(io)?).map_err(io)?;
     let file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let meta = file.metadata().map_err(io)?;
+    regular_file(&meta).map_err(io)?;
+    let len = meta.len();
     // An empty file cannot be mapped on every platform; it is simply zero bytes.
     let map = if len == 0 {
         None
@@ -478,6 +486,24 @@ pub fn open(path: &Path) -> Result<MappedFile, ReadError> {
         path: path.into(),
         map,
     })
+}
+
+/// `Ok` for a regular file, else an error saying what the path is instead.
+fn regular_file(meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if meta.is_file() {
+        Ok(())
+    } else if meta.is_dir() {
+        Err(Error::new(
+            ErrorKind::IsADirectory,
+            "is a directory, not a file",
+        ))
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or socket)",
+        ))
+    }
 }
 
 #[allow(unsafe_code)]

@@ -1,0 +1,399 @@
+//! Exports a `.qins` file (`spec/qins-v1.md`) back to a Hugging Face model directory that any
+//! runtime loads: safetensors weights (one file, or shards and their index), plus every asset
+//! (config, tokenizer files, …) restored byte for byte under its own relative path.
+//!
+//! [`export`] does it all; [`split_into_shards`], [`index_json`], [`shard_file_name`] and
+//! [`parse_size`] expose its Hugging Face conventions.
+//!
+//! # What comes out
+//!
+//! - **Encoded tensors** are decoded by the decode rule (spec §11.4): each value is exactly
+//!   `±LUT[code]` (times its row scale) in f32, and when the output dtype is BF16 or F16 that
+//!   f32 value is rounded once, to nearest even. The output dtype is the tensor's source dtype
+//!   by default ([`OutputDtype::Source`]): an encoded BF16 tensor comes back as BF16. With
+//!   [`OutputDtype::F32`], [`BF16`](OutputDtype::BF16) or [`F16`](OutputDtype::F16), every
+//!   encoded tensor is written in that dtype instead.
+//! - **Raw tensors** are written bit for bit in their own dtype, **whatever the output dtype
+//!   says**: an I64 position table or an F32 norm kept raw stays exactly what it was, so that
+//!   no raw value is ever rounded.
+//! - **Files**: `model.safetensors`; or, when the tensor data exceeds `max_shard_size`,
+//!   `model-00001-of-0000N.safetensors` … and `model.safetensors.index.json`, split and
+//!   written exactly as `transformers`' `save_pretrained` does (see [`split_into_shards`] and
+//!   [`index_json`]). Tensors are assigned to shards in the file's order. Inside each file the
+//!   layout is the one the `safetensors` crate writes, with `__metadata__` restored from the
+//!   `.qins` metadata key `safetensors.metadata` (written by `qins-convert`) plus
+//!   `"format": "pt"` if absent, which `transformers` requires.
+//! - **Assets** are written under their names, subdirectories created, confined to the target
+//!   (the reader already refuses unsafe names, spec §5, and the exporter checks again). An asset
+//!   named like a weight file of the export (`model.safetensors`, `model-NNNNN-of-NNNNN.safetensors`,
+//!   `model.safetensors.index.json`) is not restored, since the export writes its own; it is
+//!   listed in [`ExportSummary::skipped_assets`].
+//!
+//! # Guarantees
+//!
+//! - **Verified first**: the whole file is verified (spec §14) before anything is written; a
+//!   damaged file exports nothing and the error names the bad section.
+//! - **Atomic**: everything is built in a temporary directory `.NAME.tmp-XXXXXX` beside the
+//!   target and renamed into place only when complete; on any failure it is removed and the
+//!   target is untouched. An existing target must be an empty directory unless
+//!   [`ExportOptions::force`] is set; then it is replaced only after the new directory is
+//!   complete (moved aside, the new one renamed in, the old one deleted).
+//! - **Bounded memory**: tensors are decoded in chunks of 4 Mi elements (16 MiB of f32) on
+//!   every core (rayon) and written as they come; memory does not grow with the model or a
+//!   tensor.
+//! - **Deterministic**: the same file and options give the same bytes, whatever the thread
+//!   count.
+//!
+//! ```no_run
+//! use qins_export::{export, ExportOptions, NoProgress, OutputDtype};
+//!
+//! let mut opts = ExportOptions::new("minilm.qins".into(), "minilm-hf".into());
+//! opts.dtype = OutputDtype::F32;
+//! let summary = export(&opts, &NoProgress)?;
+//! println!("{}", summary.render());
+//! # Ok::<(), qins_export::ExportError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod shard;
+mod size;
+mod st;
+mod target;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+use qins_format::{Dtype, Storage};
+
+pub use error::ExportError;
+pub use shard::{
+    index_json, is_weight_file_name, shard_file_name, split_into_shards, INDEX_FILE, SINGLE_FILE,
+};
+pub use size::{parse_size, DEFAULT_MAX_SHARD_SIZE};
+
+/// The dtype encoded tensors are written in. Raw tensors always keep their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputDtype {
+    /// Each encoded tensor in its source dtype (F32, BF16 or F16), as it was converted.
+    #[default]
+    Source,
+    /// F32: the decode rule's exact values.
+    F32,
+    /// BF16: each f32 value rounded once, to nearest even.
+    BF16,
+    /// F16: each f32 value rounded once, to nearest even (beyond ±65504 becomes ±infinity).
+    F16,
+}
+
+impl OutputDtype {
+    /// The dtype an encoded tensor of source dtype `source` is written in.
+    pub fn for_encoded(self, source: Dtype) -> Dtype {
+        match self {
+            OutputDtype::Source => source,
+            OutputDtype::F32 => Dtype::F32,
+            OutputDtype::BF16 => Dtype::BF16,
+            OutputDtype::F16 => Dtype::F16,
+        }
+    }
+
+    /// The name used on the command line and in summaries: `source`, `f32`, `bf16`, `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputDtype::Source => "source",
+            OutputDtype::F32 => "f32",
+            OutputDtype::BF16 => "bf16",
+            OutputDtype::F16 => "f16",
+        }
+    }
+}
+
+impl FromStr for OutputDtype {
+    type Err = String;
+
+    /// Parses `source`, `f32`, `bf16` or `f16` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "source" => Ok(OutputDtype::Source),
+            "f32" => Ok(OutputDtype::F32),
+            "bf16" => Ok(OutputDtype::BF16),
+            "f16" => Ok(OutputDtype::F16),
+            _ => Err(format!(
+                "unknown output dtype {s:?} (expected source, f32, bf16 or f16)"
+            )),
+        }
+    }
+}
+
+/// What to export, where, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The `.qins` file.
+    pub input: PathBuf,
+    /// The directory to create.
+    pub output: PathBuf,
+    /// The dtype of encoded tensors; raw tensors keep theirs.
+    pub dtype: OutputDtype,
+    /// The largest shard, in bytes of tensor data (default 5 GB); a tensor larger than this
+    /// gets a shard of its own.
+    pub max_shard_size: u64,
+    /// Replace an existing non-empty output directory (only once the new one is complete).
+    pub force: bool,
+}
+
+impl ExportOptions {
+    /// Options with the defaults: source dtypes, 5 GB shards, no replacing.
+    pub fn new(input: PathBuf, output: PathBuf) -> Self {
+        ExportOptions {
+            input,
+            output,
+            dtype: OutputDtype::Source,
+            max_shard_size: DEFAULT_MAX_SHARD_SIZE,
+            force: false,
+        }
+    }
+}
+
+/// Receives progress from [`export`]; every method does nothing by default. Called from the
+/// thread that runs [`export`].
+pub trait Progress {
+    /// Verification of the input's `bytes` bytes starts (spec §14); writing follows.
+    fn verifying(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// Writing starts: `tensors` tensors holding `bytes` bytes of output tensor data.
+    fn begin(&self, tensors: usize, bytes: u64) {
+        let _ = (tensors, bytes);
+    }
+    /// `bytes` more bytes of tensor data are written.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// Tensor `name` is written.
+    fn tensor_done(&self, name: &str) {
+        let _ = name;
+    }
+    /// Every tensor is written; assets, the index and the final rename follow.
+    fn end(&self) {}
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// One safetensors file written.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ShardSummary {
+    /// File name inside the output directory.
+    pub file: String,
+    /// Number of tensors in it.
+    pub tensors: usize,
+    /// Bytes of tensor data (what counts against `max_shard_size`).
+    pub data_bytes: u64,
+    /// The file's size: header and data.
+    pub file_bytes: u64,
+}
+
+/// What [`export`] wrote. Every size is counted from the bytes written.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ExportSummary {
+    /// The `.qins` file.
+    pub input: PathBuf,
+    /// The output directory.
+    pub output: PathBuf,
+    /// The output dtype option.
+    pub dtype: OutputDtype,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Of which were decoded.
+    pub encoded_tensors: usize,
+    /// Of which were copied raw.
+    pub raw_tensors: usize,
+    /// Sum of the tensors' data bytes (the index's `total_size`).
+    pub total_size: u64,
+    /// The safetensors files, in order.
+    pub shards: Vec<ShardSummary>,
+    /// Whether `model.safetensors.index.json` was written.
+    pub index: bool,
+    /// Number of assets restored.
+    pub assets: usize,
+    /// Their bytes.
+    pub asset_bytes: u64,
+    /// Assets not restored because the export writes a weight file of that name.
+    pub skipped_assets: Vec<String>,
+    /// Every byte written: safetensors files, index and assets.
+    pub bytes_written: u64,
+    /// Wall-clock seconds, verification included.
+    pub seconds: f64,
+}
+
+impl ExportSummary {
+    /// A short human-readable report, one fact per line.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let dtype = match self.dtype {
+            OutputDtype::Source => "in their source dtypes".to_string(),
+            d => format!("encoded ones as {}", d.name().to_uppercase()),
+        };
+        let _ = writeln!(
+            s,
+            "exported {} tensors ({} decoded, {} raw) from {} to {}, {dtype}",
+            self.tensors,
+            self.encoded_tensors,
+            self.raw_tensors,
+            self.input.display(),
+            self.output.display()
+        );
+        for sh in &self.shards {
+            let _ = writeln!(
+                s,
+                "  {}: {} tensors, {} bytes",
+                sh.file, sh.tensors, sh.file_bytes
+            );
+        }
+        if self.index {
+            let _ = writeln!(s, "  {INDEX_FILE}: total_size {}", self.total_size);
+        }
+        let _ = writeln!(s, "  {} assets, {} bytes", self.assets, self.asset_bytes);
+        for a in &self.skipped_assets {
+            let _ = writeln!(s, "  asset {a:?} not restored: the export writes its own");
+        }
+        let _ = write!(
+            s,
+            "wrote {} bytes in {:.2} s",
+            self.bytes_written, self.seconds
+        );
+        s
+    }
+
+    /// The summary as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a summary serializes")
+    }
+}
+
+/// The `.qins` metadata key holding the source files' safetensors `__metadata__` (a JSON
+/// object of strings), as `qins-convert` writes it.
+pub const SAFETENSORS_METADATA_KEY: &str = "safetensors.metadata";
+
+/// The `__metadata__` of the exported files: the source's, if recorded, with
+/// `"format": "pt"` added when absent.
+fn safetensors_metadata(meta: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = meta
+        .get(SAFETENSORS_METADATA_KEY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    m.entry("format".to_string())
+        .or_insert_with(|| "pt".to_string());
+    m
+}
+
+/// Exports `opts.input` to the directory `opts.output` (see the [crate] documentation).
+pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
+    let start = Instant::now();
+    let input = opts.input.as_path();
+    let file = qins_read::open(input).map_err(|e| ExportError::input(input.into(), e))?;
+    let qins = file
+        .parse()
+        .map_err(|e| ExportError::input(input.into(), e))?;
+
+    // The target is checked first, so that a refusal is quick; the temporary directory is
+    // removed again if anything below fails.
+    let staging = target::Staging::new(&opts.output, opts.force, input)?;
+    progress.verifying(qins.file_size());
+    qins.verify()
+        .map_err(|e| ExportError::damaged(input.into(), e))?;
+
+    let tensors: Vec<st::OutTensor<'_>> = qins
+        .tensors()
+        .map(|t| {
+            let dtype = match t.storage() {
+                Storage::Raw => t.dtype(),
+                Storage::Encoded { .. } => opts.dtype.for_encoded(t.dtype()),
+            };
+            st::OutTensor::new(t, dtype)
+        })
+        .collect();
+    let sizes: Vec<u64> = tensors.iter().map(|t| t.bytes).collect();
+    let (shard_of, n_shards) = split_into_shards(&sizes, opts.max_shard_size);
+    let names: Vec<String> = (0..n_shards)
+        .map(|i| shard_file_name(i, n_shards))
+        .collect();
+    let mut files: Vec<Vec<&st::OutTensor<'_>>> = vec![Vec::new(); n_shards];
+    for (t, &s) in tensors.iter().zip(&shard_of) {
+        files[s].push(t);
+    }
+    for f in &mut files {
+        st::data_order(f);
+    }
+    let metadata = safetensors_metadata(qins.metadata());
+    // Every header is built, and its size checked, before any file is written.
+    let headers = files
+        .iter()
+        .zip(&names)
+        .map(|(f, name)| st::header(name, f, &metadata))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (assets, skipped): (Vec<_>, Vec<_>) = qins
+        .assets()
+        .partition(|(name, _)| !is_weight_file_name(name));
+
+    let total_size: u64 = sizes.iter().sum();
+    progress.begin(tensors.len(), total_size);
+    let mut scratch = st::Scratch::default();
+    let mut shards = Vec::with_capacity(n_shards);
+    let mut bytes_written = 0;
+    for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
+        let path = staging.path().join(name);
+        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress)?;
+        bytes_written += file_bytes;
+        shards.push(ShardSummary {
+            file: name.clone(),
+            tensors: f.len(),
+            data_bytes: f.iter().map(|t| t.bytes).sum(),
+            file_bytes,
+        });
+    }
+    progress.end();
+    drop(scratch);
+    if n_shards > 1 {
+        let text = index_json(
+            total_size,
+            tensors
+                .iter()
+                .zip(&shard_of)
+                .map(|(t, &s)| (t.view.name(), names[s].as_str())),
+        );
+        target::write_synced(&staging.path().join(INDEX_FILE), text.as_bytes())?;
+        bytes_written += text.len() as u64;
+    }
+    let mut asset_bytes = 0;
+    for (name, bytes) in &assets {
+        staging.write_asset(name, bytes)?;
+        asset_bytes += bytes.len() as u64;
+    }
+    bytes_written += asset_bytes;
+    staging.commit()?;
+    let encoded_tensors = tensors.iter().filter(|t| t.view.lut().is_some()).count();
+    Ok(ExportSummary {
+        input: input.to_path_buf(),
+        output: opts.output.clone(),
+        dtype: opts.dtype,
+        tensors: tensors.len(),
+        encoded_tensors,
+        raw_tensors: tensors.len() - encoded_tensors,
+        total_size,
+        shards,
+        index: n_shards > 1,
+        assets: assets.len(),
+        asset_bytes,
+        skipped_assets: skipped.iter().map(|(n, _)| n.to_string()).collect(),
+        bytes_written,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
