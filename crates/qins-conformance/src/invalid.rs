@@ -242,8 +242,8 @@ pub fn cases() -> Vec<InvalidCase> {
                 t.shape[2] = 0.into();
             }),
         case!("unknown_codec", "mixed", "UnknownCodec", Open, "§12",
-            "tensor `w`'s codec id is 3, not in the registry",
-            |e| e.tensor(W).codec = 3.into()),
+            "tensor `w`'s codec id is 65535, which the registry never assigns",
+            |e| e.tensor(W).codec = 65535.into()),
         case!("bad_dtype_for_codec", "mixed", "BadDtypeForCodec", Open, "§13.2",
             "encoded tensor `w`'s dtype is F64 (13), which cannot be encoded",
             |e| e.tensor(W).dtype = 13),

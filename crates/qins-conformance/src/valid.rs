@@ -11,7 +11,7 @@ use qins_format::codec::{encode, RowScales};
 use qins_format::{Codec, Dtype, Storage};
 use qins_write::{Asset, Plan, TensorSpec, Writer};
 
-use crate::data::{f32_bits_bytes, f32_bytes, pow2, to_dtype, weight, weights};
+use crate::data::{f32_bits_bytes, f32_bytes, mix, pow2, to_dtype, weight, weights};
 use crate::manifest::{
     crc_hex, hex, Expected, ExpectedAsset, ExpectedTensor, EXPECTED_SCHEMA, MAX_LISTED_BYTES,
     MAX_LISTED_VALUES,
@@ -116,6 +116,25 @@ pub fn cases() -> Vec<ValidCase> {
                      scales that are not powers of two, zero rows (shape [0, 3]) and a zero row \
                      length (shape [2, 0]) with a used scales section of length 0",
             source: row_scales,
+        },
+        ValidCase {
+            name: "lloyd",
+            covers: "codec `lloyd` (§12.3): tables fitted to more than 255 non-empty bins, where \
+                     the density-based candidate wins (`grid`, evenly spaced magnitudes) and \
+                     where Ward's clustering wins (`dense`, `outliers`); few distinct magnitudes \
+                     stored exactly (from BF16, with \
+                     -0.0); magnitudes from 2^-149 to f32::MAX; all zero, a scalar, an empty \
+                     tensor",
+            source: lloyd,
+        },
+        ValidCase {
+            name: "lloyd_rows",
+            covers: "codec `lloyd-rows` (§12.4): scales that are the rows' largest magnitudes, \
+                     rows of very different size (weights from 2^32 down to 2^9, and one row \
+                     of weight 0) fitted jointly; \
+                     a row of zeros (scale 1) from F16; one row (rank 1); zero rows and a zero \
+                     row length",
+            source: lloyd_rows,
         },
         ValidCase {
             name: "raw_dtypes",
@@ -284,6 +303,144 @@ pub fn header_size(plan: &Plan) -> u64 {
 
 const LOG: Codec = Codec::Log;
 const LINEAR: Codec = Codec::Linear;
+const LLOYD: Codec = Codec::Lloyd;
+const LLOYD_ROWS: Codec = Codec::LloydRows;
+
+/// `n` values of [`weight`] with one in 97 multiplied by 2^7 (outliers) when `outliers`.
+fn heavy(seed: u64, n: usize, outliers: bool) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let w = weight(seed, i);
+            if outliers && mix(seed ^ i) % 97 == 0 {
+                w * pow2(7)
+            } else {
+                w
+            }
+        })
+        .collect()
+}
+
+fn lloyd() -> Source {
+    let few: Vec<f32> = (0..40)
+        .map(|i| [0.5f32, -0.375, 0.0, -0.0, 3.0, -1.0e-3, 0.5, 96.0][i % 8])
+        .map(|v| to_dtype(v, Dtype::BF16))
+        .collect();
+    // One value in each binade from the subnormals to 2^127, a run next to f32::MAX (the top
+    // bin reaches past it) and a run near 1: more than 255 bins.
+    let extreme: Vec<f32> = (0..255u32)
+        .map(|e| f32::from_bits(((e << 23) | ((e * 40_503) & 0x7F_FFFF)).max(1)))
+        .chain((0..23).map(|k| f32::from_bits(0x7F7F_FFFF - k * 977)))
+        .chain((0..22).map(|k| 1.0 + k as f32 / 64.0))
+        .enumerate()
+        .map(|(i, v)| if i % 2 == 1 { -v } else { v })
+        .collect();
+    Builder::new(64)
+        .encoded(
+            "dense",
+            Dtype::F32,
+            &[32, 32],
+            LLOYD,
+            heavy(61, 1024, false),
+            None,
+        )
+        .encoded(
+            "grid",
+            Dtype::F32,
+            &[32, 32],
+            LLOYD,
+            (0..1024u64)
+                .map(|i| {
+                    let v = 0.5 + i as f32 / 1024.0;
+                    if mix(63 ^ i) >> 63 == 1 {
+                        -v
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+            None,
+        )
+        .encoded(
+            "outliers",
+            Dtype::F32,
+            &[16, 64],
+            LLOYD,
+            heavy(62, 1024, true),
+            None,
+        )
+        .encoded("few", Dtype::BF16, &[5, 8], LLOYD, few, None)
+        .encoded("extreme", Dtype::F32, &[300], LLOYD, extreme, None)
+        .encoded("all_zero", Dtype::F32, &[3, 4], LLOYD, vec![0.0; 12], None)
+        .encoded("scalar", Dtype::F32, &[], LLOYD, vec![-0.75], None)
+        .encoded("empty", Dtype::F32, &[0, 4], LLOYD, vec![], None)
+        .done()
+}
+
+fn lloyd_rows() -> Source {
+    let scales_of = |values: &[f32], shape: &[u64]| -> Vec<f32> {
+        qins_format::codec::row_scales(LLOYD_ROWS, values, shape)
+            .expect("finite values")
+            .expect("lloyd-rows has row scales")
+    };
+    // 24 rows of 48 values, row r scaled by 2^(r div 2 - 6) (weights from about 2^9 to 2^32);
+    // row 5 by 2^-40 (weight 0: it does not influence the table).
+    let shape = [24u64, 48];
+    let mut rows: Vec<f32> = heavy(71, 24 * 48, true);
+    for (i, v) in rows.iter_mut().enumerate() {
+        let r = i / 48;
+        *v *= if r == 5 {
+            pow2(-40)
+        } else {
+            pow2(r as i32 / 2 - 6)
+        };
+    }
+    let with_zero_row: Vec<f32> = (0..15u64)
+        .map(|i| if i / 5 == 1 { 0.0 } else { weight(72, i) })
+        .collect();
+    let one_row = heavy(73, 300, true);
+    Builder::new(64)
+        .encoded(
+            "rows",
+            Dtype::F32,
+            &shape,
+            LLOYD_ROWS,
+            rows.clone(),
+            Some(scales_of(&rows, &shape)),
+        )
+        .encoded(
+            "zero_row",
+            Dtype::F16,
+            &[3, 5],
+            LLOYD_ROWS,
+            with_zero_row.clone(),
+            Some(scales_of(&with_zero_row, &[3, 5])),
+        )
+        .encoded(
+            "one_row",
+            Dtype::F32,
+            &[300],
+            LLOYD_ROWS,
+            one_row.clone(),
+            Some(scales_of(&one_row, &[300])),
+        )
+        .encoded(
+            "no_rows",
+            Dtype::F32,
+            &[0, 3],
+            LLOYD_ROWS,
+            vec![],
+            Some(vec![]),
+        )
+        .encoded(
+            "zero_row_length",
+            Dtype::F32,
+            &[2, 0],
+            LLOYD_ROWS,
+            vec![],
+            Some(vec![]),
+        )
+        .done()
+}
 
 fn empty() -> Source {
     Builder::new(64).done()

@@ -388,8 +388,13 @@ fn log_goldens_do_not_depend_on_the_last_bit_of_ln_and_exp() {
 }
 
 /// §12 written out once more, independently of `qins-format`'s encoder: the codes, signs,
-/// table and parameters that a golden's encoded tensor must hold.
-fn reference_encode(codec: Codec, u: &[f32]) -> (Vec<u8>, Vec<u8>, Vec<f32>, [f64; 2]) {
+/// table and parameters that a golden's encoded tensor must hold. `weights` are the histogram
+/// weights of the fitted codecs (§12.3.1, §12.4), one per element.
+fn reference_encode(
+    codec: Codec,
+    u: &[f32],
+    weights: Option<&[u64]>,
+) -> (Vec<u8>, Vec<u8>, Vec<f32>, [f64; 2]) {
     let m: Vec<f64> = u.iter().map(|x| f64::from(x.abs())).collect();
     let nonzero: Vec<f64> = m.iter().copied().filter(|&x| x != 0.0).collect();
     let mut lut = vec![0f32; 256];
@@ -430,6 +435,29 @@ fn reference_encode(codec: Codec, u: &[f32]) -> (Vec<u8>, Vec<u8>, Vec<f32>, [f6
             };
             (m.iter().map(|&x| code(x)).collect(), [max, 0.0])
         }
+        Codec::Lloyd | Codec::LloydRows => {
+            let w = weights.expect("weights for the fitted codecs");
+            let points: Vec<(f32, u64)> = u
+                .iter()
+                .zip(w)
+                .map(|(x, &w)| (x.abs(), w))
+                .filter(|p| p.0 != 0.0)
+                .collect();
+            let (table, rel_err, _) = reference_lloyd(&points);
+            lut.copy_from_slice(&table);
+            let max = m.iter().copied().fold(0.0, f64::max);
+            let t: Vec<f64> = (1..256)
+                .map(|c| (f64::from(lut[c - 1]) + f64::from(lut[c])) / 2.0)
+                .collect();
+            let code = |x: f64| -> u8 {
+                if x == 0.0 {
+                    0
+                } else {
+                    t.iter().filter(|&&t| x > t).count() as u8
+                }
+            };
+            (m.iter().map(|&x| code(x)).collect(), [max, rel_err])
+        }
     };
     let mut signs = vec![0u8; u.len().div_ceil(8)];
     for (i, (x, &c)) in u.iter().zip(&codes).enumerate() {
@@ -438,6 +466,181 @@ fn reference_encode(codec: Codec, u: &[f32]) -> (Vec<u8>, Vec<u8>, Vec<f32>, [f6
         }
     }
     (codes, signs, lut, params)
+}
+
+/// `cbrt` of §12.3.3, by its procedure.
+fn spec_cbrt(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let n = ((bits >> 52) & 0x7FF) as i32 - 1023;
+    let f = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    let q = n.div_euclid(3);
+    let r = n - 3 * q;
+    let g = f * 2f64.powi(r);
+    let mut y = 1.5f64;
+    for _ in 0..7 {
+        y = ((2.0 * y) + (g / (y * y))) / 3.0;
+    }
+    y * 2f64.powi(q)
+}
+
+/// The cell of `v` under levels `l` (§12.3, the nearest-level rule), by counting.
+fn spec_cell(l: &[f64], v: f64) -> usize {
+    (1..256).filter(|&c| v > (l[c - 1] + l[c]) / 2.0).count()
+}
+
+/// The monotone step of §12.3.
+fn spec_monotone(l: &mut [f64]) {
+    l[0] = 0.0;
+    for c in 1..256 {
+        l[c] = l[c].max(l[c - 1]);
+    }
+}
+
+/// A non-empty bin of §12.3.1: weight, lower edge, width, weighted sum, mean.
+struct SpecBin {
+    w: u128,
+    a: f64,
+    width: f64,
+    mass: f64,
+    mu: f64,
+}
+
+/// Lloyd's iteration of §12.3.4: the final levels and their distortion.
+fn spec_lloyd(bins: &[SpecBin], mut l: Vec<f64>) -> (Vec<f64>, f64) {
+    for _ in 0..8 {
+        let mut v = vec![0u128; 256];
+        let mut s = vec![0f64; 256];
+        for b in bins {
+            let c = spec_cell(&l, b.mu);
+            v[c] += b.w;
+            s[c] += b.mass;
+        }
+        let mut next = l.clone();
+        for c in 1..256 {
+            if v[c] > 0 {
+                next[c] = s[c] / v[c] as f64;
+            }
+        }
+        spec_monotone(&mut next);
+        let same = next.iter().zip(&l).all(|(a, b)| a.to_bits() == b.to_bits());
+        if same {
+            break;
+        }
+        l = next;
+    }
+    let mut d = 0.0;
+    for b in bins {
+        let e = b.mu - l[spec_cell(&l, b.mu)];
+        d += b.w as f64 * (e * e);
+    }
+    (l, d)
+}
+
+/// §12.3 from its text, for magnitudes with their weights: the table, `rel_err`, and which
+/// candidate of §12.3.2 was chosen (`'A'`, `'B'`, or none when `K ≤ 255`).
+fn reference_lloyd(points: &[(f32, u64)]) -> ([f32; 256], f64, Option<char>) {
+    // §12.3.1
+    let mut hist: BTreeMap<u32, (u128, u128)> = BTreeMap::new();
+    for &(m, w) in points {
+        let b = m.to_bits();
+        let e = hist.entry(b >> 14).or_default();
+        e.0 += u128::from(w);
+        e.1 += u128::from(w) * u128::from(b & 0x3FFF);
+    }
+    let bins: Vec<SpecBin> = hist
+        .iter()
+        .filter(|(_, (w, _))| *w > 0)
+        .map(|(&k, &(w, o))| {
+            let e = ((k >> 9).max(1)) as i32;
+            let ulp = 2f64.powi(e - 150);
+            let a = f64::from(f32::from_bits(k << 14));
+            let mass = (w as f64 * a) + (o as f64 * ulp);
+            SpecBin {
+                w,
+                a,
+                width: 2f64.powi(e - 136),
+                mass,
+                mu: mass / w as f64,
+            }
+        })
+        .collect();
+    let k = bins.len();
+    let mut l = vec![0f64; 256];
+    // §12.3.2
+    let (levels, rel_err, chosen) = if k <= 255 {
+        for c in 1..256 {
+            l[c] = if c <= k { bins[c - 1].mu } else { l[c - 1] };
+        }
+        spec_monotone(&mut l);
+        (l, 0.0, None)
+    } else {
+        // §12.3.3
+        let lambda: Vec<f64> = bins
+            .iter()
+            .map(|b| spec_cbrt((b.w as f64 * b.width) * b.width))
+            .collect();
+        let mut cum = vec![0f64];
+        for x in &lambda {
+            cum.push(cum[cum.len() - 1] + x);
+        }
+        for (j, level) in l.iter_mut().enumerate().skip(1) {
+            let tau = (((2 * j - 1) as f64) / 510.0) * cum[k];
+            let i = (1..=k).find(|&i| cum[i] >= tau).unwrap_or(k);
+            let b = &bins[i - 1];
+            *level = (b.a + (b.width * ((tau - cum[i - 1]) / lambda[i - 1]))).min(bins[k - 1].mu);
+        }
+        spec_monotone(&mut l);
+        let (la, da) = spec_lloyd(&bins, l);
+        // §12.3.5
+        let mut cl: Vec<(bool, u128, f64)> = std::iter::once((true, 0, 0.0))
+            .chain(bins.iter().map(|b| (false, b.w, b.mu)))
+            .collect();
+        while cl.len() > 256 {
+            let cost = |p: usize| -> f64 {
+                let ((zero, wp, mp), (_, wq, mq)) = (cl[p], cl[p + 1]);
+                if zero {
+                    wq as f64 * (mq * mq)
+                } else {
+                    ((wp as f64 * wq as f64) / (wp + wq) as f64) * ((mp - mq) * (mp - mq))
+                }
+            };
+            let mut best = 0;
+            for p in 1..cl.len() - 1 {
+                if cost(p) < cost(best) {
+                    best = p;
+                }
+            }
+            let (_, wq, mq) = cl.remove(best + 1);
+            let (zero, wp, mp) = cl[best];
+            if !zero {
+                cl[best] = (
+                    false,
+                    wp + wq,
+                    ((wp as f64 * mp) + (wq as f64 * mq)) / (wp + wq) as f64,
+                );
+            }
+        }
+        let mut lb = vec![0f64; 256];
+        for (c, cluster) in cl.iter().enumerate().skip(1) {
+            lb[c] = cluster.2;
+        }
+        spec_monotone(&mut lb);
+        let (lb, db) = spec_lloyd(&bins, lb);
+        let mut e = 0.0;
+        for b in &bins {
+            e += b.w as f64 * (b.mu * b.mu);
+        }
+        if da <= db {
+            (la, da / e, Some('A'))
+        } else {
+            (lb, db / e, Some('B'))
+        }
+    };
+    let mut lut = [0f32; 256];
+    for c in 1..256 {
+        lut[c] = (levels[c] as f32).max(lut[c - 1]);
+    }
+    (lut, rel_err, chosen)
 }
 
 #[test]
@@ -461,7 +664,38 @@ fn encoded_goldens_hold_what_the_formulas_of_section_12_give() {
                     .collect(),
                 None => values.clone(),
             };
-            let (codes, signs, lut, params) = reference_encode(codec, &u);
+            // §12.3.1: weight 1; §12.4: the row's weight, from the largest scale.
+            let weights: Vec<u64> = match scales {
+                Some(s) => {
+                    let top = s.iter().copied().fold(0f32, f32::max);
+                    (0..u.len())
+                        .map(|i| {
+                            let q = f64::from(s[i / row]) / f64::from(top);
+                            (4_294_967_296.0 * (q * q)).round_ties_even() as u64
+                        })
+                        .collect()
+                }
+                None => vec![1; u.len()],
+            };
+            if codec == Codec::LloydRows {
+                // §12.4: each scale is its row's largest magnitude, or 1 for a row of zeros.
+                let s = scales.as_deref().expect("lloyd-rows has row scales");
+                for (r, &sr) in s.iter().enumerate() {
+                    let top = values[r * row..(r + 1) * row]
+                        .iter()
+                        .fold(0f32, |a, x| a.max(x.abs()));
+                    let want = if top == 0.0 { 1.0 } else { top };
+                    assert_eq!(
+                        sr, want,
+                        "{}: tensor {}: scale of row {r}",
+                        case.name, spec.name
+                    );
+                }
+            }
+            if codec == Codec::Lloyd {
+                assert!(scales.is_none(), "§12: lloyd has no row scales");
+            }
+            let (codes, signs, lut, params) = reference_encode(codec, &u, Some(&weights));
             let t = q.tensor(&spec.name).expect("tensor in golden");
             let what = format!("{}: tensor {}", case.name, spec.name);
             assert_eq!(t.codes(), Some(&codes[..]), "{what}: codes");
@@ -486,6 +720,60 @@ fn encoded_goldens_hold_what_the_formulas_of_section_12_give() {
             );
         }
     }
+}
+
+/// The `lloyd` goldens exercise every branch of §12.3.2: the exact case (`K ≤ 255`) and both
+/// candidates winning somewhere; `lloyd-rows` has a row of weight 0.
+#[test]
+fn fitted_goldens_cover_every_branch_of_the_fit() {
+    let mut seen = BTreeSet::new();
+    let mut zero_weight = false;
+    for case in valid::cases() {
+        let source = (case.source)();
+        for (spec, data) in source.plan.tensors.iter().zip(&source.data) {
+            let (
+                Storage::Encoded {
+                    codec: codec @ (Codec::Lloyd | Codec::LloydRows),
+                    ..
+                },
+                valid::TensorData::Encoded { values, scales },
+            ) = (spec.storage, data)
+            else {
+                continue;
+            };
+            let row = spec.shape.last().copied().unwrap_or(1).max(1) as usize;
+            let top = scales
+                .as_deref()
+                .map_or(1.0, |s| s.iter().copied().fold(0f32, f32::max));
+            let points: Vec<(f32, u64)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| match scales {
+                    Some(s) => {
+                        let q = f64::from(s[i / row]) / f64::from(top);
+                        let w = (4_294_967_296.0 * (q * q)).round_ties_even() as u64;
+                        zero_weight |= w == 0 && x != 0.0;
+                        ((x / s[i / row]).abs(), w)
+                    }
+                    None => (x.abs(), 1),
+                })
+                .filter(|p| p.0 != 0.0)
+                .collect();
+            let (_, _, chosen) = reference_lloyd(&points);
+            seen.insert((codec == Codec::LloydRows, chosen));
+        }
+    }
+    for want in [(false, None), (false, Some('A')), (false, Some('B'))] {
+        assert!(
+            seen.contains(&want),
+            "no lloyd golden with {want:?}: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|s| s.0 && s.1.is_some()),
+        "lloyd-rows: {seen:?}"
+    );
+    assert!(zero_weight, "no lloyd-rows row of weight 0");
 }
 
 /// The used sections of a file in canonical order (§9.2), as `(offset, length)`.

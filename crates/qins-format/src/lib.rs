@@ -4,7 +4,7 @@
 //! - [`layout`]: the fixed little-endian records of the header (§3–§5, §9.1) as zerocopy
 //!   structs, and the canonical section layout (§9.2);
 //! - [`Dtype`]: the dtype registry (§13.1);
-//! - [`codec`]: the codec registry (§12), the `log` and `linear` encoders;
+//! - [`codec`]: the codec registry (§12), the `log`, `linear`, `lloyd` and `lloyd-rows` encoders;
 //! - [`decode`]: the decode rule (§11.4) into f32, bf16 and f16 buffers.
 //!
 //! The reader (`qins-read`) and writer (`qins-write`) are built on it; neither redefines a
@@ -16,9 +16,10 @@ pub mod decode;
 mod dtype;
 mod fastcode;
 pub mod layout;
+mod lloyd;
 pub mod names;
 
-pub use codec::{Codec, EncodeError, Quantizer, RowScales, Stats};
+pub use codec::{Codec, EncodeError, Histogram, Quantizer, RowMaxima, RowScales, Stats};
 pub use dtype::Dtype;
 pub use layout::{AssetRecord, Preamble, SectionRef, TensorRecord};
 

@@ -524,6 +524,10 @@ fn tensor_record(
             format!("log_max; e^log_max = {}", num(p1.exp())),
         ),
         Some(Codec::Linear) => ("max_abs".to_string(), "unused by linear".to_string()),
+        Some(Codec::Lloyd | Codec::LloydRows) => (
+            "max_abs".to_string(),
+            "rel_err, the fit's estimated relative squared error".to_string(),
+        ),
     };
     d.field(base + 80, 8, &format!("param0 = {} ({n0})", num(p0)))?;
     d.field(base + 88, 8, &format!("param1 = {} ({n1})", num(p1)))?;

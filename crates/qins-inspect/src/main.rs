@@ -1,8 +1,8 @@
 //! `qins-inspect FILE [--verify] [--json | --layout [--full]]`: what is in a `.qins` file.
 //!
 //! Exit status: 0 when the file is valid (and, with `--verify`, every checksum matches); 1 when
-//! it cannot be read or is invalid, with one line `error: FILE: message` on stderr; 2 on a
-//! usage error.
+//! it cannot be read or is invalid, with one line `error: FILE: message` on stderr (`--verbose`:
+//! the chain of causes, one per line); 2 on a usage error.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -33,6 +33,10 @@ struct Cli {
     /// With --layout: show every LUT entry and every byte of every section.
     #[arg(long, requires = "layout")]
     full: bool,
+
+    /// On error, print the chain of causes one per line, instead of one line.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -72,6 +76,19 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Prints `e` as one line `error: outer: inner: ...`, or with `verbose`, its outermost message
+/// then each cause on a line of its own.
+fn print_error(e: &anyhow::Error, verbose: bool) {
+    if verbose {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("caused by: {cause}");
+        }
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
@@ -80,7 +97,7 @@ fn main() -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = io::stdout().flush();
-            eprintln!("error: {e:#}");
+            print_error(&e, cli.verbose);
             ExitCode::FAILURE
         }
     }

@@ -132,6 +132,21 @@ pub enum Params {
         /// `param0`: the largest magnitude.
         max_abs: f64,
     },
+    /// `lloyd` (§12.3).
+    Lloyd {
+        /// `param0`: the largest magnitude.
+        max_abs: f64,
+        /// `param1`: the fit's estimate of the relative mean squared error.
+        rel_err: f64,
+    },
+    /// `lloyd-rows` (§12.4).
+    #[serde(rename = "lloyd-rows")]
+    LloydRows {
+        /// `param0`: the largest magnitude of the values divided by their row scale (1 or 0).
+        max_abs: f64,
+        /// `param1`: the fit's estimate of the decoded tensor's relative mean squared error.
+        rel_err: f64,
+    },
 }
 
 /// The bytes of one tensor's sections.
@@ -295,6 +310,14 @@ impl Report {
                         max_magnitude: p1.exp(),
                     },
                     Codec::Linear => Params::Linear { max_abs: p0 },
+                    Codec::Lloyd => Params::Lloyd {
+                        max_abs: p0,
+                        rel_err: p1,
+                    },
+                    Codec::LloydRows => Params::LloydRows {
+                        max_abs: p0,
+                        rel_err: p1,
+                    },
                 });
                 let tb = TensorBytes {
                     data: r.data.length.get(),

@@ -6,7 +6,8 @@ use crate::report::{Params, Report};
 use crate::units::{fixed2, human_size, sig4, times, Table};
 
 /// The codec parameters in words: `ln|w| -3.4657..0.0000 = |w| 0.03125..1` for `log`,
-/// `max|w| 1.5` for `linear`, `-` for raw.
+/// `max|w| 1.5` for `linear`, `max|w| 1.5, fit SNR 48.7 dB` for `lloyd` and `lloyd-rows`, `-` for
+/// raw.
 fn params_text(params: Option<&Params>, row_scales: bool) -> String {
     let of = if row_scales { "w/scale" } else { "w" };
     match params {
@@ -22,6 +23,17 @@ fn params_text(params: Option<&Params>, row_scales: bool) -> String {
             sig4(*max_magnitude)
         ),
         Some(Params::Linear { max_abs }) => format!("max|{of}| {}", sig4(*max_abs)),
+        Some(Params::Lloyd { max_abs, rel_err } | Params::LloydRows { max_abs, rel_err }) => {
+            if *rel_err > 0.0 {
+                format!(
+                    "max|{of}| {}, fit SNR {:.1} dB",
+                    sig4(*max_abs),
+                    -10.0 * rel_err.log10()
+                )
+            } else {
+                format!("max|{of}| {}, fit exact", sig4(*max_abs))
+            }
+        }
     }
 }
 

@@ -623,7 +623,7 @@ fn bad_shape() {
 
 #[test]
 fn unknown_codec() {
-    for id in [3u16, 0xFFFF] {
+    for id in [5u16, 0xFFFF] {
         let mut f = F::new();
         let t = f.t(ENC);
         f.set_u16(t + T_CODEC, id).fix_header_crc();
@@ -1080,6 +1080,19 @@ fn huge_claims_are_refused_without_large_allocation() {
                 f.set_u32(P_TENSOR_COUNT, 1 << 20)
                     .set_u64(P_HEADER_SIZE, hs_for(1 << 20, 0, 0, 0))
                     .set_u64(P_FILE_SIZE, u64::MAX);
+            }),
+            "Truncated",
+        ),
+        // The numbers: tensor_count 2^20, header_size exactly at its limit of 2^28
+        // (the string table makes up the rest), file_size 2^63.
+        (
+            tiny(|f| {
+                let strings = (1 << 28) - hs_for(1 << 20, 0, 0, 0);
+                f.set_u32(P_TENSOR_COUNT, 1 << 20)
+                    .set_u32(P_STRINGS_SIZE, strings as u32)
+                    .set_u64(P_HEADER_SIZE, hs_for(1 << 20, 0, strings, 0))
+                    .set_u64(P_FILE_SIZE, 1 << 63);
+                assert_eq!(f.get_u64(P_HEADER_SIZE), 1 << 28);
             }),
             "Truncated",
         ),

@@ -166,7 +166,9 @@ fn kind() -> impl Strategy<Value = Kind> {
     let raw = prop::sample::select(Dtype::ALL.to_vec()).prop_map(Kind::Raw);
     let encoded = (
         prop::sample::select(vec![Dtype::F32, Dtype::F16, Dtype::BF16]),
-        prop::sample::select(Codec::ALL.to_vec()),
+        // The codecs with a formula this file writes out independently (`expected`); the fitted
+        // ones (§12.3, §12.4) are checked by qins-format's tests and the conformance goldens.
+        prop::sample::select(vec![Codec::Log, Codec::Linear]),
         any::<bool>(),
         profile(),
         prop::bool::weighted(0.15),
@@ -679,6 +681,7 @@ fn expected(codec: Codec, u: &[f32]) -> Expected {
                 Box::new(move |m: f32| round(f64::from(m) / max_abs * 254.0 + 1.0)),
             )
         }
+        Codec::Lloyd | Codec::LloydRows => unreachable!("{codec} is not drawn by `kind`"),
     };
     let mut e = Expected {
         params,
