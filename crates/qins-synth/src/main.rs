@@ -1,4 +1,8 @@
 //! `qins-synth`: writes a synthetic Hugging Face checkpoint for tests and benchmarks.
+//!
+//! Exit status: 0 on success, 1 when the checkpoint cannot be written (one line `error: ...`
+//! naming the path and the cause; `--verbose` prints the chain of causes one per line), 2 on a
+//! usage error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +53,23 @@ struct Cli {
     /// Write into OUT_DIR even if it is not empty (overwrites checkpoint files).
     #[arg(long)]
     force: bool,
+
+    /// On error, print the chain of causes one per line, instead of one line.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// Prints `e` as one line `error: outer: inner: ...`, or with `verbose`, its outermost message
+/// then each cause on a line of its own.
+fn print_error(e: &anyhow::Error, verbose: bool) {
+    if verbose {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("caused by: {cause}");
+        }
+    } else {
+        eprintln!("error: {e:#}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -56,7 +77,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            print_error(&e, cli.verbose);
             ExitCode::from(1)
         }
     }

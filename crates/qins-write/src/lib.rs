@@ -191,8 +191,11 @@ enum Current {
     },
 }
 
-/// A `.qins` file being written. Dropping it before [`Writer::finish`] removes the temporary
-/// file and leaves the target untouched.
+/// A `.qins` file being written, as the temporary file `.NAME.XXXXXX.tmp` beside the target
+/// `NAME`. Dropping it before [`Writer::finish`] removes the temporary file and leaves the
+/// target untouched. A process killed while writing (SIGKILL, a power cut) cannot remove it:
+/// the target is still untouched, and the temporary file, recognisable by that name, can be
+/// deleted once no writer is running.
 pub struct Writer {
     target: PathBuf,
     overwrite: bool,
@@ -459,20 +462,23 @@ impl Writer {
         // §11.2: an element with code 0 has sign 0, and the unused high bits of the last byte
         // are 0. Checked here so that a caller's sign bytes cannot make a file that
         // verification refuses (or that breaks the code-0 rule, which no reader checks).
-        for (k, (&s, c8)) in signs.iter().zip(codes.chunks(8)).enumerate() {
-            // Bits that must be clear: past the last element, and where the code is 0.
-            let mut clear = !((1u16 << c8.len()) - 1) as u8;
-            for (j, &c) in c8.iter().enumerate() {
-                clear |= u8::from(c == 0) << j;
-            }
-            if s & clear != 0 {
-                let j = (s & clear).trailing_zeros() as usize;
-                let i = done + (8 * k + j) as u64;
-                return Err(self.misuse(if j < c8.len() {
-                    format!("element {i} has code 0 and its sign bit set (§11.2)")
-                } else {
-                    format!("sign bit {i} is set past the last element (§11.2)")
-                }));
+        // A branch-free test of the whole part first; the loop names the first bad bit.
+        if signs_break_rule(codes, signs) {
+            for (k, (&s, c8)) in signs.iter().zip(codes.chunks(8)).enumerate() {
+                // Bits that must be clear: past the last element, and where the code is 0.
+                let mut clear = !((1u16 << c8.len()) - 1) as u8;
+                for (j, &c) in c8.iter().enumerate() {
+                    clear |= u8::from(c == 0) << j;
+                }
+                if s & clear != 0 {
+                    let j = (s & clear).trailing_zeros() as usize;
+                    let i = done + (8 * k + j) as u64;
+                    return Err(self.misuse(if j < c8.len() {
+                        format!("element {i} has code 0 and its sign bit set (§11.2)")
+                    } else {
+                        format!("sign bit {i} is set past the last element (§11.2)")
+                    }));
+                }
             }
         }
         self.write_at(rec.data.offset.get() + done, codes)?;
@@ -604,6 +610,34 @@ impl Writer {
             - s.asset_bytes;
         s
     }
+}
+
+/// Bit `j` set where byte `j` of `x` is not zero.
+#[inline(always)]
+fn nonzero_bytes(x: u64) -> u8 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    // The high bit of each byte: set when its low seven bits carry or it was already set.
+    let high = (((x & LOW7) + LOW7) | x) & !LOW7;
+    // Gather the eight high bits into one byte.
+    ((high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+}
+
+/// Whether some sign bit of `signs` is set where its element's code is 0 or past the last of
+/// `codes` (§11.2): eight elements per step, without a branch on the data.
+fn signs_break_rule(codes: &[u8], signs: &[u8]) -> bool {
+    let mut bad = 0u8;
+    let mut c8 = codes.chunks_exact(8);
+    for (c, &s) in (&mut c8).zip(signs) {
+        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        bad |= s & !nonzero_bytes(x);
+    }
+    let rest = c8.remainder();
+    if let Some(&s) = signs.get(codes.len() / 8) {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        bad |= s & !nonzero_bytes(u64::from_le_bytes(last));
+    }
+    bad != 0
 }
 
 type Layout = (
@@ -779,4 +813,62 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
         rec.data = SectionRef::new(cur.place(len).ok_or_else(overflow)?, len, 0);
     }
     Ok((records, assets, strings, metadata, lut_table, hs, cur.end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_bytes_finds_every_nonzero_byte() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for k in 0..100_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Zero some bytes, and set some to 0x80 and 0x01, the edge cases.
+            let mut b = x.to_le_bytes();
+            for (j, v) in b.iter_mut().enumerate() {
+                match (k as usize + j * 7) % 5 {
+                    0 => *v = 0,
+                    1 => *v = [0x80, 0x01, 0x7F, 0xFF][(k as usize + j) % 4],
+                    _ => {}
+                }
+            }
+            let want = b
+                .iter()
+                .enumerate()
+                .fold(0u8, |m, (j, &v)| m | (u8::from(v != 0) << j));
+            assert_eq!(nonzero_bytes(u64::from_le_bytes(b)), want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn sign_rule_check_equals_the_definition() {
+        let naive = |codes: &[u8], signs: &[u8]| {
+            signs.iter().enumerate().any(|(k, &s)| {
+                (0..8).any(|j| {
+                    let i = 8 * k + j;
+                    (s >> j) & 1 == 1 && codes.get(i).is_none_or(|&c| c == 0)
+                })
+            })
+        };
+        for len in [0usize, 1, 5, 8, 9, 16, 21] {
+            let codes: Vec<u8> = (0..len).map(|i| (i % 3) as u8).collect();
+            for bit in 0..8 * len.div_ceil(8) {
+                let mut signs = vec![0u8; len.div_ceil(8)];
+                signs[bit / 8] |= 1 << (bit % 8);
+                assert_eq!(
+                    signs_break_rule(&codes, &signs),
+                    naive(&codes, &signs),
+                    "len {len} bit {bit}"
+                );
+            }
+            let ok: Vec<u8> = codes
+                .chunks(8)
+                .map(|c| c.iter().enumerate().fold(0, |m, (j, &v)| m | (u8::from(v != 0) << j)))
+                .collect();
+            assert!(!signs_break_rule(&codes, &ok));
+        }
+    }
 }
