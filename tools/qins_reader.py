@@ -24,7 +24,14 @@ Command line::
     qins_reader.py dump FILE [--no-verify]
 
 Every validation failure raises a subclass of :class:`QinsError`; ``err.kind`` is the error
-kind name of spec §17 (e.g. ``"BadMagic"``) and the message names what is wrong.
+kind name of spec §17 (e.g. ``"BadMagic"``) and the message names what is wrong. Opening
+reports the first failure in the order of §17 steps 1-9; ``verify()`` the first in the order
+given at the end of §17 (per section: its padding, then its CRC; then per encoded tensor: its
+sign bits, then its row scales).
+
+Codecs (§12): raw (0), log (1), linear (2), lloyd (3), lloyd-rows (4). The reader checks each
+codec's parameter constraint (BadParams) and decodes every codec by the one rule of §11.4; it
+does not check the "row scales" column of §12 (the spec says readers do not).
 """
 
 from __future__ import annotations
@@ -171,8 +178,11 @@ DTYPES: dict[int, tuple[str, int]] = {
 DTYPE_CODES = {name: code for code, (name, _bits) in DTYPES.items()}
 ENCODABLE_DTYPES = frozenset({10, 11, 12})  # F16, BF16, F32 (§13.2)
 
-#: codec id -> name (§12)
-CODECS: dict[int, str] = {0: "raw", 1: "log", 2: "linear"}
+#: codec id -> name (§12). Ids 3 and 4 are part of 1.0 (§12: "added before version 1.0 was
+#: released"). A reader never needs to know which codec built a table (§11.4); it only checks
+#: each codec's parameter constraint (§12.1-§12.4). The "row scales" column of §12 (lloyd: MUST
+#: NOT, lloyd-rows: MUST) binds writers only: "A reader does not check this column".
+CODECS: dict[int, str] = {0: "raw", 1: "log", 2: "linear", 3: "lloyd", 4: "lloyd-rows"}
 CODEC_IDS = {name: cid for cid, name in CODECS.items()}
 
 #: numpy dtype for raw tensors, where numpy has one. BF16 is given as its uint16 bit patterns
@@ -435,26 +445,22 @@ class QinsFile:
                              + ASSET_RECORD_SIZE * asset_count)
         self._metadata_off = self._strings_off + strings_size
 
+        # Step 5: the preamble's reserved fields and lut_table.reserved, then alignment. (The
+        # records' reserved fields are checked with their record, in steps 6 and 7.)
+        self._check_preamble_reserved(reserved60, lut_res, reserved88)
+        if not (MIN_ALIGNMENT <= alignment <= MAX_ALIGNMENT) or alignment & (alignment - 1):
+            _fail("BadAlignment", f"alignment is {alignment}; it must be a power of two in "
+                                  f"[{MIN_ALIGNMENT}, {MAX_ALIGNMENT}] (§3)")
+
         # The counts are within §16 and the header is inside the file, so each pass over the
         # records below does a fixed amount of work per record, bounded by the file's size.
-        # Records are unpacked on the fly, not stored, until step 6 builds TensorInfo objects.
         a_base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * tensor_count
         t_raw = (_TENSOR.unpack_from(mm, PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k)
                  for k in range(tensor_count))
         a_raw = (_ASSET.unpack_from(mm, a_base + ASSET_RECORD_SIZE * k)
                  for k in range(asset_count))
 
-        # Step 5: reserved fields, then alignment.
-        self._check_reserved(reserved60, reserved88, lut_res, t_raw, a_raw)
-        if not (MIN_ALIGNMENT <= alignment <= MAX_ALIGNMENT) or alignment & (alignment - 1):
-            _fail("BadAlignment", f"alignment is {alignment}; it must be a power of two in "
-                                  f"[{MIN_ALIGNMENT}, {MAX_ALIGNMENT}] (§3)")
-
-        # Step 6: tensor records.
-        t_raw = (_TENSOR.unpack_from(mm, PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k)
-                 for k in range(tensor_count))
-        a_raw = (_ASSET.unpack_from(mm, a_base + ASSET_RECORD_SIZE * k)
-                 for k in range(asset_count))
+        # Step 6: tensor records, each through the checks of §17 step 6 in order.
         self.tensors: list[TensorInfo] = []
         self._tensor_by_name: dict[str, TensorInfo] = {}
         n_encoded = 0
@@ -465,7 +471,8 @@ class QinsFile:
             self.tensors.append(t)
             self._tensor_by_name[t.name] = t
 
-        # Step 7: asset records.
+        # Step 7: asset records: name range, name (with the path rules of §5), uniqueness,
+        # data.reserved.
         self.assets: list[AssetInfo] = []
         self._asset_by_name: dict[str, AssetInfo] = {}
         for k, rec in enumerate(a_raw):
@@ -475,6 +482,11 @@ class QinsFile:
             if name in self._asset_by_name:
                 _fail("DuplicateName", f"asset record {k} has name {name!r}, already used by "
                                        f"asset record {self._asset_by_name[name].index} (§5)")
+            if rec[5]:
+                _fail("ReservedNonZero",
+                      f"asset {name!r} (record {k}): data section reserved field (offset "
+                      f"{a_base + ASSET_RECORD_SIZE * k + 28}) is 0x{rec[5]:08x}, must be 0 "
+                      f"(§9.1)")
             a = AssetInfo(k, name, Section(rec[2], rec[3], rec[4], rec[5]))
             self.assets.append(a)
             self._asset_by_name[name] = a
@@ -493,7 +505,8 @@ class QinsFile:
         self._buf = np.frombuffer(mm, dtype=np.uint8)
         self._luts = self._read_luts()
 
-    def _check_reserved(self, reserved60, reserved88, lut_res, t_raw, a_raw) -> None:
+    def _check_preamble_reserved(self, reserved60, lut_res, reserved88) -> None:
+        """§17 step 5, in file-offset order (60, 84, 88); all three are one kind."""
         if reserved60:
             _fail("ReservedNonZero", f"preamble reserved field at offset 60 is "
                                      f"0x{reserved60:08x}, must be 0 (§3)")
@@ -503,24 +516,6 @@ class QinsFile:
         if reserved88:
             _fail("ReservedNonZero", f"preamble reserved field at offset 88 is "
                                      f"0x{reserved88:016x}, must be 0 (§3)")
-        for k, rec in enumerate(t_raw):
-            base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k
-            if rec[17]:
-                _fail("ReservedNonZero", f"tensor record {k} reserved field (offset "
-                                         f"{base + 100}) is 0x{rec[17]:08x}, must be 0 (§4)")
-            for j, sname in enumerate(("data", "signs", "scales")):
-                res = rec[18 + 4 * j + 3]
-                if res:
-                    _fail("ReservedNonZero",
-                          f"tensor record {k} {sname} section reserved field (offset "
-                          f"{base + 104 + 24 * j + 20}) is 0x{res:08x}, must be 0 (§9.1)")
-        a_base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * self.tensor_count
-        for k, rec in enumerate(a_raw):
-            if rec[5]:
-                _fail("ReservedNonZero",
-                      f"asset record {k} data section reserved field (offset "
-                      f"{a_base + ASSET_RECORD_SIZE * k + 28}) is 0x{rec[5]:08x}, must be 0 "
-                      f"(§9.1)")
 
     def _read_name(self, what: str, name_off: int, name_len: int) -> str:
         if name_off + name_len > self.strings_size:
@@ -544,24 +539,26 @@ class QinsFile:
         return name
 
     def _parse_tensor(self, k: int, rec: tuple, n_encoded: int) -> TensorInfo:
+        """§17 step 6 for tensor record ``k``, its checks in the order the step lists them."""
         (name_off, name_len, dtype_code, rank, codec_id, flags) = rec[0:6]
         shape_all = rec[6:14]
-        p0_bits, p1_bits, lut_index = rec[14], rec[15], rec[16]
+        p0_bits, p1_bits, lut_index, reserved100 = rec[14], rec[15], rec[16], rec[17]
         secs = [Section(*rec[18 + 4 * j: 22 + 4 * j]) for j in range(3)]
+        base = PREAMBLE_SIZE + TENSOR_RECORD_SIZE * k
         what = f"tensor record {k}"
 
-        # name
+        # the name's range (OutOfBounds), the name (BadName), uniqueness (DuplicateName)
         name = self._read_name(what, name_off, name_len)
         what = f"tensor {name!r} (record {k})"
         if name in self._tensor_by_name:
             _fail("DuplicateName", f"{what}: name already used by tensor record "
                                    f"{self._tensor_by_name[name].index} (§4)")
-        # dtype
+        # dtype (UnknownDtype)
         if dtype_code not in DTYPES:
             _fail("UnknownDtype", f"{what}: dtype code {dtype_code} is not in the 1.0 "
                                   f"registry (1..22) (§13.1)")
         dname, bits = DTYPES[dtype_code]
-        # rank and shape
+        # rank, then the dimensions past the rank (BadShape)
         if rank > MAX_RANK:
             _fail("BadShape", f"{what}: rank {rank} exceeds {MAX_RANK} (§4)")
         for d in range(rank, 8):
@@ -569,90 +566,95 @@ class QinsFile:
                 _fail("BadShape", f"{what}: shape[{d}] = {shape_all[d]} is past rank {rank} "
                                   f"and must be 0 (§4)")
         shape = tuple(shape_all[:rank])
+        # the element count: left to right in u64, failing on the first overflow even if a
+        # later dimension is 0 (LimitExceeded)
         numel = 1
         for d in range(rank):
             numel *= shape[d]
             if numel > U64_MAX:
                 _fail("LimitExceeded", f"{what}: numel of shape {list(shape)} overflows u64 "
-                                       f"(§4, §16)")
-        # codec
+                                       f"at dimension {d} (§4, §16, §17)")
+        # codec (UnknownCodec, then BadDtypeForCodec)
         if codec_id not in CODECS:
+            known = ", ".join(f"{c} ({n})" for c, n in CODECS.items())
             _fail("UnknownCodec", f"{what}: codec id {codec_id} is unknown; this reader knows "
-                                  f"0 (raw), 1 (log), 2 (linear) (§12)")
+                                  f"{known} (§12)")
         encoded = codec_id != 0
         if encoded and dtype_code not in ENCODABLE_DTYPES:
             _fail("BadDtypeForCodec", f"{what}: dtype {dname} cannot be encoded with codec "
                                       f"{CODECS[codec_id]} (only F16, BF16, F32) (§13.2)")
-        # flags
+        # unknown flag bits, the record's reserved field, the sections' reserved fields
         if flags & ~FLAG_ROW_SCALES:
             _fail("ReservedNonZero", f"{what}: flags 0x{flags:08x} has unknown bits "
                                      f"0x{flags & ~FLAG_ROW_SCALES:08x} (§4)")
-        if flags & FLAG_ROW_SCALES and not encoded:
-            _fail("FlagMismatch", f"{what}: ROW_SCALES is set on a raw tensor (§4)")
-        # parameters
+        if reserved100:
+            _fail("ReservedNonZero", f"{what}: reserved field (offset {base + 100}) is "
+                                     f"0x{reserved100:08x}, must be 0 (§4)")
+        for j, sname in enumerate(("data", "signs", "scales")):
+            if secs[j].reserved:
+                _fail("ReservedNonZero",
+                      f"{what}: {sname} section reserved field (offset "
+                      f"{base + 104 + 24 * j + 20}) is 0x{secs[j].reserved:08x}, must be 0 "
+                      f"(§9.1)")
+        row_scales = bool(flags & FLAG_ROW_SCALES)
         p0, p1 = _bits_to_f64(p0_bits), _bits_to_f64(p1_bits)
         if not encoded:
+            # raw: ROW_SCALES (FlagMismatch), parameters not all zero bits (BadParams),
+            # lut_index not 0 (BadLutIndex)
+            if row_scales:
+                _fail("FlagMismatch", f"{what}: ROW_SCALES is set on a raw tensor (§4)")
             if p0_bits or p1_bits:
                 _fail("BadParams", f"{what}: raw tensor has param0 = {p0!r} (0x{p0_bits:016x}),"
                                    f" param1 = {p1!r} (0x{p1_bits:016x}); both must be +0.0 "
-                                   f"(§4)")
+                                   f"(all bits zero) (§4)")
+            if lut_index != 0:
+                _fail("BadLutIndex", f"{what}: raw tensor has lut_index {lut_index}, must be 0 "
+                                     f"(§4)")
         else:
-            if not (math.isfinite(p0) and math.isfinite(p1)):
-                _fail("BadParams", f"{what}: param0 = {p0!r}, param1 = {p1!r}; both must be "
-                                   f"finite (§4)")
-            if codec_id == 1 and not (p0 <= p1):
-                _fail("BadParams", f"{what}: log codec needs log_min <= log_max, found "
-                                   f"log_min = {p0!r} > log_max = {p1!r} (§12.1)")
-            if codec_id == 2 and not (p0 >= 0.0):
-                _fail("BadParams", f"{what}: linear codec needs max_abs >= 0, found "
-                                   f"max_abs = {p0!r} (§12.2)")
-        # lut_index
-        if encoded:
+            # encoded: parameters (BadParams), lut_index (BadLutIndex)
+            _check_params(what, codec_id, p0, p1, p0_bits, p1_bits)
             if lut_index != n_encoded:
                 _fail("BadLutIndex", f"{what}: lut_index is {lut_index}, expected {n_encoded} "
                                      f"(the number of encoded tensors before it) (§4)")
-        elif lut_index != 0:
-            _fail("BadLutIndex", f"{what}: raw tensor has lut_index {lut_index}, must be 0 "
-                                 f"(§4)")
-        # section lengths
-        data, signs, scales = secs
+        # the byte sizes the record implies: arithmetic overflowing u64 is LimitExceeded,
+        # sub-byte elements not filling whole bytes is SectionSize
         rows, row_len = 0, 1
         if not encoded:
             total_bits = numel * bits
             if total_bits > U64_MAX:
-                _fail("LimitExceeded", f"{what}: numel {numel} x {bits} bits overflows u64 "
-                                       f"(§16)")
+                _fail("LimitExceeded", f"{what}: numel {numel} x {bits} bits of {dname} "
+                                       f"overflows u64 (§4, §16)")
             if total_bits % 8:
                 _fail("SectionSize", f"{what}: numel {numel} x {bits} bits of {dname} is not a "
                                      f"whole number of bytes (§4, §13.1)")
-            if data.length != total_bits // 8:
-                _fail("SectionSize", f"{what}: data length is {data.length}, expected "
-                                     f"{total_bits // 8} ({numel} x {dname}) (§4)")
-            for sname, s in (("signs", signs), ("scales", scales)):
-                if not s.is_zero:
-                    _fail("SectionSize", f"{what}: unused {sname} section must be all zero, "
-                                         f"found offset {s.offset}, length {s.length}, crc "
-                                         f"0x{s.crc:08x} (§4)")
+            want = [("data", total_bits // 8, f"{numel} x {dname}")]
         else:
-            if data.length != numel:
-                _fail("SectionSize", f"{what}: data (codes) length is {data.length}, expected "
-                                     f"numel = {numel} (§4, §11.1)")
-            exp_signs = (numel + 7) // 8
-            if signs.length != exp_signs:
-                _fail("SectionSize", f"{what}: signs length is {signs.length}, expected "
-                                     f"ceil({numel} / 8) = {exp_signs} (§4, §11.2)")
-            if flags & FLAG_ROW_SCALES:
+            # ceil(numel / 8) as numel div 8 + (numel mod 8 != 0): it never overflows
+            want = [("data", numel, f"numel = {numel}, one code per element"),
+                    ("signs", numel // 8 + (1 if numel % 8 else 0),
+                     f"ceil({numel} / 8) sign bytes")]
+            if row_scales:
                 row_len = shape[rank - 1] if rank else 1
                 rows = numel // row_len if row_len else 0
                 if 4 * rows > U64_MAX:
-                    _fail("LimitExceeded", f"{what}: 4 x {rows} rows overflows u64 (§16)")
-                if scales.length != 4 * rows:
-                    _fail("SectionSize", f"{what}: scales length is {scales.length}, expected "
-                                         f"4 x {rows} rows = {4 * rows} (§4, §11.3)")
-            elif not scales.is_zero:
-                _fail("SectionSize", f"{what}: unused scales section (no ROW_SCALES) must be "
-                                     f"all zero, found offset {scales.offset}, length "
-                                     f"{scales.length}, crc 0x{scales.crc:08x} (§4)")
+                    _fail("LimitExceeded", f"{what}: the row scales' byte size 4 x {rows} rows "
+                                           f"overflows u64 (§4, §16)")
+                want.append(("scales", 4 * rows, f"4 x {rows} rows of length {row_len}"))
+        # then data, signs, scales in that order: a used section's length, or an unused
+        # section not all zero (SectionSize)
+        expected = {n: (length, why) for n, length, why in want}
+        for j, sname in enumerate(("data", "signs", "scales")):
+            s = secs[j]
+            if sname in expected:
+                length, why = expected[sname]
+                if s.length != length:
+                    _fail("SectionSize", f"{what}: {sname} length is {s.length}, expected "
+                                         f"{length} ({why}) (§4)")
+            elif not s.is_zero:
+                _fail("SectionSize", f"{what}: unused {sname} section must be all zero, found "
+                                     f"offset {s.offset}, length {s.length}, crc "
+                                     f"0x{s.crc:08x} (§4)")
+        data, signs, scales = secs
         return TensorInfo(
             index=k, name=name, dtype_code=dtype_code, rank=rank, shape=shape,
             codec_id=codec_id, flags=flags, param0=p0, param1=p1, param0_bits=p0_bits,
@@ -861,24 +863,26 @@ class QinsFile:
     # -- verification (§14) ------------------------------------------------------------------
 
     def verify(self) -> None:
-        """§14: every used section's CRC in canonical order, then every padding byte, then
-        each encoded tensor's unused sign bits and row scales (in record order)."""
+        """§14 in the order given at the end of §17: for each used section in canonical order,
+        the padding before it (NonZeroPadding, lowest offset first), then its CRC
+        (DataChecksum); then for each encoded tensor in record order, its last sign byte
+        (StraySignBits), then its row scales in order (BadScale)."""
+        prev_end = self.header_size
         with memoryview(self._mm) as mv:
             for label, s in self.used_sections():
+                if s.offset > prev_end:
+                    pad = self._buf[prev_end: s.offset]
+                    nz = np.flatnonzero(pad)
+                    if nz.size:
+                        off = prev_end + int(nz[0])
+                        _fail("NonZeroPadding",
+                              f"padding byte at offset {off} (before {label}) is "
+                              f"0x{int(pad[nz[0]]):02x}, must be 0 (§9.2, §14)")
                 got = crc32(mv[s.offset: s.end])
                 if got != s.crc:
                     _fail("DataChecksum", f"{label}: stored CRC 0x{s.crc:08x}, computed "
                                           f"0x{got:08x} over [{s.offset}, {s.end}) (§9.1, §14)")
-        prev_end = self.header_size
-        for label, s in self.used_sections():
-            if s.offset > prev_end:
-                pad = self._buf[prev_end: s.offset]
-                nz = np.flatnonzero(pad)
-                if nz.size:
-                    off = prev_end + int(nz[0])
-                    _fail("NonZeroPadding", f"padding byte at offset {off} (before {label}) is "
-                                            f"0x{int(pad[nz[0]]):02x}, must be 0 (§9.2, §14)")
-            prev_end = s.end
+                prev_end = s.end
         for t in self.tensors:
             if t.encoded:
                 self._check_signs_and_scales(t)
@@ -963,6 +967,35 @@ def _has_lone_surrogate(s: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _check_params(what: str, codec_id: int, p0: float, p1: float, p0_bits: int,
+                  p1_bits: int) -> None:
+    """§4 and §12: an encoded tensor's parameters are finite and satisfy its codec's
+    constraint (all BadParams). Comparisons are IEEE 754 ones, so -0.0 >= 0 and -0.0 == 0.0."""
+    if not (math.isfinite(p0) and math.isfinite(p1)):
+        _fail("BadParams", f"{what}: param0 = {p0!r} (0x{p0_bits:016x}), param1 = {p1!r} "
+                           f"(0x{p1_bits:016x}); both must be finite (§4)")
+    if codec_id == 1:    # log, §12.1
+        if not p0 <= p1:
+            _fail("BadParams", f"{what}: log codec needs log_min <= log_max, found "
+                               f"log_min = {p0!r} > log_max = {p1!r} (§12.1)")
+    elif codec_id == 2:  # linear, §12.2
+        if not p0 >= 0.0:
+            _fail("BadParams", f"{what}: linear codec needs max_abs >= 0, found "
+                               f"max_abs = {p0!r} (§12.2)")
+        if not p1 == 0.0:
+            _fail("BadParams", f"{what}: linear codec needs param1 = 0.0, found "
+                               f"{p1!r} (0x{p1_bits:016x}) (§12.2)")
+    elif codec_id in (3, 4):  # lloyd, §12.3; lloyd-rows, §12.4 ("as lloyd")
+        cname = CODECS[codec_id]
+        sec = "§12.3" if codec_id == 3 else "§12.4, §12.3"
+        if not p0 >= 0.0:
+            _fail("BadParams", f"{what}: {cname} codec needs max_abs >= 0, found "
+                               f"max_abs = {p0!r} ({sec})")
+        if not p1 >= 0.0:
+            _fail("BadParams", f"{what}: {cname} codec needs rel_err >= 0, found "
+                               f"rel_err = {p1!r} ({sec})")
 
 
 def _check_asset_path(k: int, name: str) -> None:

@@ -3,9 +3,15 @@
 Run with:  python3 -m unittest tools/test_qins_reader.py
 
 The module contains a small spec-following *writer* (``build_qins``): it computes codes and
-tables by the ``log`` (§12.1) and ``linear`` (§12.2) rules in float64 with numpy, lays the file
-out canonically (§9.2) with zero padding and all CRCs. The reader is tested on round trips and
-then on files corrupted in the precise way each §17 error kind describes.
+tables by the ``log`` (§12.1) and ``linear`` (§12.2) rules in float64 with numpy, and for
+``lloyd`` (§12.3) and ``lloyd-rows`` (§12.4) as far as a reader's tests need: the exact histogram
+of §12.3.1, the exact fit of §12.3.2 when at most 255 bins are non-empty, the scales and row
+weights of §12.4 and the codes of §12.3.6; with more than 255 non-empty bins it uses a simple
+stand-in table (NOT the Lloyd/Ward fit of §12.3.2-§12.3.5, which readers never need: a file is
+defined by its stored bytes), with an honest ``rel_err = D / E``. It lays the file out
+canonically (§9.2) with zero padding and all CRCs. The reader is tested on round trips, on files
+corrupted in the precise way each §17 error kind describes, on the order in which §17 and §14
+report two faults, and against the conformance suite in ``conformance/`` when it is present.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ READER = os.path.join(HERE, "qins_reader.py")
 MAGIC = b"\x89QINS\r\n\x1a"
 DTYPE_CODE = {name: code for code, (name, _b) in qr.DTYPES.items()}
 DTYPE_BITS = {name: bits for _c, (name, bits) in qr.DTYPES.items()}
-CODEC_ID = {"raw": 0, "log": 1, "linear": 2}
+CODEC_ID = {"raw": 0, "log": 1, "linear": 2, "lloyd": 3, "lloyd-rows": 4}
 
 
 def align_up(x, a):
@@ -54,6 +60,69 @@ def bf16_exact(values) -> np.ndarray:
     a = np.asarray(values, dtype=np.float32).copy()
     a.view(np.uint32)[...] &= np.uint32(0xFFFF0000)
     return a
+
+
+def lloyd_fit(m32: np.ndarray, weights) -> tuple[np.ndarray, float]:
+    """§12.3.1-§12.3.2 as far as the tests need: the exact integer histogram, then levels.
+
+    ``m32``: the non-zero magnitudes (f32); ``weights``: their integer weights ω (one per
+    magnitude). Returns (LUT f32[256], rel_err). With K <= 255 non-empty bins this is §12.3.2
+    exactly. With K > 255 the levels are the bin means at evenly spaced ranks (a stand-in for the
+    Lloyd/Ward fit of §12.3.3-§12.3.5), refined by nothing; D and E are computed as §12.3.4 and
+    §12.3.2 say, so rel_err is the honest D / E of that table."""
+    W: dict[int, int] = {}
+    O: dict[int, int] = {}
+    for b, w in zip(m32.view(np.uint32).tolist(), weights):
+        w = int(w)
+        if w == 0:
+            continue
+        k, o = b >> 14, b & 0x3FFF
+        W[k] = W.get(k, 0) + w
+        O[k] = O.get(k, 0) + w * o
+    ks = sorted(W)
+    K = len(ks)
+    mu = []
+    for k in ks:
+        e = max(k >> 9, 1)
+        ulp = math.ldexp(1.0, e - 150)
+        a = float(np.array([k << 14], dtype=np.uint32).view(np.float32)[0])
+        M = (float(W[k]) * a) + (float(O[k]) * ulp)
+        mu.append(M / float(W[k]))
+    L = [0.0] * 256
+    rel_err = 0.0
+    if 0 < K <= 255:
+        for c in range(1, 256):
+            L[c] = mu[min(c, K) - 1]
+    elif K > 255:
+        for c in range(1, 256):
+            L[c] = mu[round((c - 1) * (K - 1) / 254)]
+    for c in range(1, 256):  # the monotone step
+        L[c] = max(L[c], L[c - 1])
+    if K > 255:
+        t = [(L[c - 1] + L[c]) / 2 for c in range(1, 256)]
+        D = E = 0.0
+        for i, k in enumerate(ks):
+            cell = sum(1 for tc in t if mu[i] > tc)
+            d = mu[i] - L[cell]
+            D += float(W[k]) * (d * d)
+            E += float(W[k]) * (mu[i] * mu[i])
+        rel_err = D / E
+    lut = np.zeros(256, dtype=np.float32)
+    for c in range(1, 256):
+        lut[c] = max(np.float32(L[c]), lut[c - 1])
+    return lut, rel_err
+
+
+def lloyd_rows_weights(scales: np.ndarray) -> np.ndarray:
+    """§12.4: ω_r = round_half_even(2^32 × (q × q)), q = f64(scale[r]) / f64(S)."""
+    if scales.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    S = float(scales.max())
+    out = []
+    for sc in scales.tolist():
+        q = float(sc) / S
+        out.append(round(4294967296.0 * (q * q)))  # Python's round() is half-to-even
+    return np.array(out, dtype=np.int64)
 
 
 def encode_tensor(values, shape, codec, row_scales):
@@ -110,6 +179,25 @@ def encode_tensor(values, shape, codec, row_scales):
             codes[nz] = np.clip(np.rint(m[nz] / max_abs * 254.0 + 1.0), 1, 255).astype(np.uint8)
         lut[1:] = (((c - 1.0) / 254.0) * max_abs).astype(np.float32)
         p0, p1 = max_abs, 0.0
+    elif codec in ("lloyd", "lloyd-rows"):
+        # Weights: 1 for lloyd; the row's weight for lloyd-rows (§12.4). A test may build a
+        # lloyd tensor with row scales (or lloyd-rows without): writers MUST NOT, but readers
+        # do not check the "row scales" column of §12.
+        if codec == "lloyd-rows" and row_scales:
+            w_rows = lloyd_rows_weights(scales)
+            w_elem = np.repeat(w_rows, L) if rows else np.zeros(0, np.int64)
+        else:
+            w_elem = np.ones(n, dtype=np.int64)
+        lut, rel_err = lloyd_fit(m32[nz], w_elem[nz].tolist())
+        t = (lut[:-1].astype(np.float64) + lut[1:].astype(np.float64)) / 2  # t[1..255], f64
+        if nz.any():
+            # §12.3.6: code = #{c : m > t[c]}, the nearest entry, ties to the smaller code
+            codes[nz] = np.searchsorted(t, m[nz], side="left").astype(np.uint8)
+        if codec == "lloyd-rows" and row_scales:
+            max_abs = 1.0 if nz.any() else 0.0
+        else:
+            max_abs = float(m.max()) if n else 0.0
+        p0, p1 = max_abs, rel_err
     else:
         raise ValueError(codec)
     lut[0] = np.float32(0.0)
@@ -335,6 +423,30 @@ def base_file() -> Built:
     )
 
 
+def lloyd_file() -> Built:
+    """A valid file with the codecs of §12.3 and §12.4:
+    tensor 0 'enc.lloyd'  F32  [4, 6]  lloyd, no row scales (few magnitudes: stored exactly)
+    tensor 1 'raw.u8'     U8   [5]     raw
+    tensor 2 'enc.rows'   BF16 [3, 8]  lloyd-rows, ROW_SCALES (row 1 all zero: scale 1.0)
+    tensor 3 'enc.many'   F32  [8, 40] lloyd (more than 255 non-empty bins: rel_err > 0)"""
+    rows = bf16_exact(np.array([[0.5, -1.5, 3.0, 0.0, 0.25, -0.125, 2.0, 1.0],
+                                [0.0] * 8,
+                                [100.0, -50.0, 25.0, 12.5, -6.25, 0.0, 3.125, -1.5625]]))
+    return build_qins(
+        tensors=[
+            {"name": "enc.lloyd", "dtype": "F32", "shape": [4, 6], "codec": "lloyd",
+             "values": np.array([1, -2, 3, 0, 5, -6, 7, 8] * 3, np.float32) / 4},
+            {"name": "raw.u8", "dtype": "U8", "shape": [5], "raw": b"\x01\x02\x03\x04\x05"},
+            {"name": "enc.rows", "dtype": "BF16", "shape": [3, 8], "codec": "lloyd-rows",
+             "row_scales": True, "values": rows},
+            {"name": "enc.many", "dtype": "F32", "shape": [8, 40], "codec": "lloyd",
+             "values": rng_values(11, 320, scale=2.0)},
+        ],
+        assets=[("tokenizer.json", b"{}")],
+        alignment=64,
+    )
+
+
 class TmpMixin:
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory()
@@ -387,6 +499,42 @@ class TestWriterSanity(unittest.TestCase):
         self.assertEqual(float(lut[1]), 4.0)
         self.assertEqual(float(lut[255]), 1.0)
         self.assertEqual(float(lut[128]), 2.0)
+
+
+class TestWriterSanityLloyd(unittest.TestCase):
+    def test_lloyd_few_magnitudes_by_hand(self):
+        # Four distinct magnitudes, four bins: L = [0, 1, 2, 4, 4, ...] (§12.3.2), codes are the
+        # nearest entries (§12.3.6), rel_err 0.
+        codes, signs, lut, p0, p1, _s, _sg = encode_tensor(
+            np.array([0.0, 1.0, -2.0, 4.0, -4.0, 0.5], np.float32), [6], "lloyd", False)
+        self.assertEqual(lut[:6].tolist(), [0.0, 0.5, 1.0, 2.0, 4.0, 4.0])
+        self.assertEqual(lut[255], 4.0)
+        self.assertEqual(codes.tolist(), [0, 2, 3, 4, 4, 1])
+        self.assertEqual(signs, bytes([0b010100]))
+        self.assertEqual((p0, p1), (4.0, 0.0))
+
+    def test_lloyd_nearest_entry_ties_to_smaller_code(self):
+        # 1.5 is exactly between LUT entries 1 and 2: the threshold is not exceeded
+        lut = np.zeros(256, np.float32)
+        lut[1:] = 2.0
+        lut[1] = 1.0
+        t = (lut[:-1].astype(np.float64) + lut[1:].astype(np.float64)) / 2
+        self.assertEqual(int(np.searchsorted(t, 1.5, side="left")), 1)
+        self.assertEqual(int(np.searchsorted(t, np.nextafter(1.5, 2), side="left")), 2)
+        self.assertEqual(int(np.searchsorted(t, 0.5, side="left")), 0)  # <= LUT[1]/2: code 0
+
+    def test_lloyd_rows_scales_and_weights(self):
+        # §12.4: scale = the row's max |x| (1.0 for a zero row); ω = rhe(2^32 q^2), q = s / S
+        w = lloyd_rows_weights(np.array([2.0, 1.0, 2.0 ** -17, 1.0], np.float32))
+        self.assertEqual(w.tolist(), [1 << 32, 1 << 30, 0, 1 << 30])
+        # rows below about 2^-16.5 of the largest get weight 0; 2^-16 gets 2^32 x 2^-32 = 1
+        w = lloyd_rows_weights(np.array([1.0, 2.0 ** -16, 2.0 ** -16.4, 2.0 ** -16.6], np.float32))
+        self.assertEqual(w.tolist(), [1 << 32, 1, 1, 0])
+        _c, _s, _l, p0, p1, scales, _sg = encode_tensor(
+            np.array([[1.0, -3.0], [0.0, 0.0], [0.25, 0.5]], np.float32), [3, 2], "lloyd-rows",
+            True)
+        self.assertEqual(scales.tolist(), [3.0, 1.0, 0.5])
+        self.assertEqual(p0, 1.0)
 
 
 class TestRoundTrip(TmpMixin, unittest.TestCase):
@@ -874,7 +1022,7 @@ class TestErrors(TmpMixin, unittest.TestCase):
         self.assertKind(buf, "BadShape")
 
     def test_unknown_codec(self):
-        for cid in (3, 0xFFFF):
+        for cid in (5, 6, 0x8000, 0xFFFF):  # 3 and 4 are lloyd and lloyd-rows (§12)
             buf = bytearray(self.buf)
             put(buf, TREC(0) + 10, "<H", cid)
             self.assertKind(buf, "UnknownCodec", contains="enc.log")
@@ -1072,12 +1220,464 @@ class TestErrors(TmpMixin, unittest.TestCase):
         self.assertEqual(len(qr.ERROR_KINDS), 30)
 
 
+# --------------------------------------------------------------------------------------------
+# The codecs lloyd (§12.3) and lloyd-rows (§12.4)
+# --------------------------------------------------------------------------------------------
+
+class TestLloydCodecs(TmpMixin, unittest.TestCase):
+    def check_decodes(self, q, b):
+        for rec in b.tensors:
+            if rec["codec"] == "raw":
+                continue
+            got = q.decode(rec["name"])
+            self.assertEqual(got.dtype, np.float32)
+            self.assertEqual(got.shape, tuple(rec["shape"]))
+            self.assertEqual(got.astype("<f4").tobytes(), expected_decode_bytes(rec), rec["name"])
+
+    def test_round_trip(self):
+        b = lloyd_file()
+        q = self.open(b.data)
+        q.verify()
+        self.check_decodes(q, b)
+        t = {t.name: t for t in q.tensors}
+        self.assertEqual((t["enc.lloyd"].codec_id, t["enc.lloyd"].codec), (3, "lloyd"))
+        self.assertEqual((t["enc.rows"].codec_id, t["enc.rows"].codec), (4, "lloyd-rows"))
+        self.assertFalse(t["enc.lloyd"].row_scales)
+        self.assertTrue(t["enc.rows"].row_scales)
+        self.assertEqual(q.lut_count, 3)
+        self.assertEqual([x.lut_index for x in q.tensors if x.encoded], [0, 1, 2])
+        # few distinct magnitudes, each in its own bin, are stored exactly (§12.3.2)
+        x = np.array([1, -2, 3, 0, 5, -6, 7, 8] * 3, np.float32) / 4
+        self.assertEqual(q.decode("enc.lloyd").reshape(-1).tolist(), x.tolist())
+        self.assertEqual((t["enc.lloyd"].param0, t["enc.lloyd"].param1), (2.0, 0.0))
+        # lloyd-rows: scales are the rows' largest magnitudes, 1.0 for a zero row (§12.4)
+        self.assertEqual(q.row_scale_values("enc.rows").tolist(), [3.0, 1.0, 100.0])
+        self.assertEqual(t["enc.rows"].param0, 1.0)
+        d = q.decode("enc.rows").astype(np.float64)
+        want = b.tensors[2]["spec"]["values"].astype(np.float64)
+        np.testing.assert_allclose(d, want, rtol=1e-6, atol=0)
+        self.assertTrue(np.all(d[1] == 0))
+        # more than 255 non-empty bins: an estimate of the error, not exact
+        self.assertGreater(t["enc.many"].param1, 0.0)
+        for name in ("enc.lloyd", "enc.rows", "enc.many"):
+            lut = q.lut(name)
+            self.assertEqual(int(lut.view(np.uint32)[0]), 0)
+            self.assertTrue(np.all(np.diff(lut.astype(np.float64)) >= 0), name)
+        dump = q.dump()
+        self.assertEqual([x["codec"] for x in dump["tensors"]],
+                         ["lloyd", "raw", "lloyd-rows", "lloyd"])
+
+    def test_edge_shapes_and_sources(self):
+        tensors = []
+        for codec in ("lloyd", "lloyd-rows"):
+            rs = codec == "lloyd-rows"
+            for shape, vals in (([], np.array([-0.75], np.float32)),
+                                ([0, 3], np.zeros(0, np.float32)),
+                                ([2, 0], np.zeros(0, np.float32)),
+                                ([3, 4], np.array([0.0, -0.0] * 6, np.float32)),
+                                ([13], rng_values(21, 13)),
+                                ([2, 2, 5], rng_values(22, 20, scale=1e-30)),
+                                ([1, 9], np.array([3e38, -1e-45, 1e-40, 0, 1, -1, 2, 4, 8],
+                                                  np.float32))):
+                tensors.append({"name": f"{codec}.{shape}", "shape": shape, "codec": codec,
+                                "row_scales": rs, "values": vals})
+            tensors.append({"name": f"{codec}.f16", "dtype": "F16", "shape": [4, 5],
+                            "codec": codec, "row_scales": rs,
+                            "values": rng_values(23, 20).astype(np.float16).astype(np.float32)})
+        b = build_qins(tensors)
+        q = self.open(b.data)
+        q.verify()
+        self.check_decodes(q, b)
+        self.assertEqual(q.decode("lloyd.[]").shape, ())
+        self.assertEqual(float(q.decode("lloyd.[]")), -0.75)
+        z = q.decode("lloyd-rows.[3, 4]")
+        self.assertTrue(np.all(z.view(np.uint32) == 0))  # -0.0 gets sign 0: +0.0 (§11.2)
+        self.assertEqual((q.tensor("lloyd-rows.[3, 4]").param0,
+                          q.tensor("lloyd-rows.[3, 4]").param1), (0.0, 0.0))
+        self.assertEqual(q.tensor("lloyd-rows.[2, 0]").scales.length, 0)
+
+    def test_row_scales_column_is_not_checked(self):
+        # §12: lloyd MUST NOT and lloyd-rows MUST set ROW_SCALES, but "A reader does not check
+        # this column: decoding (§11.4) does not depend on it." Both files are valid to read.
+        v = rng_values(31, 24)
+        b = build_qins([
+            {"name": "lloyd.scaled", "shape": [4, 6], "codec": "lloyd", "row_scales": True,
+             "values": v},
+            {"name": "rows.unscaled", "shape": [4, 6], "codec": "lloyd-rows",
+             "row_scales": False, "values": v},
+        ])
+        q = self.open(b.data)
+        q.verify()
+        self.assertTrue(q.tensor("lloyd.scaled").row_scales)
+        self.assertFalse(q.tensor("rows.unscaled").row_scales)
+        self.check_decodes(q, b)
+
+    def test_parameter_constraints(self):
+        # §12.3: max_abs >= 0 and rel_err >= 0; §12.4: as lloyd; §4: finite. (BadParams)
+        base = lloyd_file().data
+        nan, inf = float("nan"), float("inf")
+        for rec in (0, 2):
+            for off, val in ((80, -1.0), (80, -1e-300), (80, -5e-324), (88, -1.0), (88, -1e-300),
+                             (80, nan), (88, nan), (80, inf), (88, inf), (88, -inf)):
+                buf = bytearray(base)
+                put(buf, TREC(rec) + off, "<d", val)
+                with self.subTest(record=rec, field=off, value=val):
+                    with self.assertRaises(qr.QinsError) as cm:
+                        self.open(buf)
+                    self.assertEqual(cm.exception.kind, "BadParams")
+            # -0.0 >= 0 in IEEE 754; any rel_err >= 0 and any max_abs >= 0 are accepted
+            for off, val in ((80, -0.0), (88, -0.0), (88, 5.0), (80, 0.0), (80, 1e300)):
+                buf = bytearray(base)
+                put(buf, TREC(rec) + off, "<d", val)
+                q = self.open(buf)
+                q.verify()
+        # a negative NaN payload is still NaN
+        buf = bytearray(base)
+        put(buf, TREC(0) + 88, "<Q", 0xFFF8000000000001)
+        with self.assertRaises(qr.ERRORS["BadParams"]):
+            self.open(buf)
+
+    def test_codec_relabelled(self):
+        # The parameters are checked against the record's codec id, whatever built the table.
+        base = lloyd_file().data
+        cases = [(0, 1, "BadParams"),    # lloyd (2.0, 0.0) as log: log_min 2 > log_max 0
+                 (0, 2, None),           # as linear: max_abs 2.0, param1 0.0 -> fine
+                 (3, 2, "BadParams"),    # enc.many as linear: param1 = rel_err > 0
+                 (3, 4, None),           # lloyd as lloyd-rows without ROW_SCALES: fine
+                 (2, 3, None)]           # lloyd-rows as lloyd with ROW_SCALES: fine
+        for rec, cid, kind in cases:
+            buf = bytearray(base)
+            put(buf, TREC(rec) + 10, "<H", cid)
+            with self.subTest(record=rec, codec=cid):
+                if kind is None:
+                    self.open(buf).verify()
+                else:
+                    with self.assertRaises(qr.QinsError) as cm:
+                        self.open(buf)
+                    self.assertEqual(cm.exception.kind, kind)
+
+    def test_lloyd_rows_scales(self):
+        b = lloyd_file()
+        so = b.tensors[2]["sections"][2][0]
+        for val, kind in ((0.0, "BadScale"), (-3.0, "BadScale"), (float("nan"), "BadScale"),
+                          (float("inf"), "BadScale"), (-0.0, "BadScale"),
+                          (2.0, None),      # not the row's largest magnitude: still valid
+                          (1e-45, None)):   # subnormal, positive: valid
+            buf = bytearray(b.data)
+            struct.pack_into("<f", buf, so + 4 * 2, val)
+            fix_section_crc(buf, TREC(2) + SCALES)
+            q = self.open(buf)  # scales are checked by verification, not at open
+            with self.subTest(value=val):
+                if kind is None:
+                    q.verify()
+                else:
+                    with self.assertRaises(qr.QinsError) as cm:
+                        q.verify()
+                    self.assertEqual(cm.exception.kind, kind)
+                    self.assertIn("row scale 2", cm.exception.message)
+
+    def test_linear_param1_must_be_zero(self):
+        # §12.2: max_abs >= 0 and param1 = 0.0 (BadParams); -0.0 == 0.0 in IEEE 754
+        b = base_file()
+        for val, ok in ((1.0, False), (1e-300, False), (-1.0, False), (5e-324, False),
+                        (-0.0, True), (0.0, True)):
+            buf = bytearray(b.data)
+            put(buf, TREC(2) + 88, "<d", val)
+            with self.subTest(param1=val):
+                if ok:
+                    self.open(buf).verify()
+                else:
+                    with self.assertRaises(qr.ERRORS["BadParams"]):
+                        self.open(buf)
+        buf = bytearray(b.data)
+        put(buf, TREC(2) + 80, "<d", -0.0)  # max_abs = -0.0 >= 0
+        self.open(buf).verify()
+
+
+# --------------------------------------------------------------------------------------------
+# The order of the checks: two faults, the first in the order of §17 (open) and §14 (verify)
+# --------------------------------------------------------------------------------------------
+
+class TestCheckOrder(TmpMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.b = base_file()
+        self.buf = bytearray(self.b.data)
+
+    def first(self, buf, kind, *, verify=False, contains=()):
+        p = self.write(buf)
+        with self.assertRaises(qr.QinsError) as cm:
+            q = qr.QinsFile(p)
+            try:
+                if verify:
+                    q.verify()
+            finally:
+                q.close()
+        e = cm.exception
+        self.assertEqual(e.kind, kind, e.message)
+        for s in ([contains] if isinstance(contains, str) else contains):
+            self.assertIn(s, e.message)
+        if verify:
+            qr.QinsFile(p).close()
+        return e
+
+    def edit(self, *edits):
+        """Apply (offset, fmt, value) edits, then recompute the header CRC once."""
+        buf = bytearray(self.buf)
+        for off, fmt, val in edits:
+            struct.pack_into(fmt, buf, off, val)
+        fix_header_crc(buf)
+        return buf
+
+    # step 5 and the record reserved fields -----------------------------------------------
+    def test_record_reserved_fields_are_checked_with_their_record(self):
+        A = arec(self.buf, 0)
+        # step 5 (alignment) comes before any record's reserved field (steps 6, 7)
+        self.first(self.edit((TREC(1) + 100, "<I", 1), (12, "<I", 100)), "BadAlignment")
+        self.first(self.edit((TREC(0) + DATA + 20, "<I", 1), (12, "<I", 100)), "BadAlignment")
+        self.first(self.edit((A + 28, "<I", 1), (12, "<I", 100)), "BadAlignment")
+        # but the preamble's and lut_table's are step 5, before alignment
+        self.first(self.edit((84, "<I", 1), (12, "<I", 100)), "ReservedNonZero")
+        self.first(self.edit((88, "<Q", 1), (12, "<I", 100)), "ReservedNonZero")
+        # records in order: tensor 1's reserved field after tensor 0's dtype
+        self.first(self.edit((TREC(1) + 100, "<I", 1), (TREC(0) + 8, "<B", 0)), "UnknownDtype")
+        # tensor 0's section reserved field before tensor 1's name
+        self.first(self.edit((TREC(0) + SIGNS + 20, "<I", 1), (TREC(1) + 4, "<I", 0)),
+                   "ReservedNonZero", contains="enc.log")
+        # an asset's reserved field after every tensor check
+        self.first(self.edit((A + 28, "<I", 1), (TREC(2) + 8, "<B", 0)), "UnknownDtype")
+
+    def test_tensor_record_order(self):
+        nan = struct.unpack("<Q", struct.pack("<d", float("nan")))[0]
+        cases = [
+            # (edits, kind): the first kind of §17 step 6 wins
+            ([(TREC(1) + 8, "<B", 0), (TREC(1) + 9, "<B", 9)], "UnknownDtype"),
+            ([(TREC(1) + 9, "<B", 9), (TREC(1) + 16, "<Q", 1 << 63)], "BadShape"),
+            ([(TREC(1) + 16, "<Q", 1 << 63), (TREC(1) + 24, "<Q", 4), (TREC(1) + 10, "<H", 99)],
+             "LimitExceeded"),
+            ([(TREC(0) + 10, "<H", 99), (TREC(0) + 8, "<B", 13)], "UnknownCodec"),
+            ([(TREC(0) + 8, "<B", 13), (TREC(0) + 12, "<I", 3)], "BadDtypeForCodec"),
+            ([(TREC(0) + 12, "<I", 3), (TREC(0) + 100, "<I", 1)], "ReservedNonZero"),
+            ([(TREC(0) + 100, "<I", 1), (TREC(0) + 80, "<Q", nan)], "ReservedNonZero"),
+            ([(TREC(1) + SCALES + 20, "<I", 1), (TREC(1) + 12, "<I", 1)], "ReservedNonZero"),
+            ([(TREC(1) + 12, "<I", 1), (TREC(1) + 80, "<d", -0.0)], "FlagMismatch"),
+            ([(TREC(1) + 80, "<d", 1.0), (TREC(1) + 96, "<I", 1)], "BadParams"),
+            ([(TREC(1) + 96, "<I", 1), (TREC(1) + DATA + 8, "<Q", 1)], "BadLutIndex"),
+            ([(TREC(0) + 80, "<Q", nan), (TREC(0) + 96, "<I", 5)], "BadParams"),
+            # lut_index before the byte sizes; the byte sizes before the section lengths
+            ([(TREC(0) + 96, "<I", 5), (TREC(0) + 16, "<Q", 1 << 62), (TREC(0) + 24, "<Q", 1)],
+             "BadLutIndex"),
+            ([(TREC(0) + 16, "<Q", 1 << 62), (TREC(0) + 24, "<Q", 1),
+              (TREC(0) + DATA + 8, "<Q", 3)], "LimitExceeded"),
+            ([(TREC(1) + 16, "<Q", 1 << 62), (TREC(1) + 24, "<Q", 1)], "LimitExceeded"),
+            # then data, signs, scales in that order (all SectionSize; the message names which)
+            ([(TREC(0) + SIGNS + 8, "<Q", 1), (TREC(0) + SCALES + 8, "<Q", 4)], "SectionSize"),
+        ]
+        for edits, kind in cases:
+            with self.subTest(edits=edits):
+                self.first(self.edit(*edits), kind)
+        e = self.first(self.edit((TREC(0) + SIGNS + 8, "<Q", 1), (TREC(0) + SCALES + 8, "<Q", 4)),
+                       "SectionSize")
+        self.assertIn("signs", e.message)
+        e = self.first(self.edit((TREC(2) + DATA + 8, "<Q", 1), (TREC(2) + SCALES, "<Q", 64)),
+                       "SectionSize")
+        self.assertIn("data", e.message)
+        e = self.first(self.edit((TREC(2) + SCALES, "<Q", 64)), "SectionSize")
+        self.assertIn("unused scales", e.message)
+
+    def test_byte_size_arithmetic(self):
+        M = (1 << 64) - 1
+        # raw: numel x bits(dtype) in u64 (§4: data.length = numel x bits / 8): 2^61 U8
+        # elements are 2^64 bits, an overflow, even though 2^61 bytes would fit
+        b = build_qins([{"name": "u8", "dtype": "U8", "shape": [4], "raw": b"abcd"},
+                        {"name": "f4", "dtype": "F4", "shape": [4], "raw": b"ab"},
+                        {"name": "h", "dtype": "F16", "shape": [9], "codec": "log",
+                         "values": rng_values(3, 9)}])
+        for rec, shape, kind in ((0, 1 << 61, "LimitExceeded"), (0, (1 << 61) - 1, "SectionSize"),
+                                 (1, 1 << 62, "LimitExceeded"), (1, (1 << 62) - 1, "SectionSize"),
+                                 (2, M, "SectionSize"), (2, M - 7, "SectionSize")):
+            buf = bytearray(b.data)
+            put(buf, TREC(rec) + 16, "<Q", shape)
+            with self.subTest(record=rec, numel=shape):
+                e = self.first(buf, kind)
+                if rec == 1 and kind == "SectionSize":
+                    self.assertIn("whole number of bytes", e.message)
+                if rec == 2:  # ceil(numel / 8) never overflows: the codes' length is wrong
+                    self.assertIn("data length", e.message)
+
+    def test_names_and_assets(self):
+        ss = get(self.buf, 52, "<I")
+        A0, A1 = arec(self.buf, 0), arec(self.buf, 1)
+        self.first(self.edit((TREC(1), "<I", ss + 1), (TREC(1) + 4, "<I", 0)), "OutOfBounds")
+        self.first(self.edit((TREC(1), "<I", ss), (TREC(1) + 4, "<I", 0)), "BadName")
+        self.first(self.edit((TREC(1) + 4, "<I", 5000)), "OutOfBounds")
+        # asset: name range, name, uniqueness, then data.reserved
+        self.first(self.edit((A1, "<I", get(self.buf, A0, "<I")),
+                             (A1 + 4, "<I", get(self.buf, A0 + 4, "<I")), (A1 + 28, "<I", 1)),
+                   "DuplicateName")
+        self.first(self.edit((A1 + 4, "<I", 0), (A1 + 28, "<I", 1)), "BadName")
+        self.first(self.edit((A0 + 28, "<I", 1), (A1 + 4, "<I", 0)), "ReservedNonZero")
+
+    def test_numel_left_to_right(self):
+        big = 1 << 40
+        b = build_qins([{"name": "e", "dtype": "U8", "shape": [0, big, big], "raw": b""}])
+        self.open(b.data).verify()  # 0 x 2^40 x 2^40 = 0, no overflow on the way
+        buf = bytearray(b.data)
+        put(buf, TREC(0) + 16, "<Q", big, fix=False)
+        put(buf, TREC(0) + 32, "<Q", 0)
+        self.first(buf, "LimitExceeded")  # 2^40 x 2^40 overflows before the 0
+
+    def test_steps_8_and_9(self):
+        lo = self.b.lut_offset
+        hs = self.b.header_size
+        ms = get(self.buf, 56, "<I")
+        # lut_count before the LUT table's length
+        self.first(self.edit((48, "<I", 3), (72, "<Q", 4096)), "BadLutIndex")
+        # layout (step 8) before metadata (step 9); metadata before LUT values
+        buf = self.edit((hs - 4 - ms, "<B", ord("[")), (TREC(1) + DATA, "<Q",
+                                                        get(self.buf, TREC(1) + DATA, "<Q") + 4))
+        self.first(buf, "Misaligned")
+        buf = self.edit((hs - 4 - ms, "<B", ord("[")))
+        struct.pack_into("<I", buf, lo + 4 * 3, 0xBF800000)
+        self.first(buf, "BadMetadata")
+        buf = bytearray(self.buf) + bytes(64)
+        put(buf, 24, "<Q", len(buf), fix=False)
+        buf[hs - 4 - ms] = ord("[")
+        fix_header_crc(buf)
+        self.first(buf, "TrailingBytes")
+
+    # verification (§14, order at the end of §17) -----------------------------------------------
+    def test_verification_order(self):
+        b = self.b
+        hs = b.header_size
+        t0, t1, t2 = b.tensors
+        # the padding before the LUT table comes before every CRC
+        buf = bytearray(self.buf)
+        buf[hs] = 1
+        buf[b.assets[1]["section"][0]] ^= 1
+        self.first(buf, "NonZeroPadding", verify=True, contains=str(hs))
+        # a section's CRC comes before the padding before the next section
+        buf = bytearray(self.buf)
+        buf[t0["sections"][0][0]] ^= 1
+        buf[t0["sections"][0][0] + 15] = 1  # padding after enc.log's 15 codes
+        self.first(buf, "DataChecksum", verify=True, contains="tensor enc.log data")
+        # a section's padding comes before its CRC
+        buf = bytearray(self.buf)
+        buf[t0["sections"][0][0] + 15] = 1
+        buf[t0["sections"][1][0]] ^= 1
+        self.first(buf, "NonZeroPadding", verify=True)
+        # CRCs before sign bits
+        buf = bytearray(self.buf)
+        buf[t2["sections"][1][0] + 1] |= 0x80
+        self.first(buf, "DataChecksum", verify=True, contains="tensor enc.lin signs")
+        # tensors in record order: enc.log's scale before enc.lin's sign bits
+        buf = bytearray(self.buf)
+        struct.pack_into("<f", buf, t0["sections"][2][0], 0.0)
+        fix_section_crc(buf, TREC(0) + SCALES)
+        buf[t2["sections"][1][0] + 1] |= 0x80
+        fix_section_crc(buf, TREC(2) + SIGNS)
+        self.first(buf, "BadScale", verify=True, contains="enc.log")
+        # within a tensor: sign bits before scales (enc.log: 15 elements, bit 7 unused)
+        buf = bytearray(self.buf)
+        struct.pack_into("<f", buf, t0["sections"][2][0], 0.0)
+        fix_section_crc(buf, TREC(0) + SCALES)
+        buf[t0["sections"][1][0] + 1] |= 0x80
+        fix_section_crc(buf, TREC(0) + SIGNS)
+        self.first(buf, "StraySignBits", verify=True, contains="enc.log")
+        # scales in row order
+        buf = bytearray(self.buf)
+        struct.pack_into("<f", buf, t0["sections"][2][0] + 4, float("nan"))
+        struct.pack_into("<f", buf, t0["sections"][2][0] + 8, -1.0)
+        fix_section_crc(buf, TREC(0) + SCALES)
+        self.first(buf, "BadScale", verify=True, contains="row scale 1")
+
+
+# --------------------------------------------------------------------------------------------
+# The public conformance suite (spec/conformance.md §20.2.1), when conformance/ is present
+# --------------------------------------------------------------------------------------------
+
+SUITE = os.path.join(os.path.dirname(HERE), "conformance")
+
+
+@unittest.skipUnless(os.path.isdir(os.path.join(SUITE, "valid")), "no conformance/ suite")
+class TestConformanceSuite(unittest.TestCase):
+    def test_valid_goldens(self):
+        crc = lambda b: f"{zlib.crc32(b):08x}"  # noqa: E731
+        vdir = os.path.join(SUITE, "valid")
+        names = sorted(f for f in os.listdir(vdir) if f.endswith(".expected.json"))
+        self.assertTrue(names)
+        for en in names:
+            with open(os.path.join(vdir, en), encoding="utf-8") as fh:
+                exp = json.load(fh)
+            path = os.path.join(vdir, exp["file"])
+            with self.subTest(file=exp["file"]):
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                self.assertEqual((len(data), crc(data)), (exp["file_size"], exp["file_crc32"]))
+                with qr.QinsFile(path) as q:
+                    q.verify()
+                    self.assertEqual(list(q.version), exp["version"])
+                    self.assertEqual(q.alignment, exp["alignment"])
+                    self.assertEqual(q.metadata, exp["metadata"])
+                    self.assertEqual(len(q.tensors), len(exp["tensors"]))
+                    for t, e in zip(q.tensors, exp["tensors"]):
+                        self.assertEqual((t.name, t.dtype, list(t.shape), t.codec, t.row_scales),
+                                         (e["name"], e["dtype"], e["shape"], e["storage"],
+                                          e["row_scales"]))
+                        if e["storage"] == "raw":
+                            self.assertNotIn("params", e)
+                            payload = q.raw_bytes(t)
+                            if "hex" in e:
+                                self.assertEqual(payload.hex(), e["hex"])
+                        else:
+                            self.assertEqual([f"{t.param0_bits:016x}", f"{t.param1_bits:016x}"],
+                                             e["params"])
+                            payload = q.decode(t).astype("<f4").tobytes()
+                            if "values" in e:
+                                bits = [f"{x:08x}" for x in
+                                        np.frombuffer(payload, dtype="<u4").tolist()]
+                                self.assertEqual(bits, e["values"], t.name)
+                        self.assertEqual((len(payload), crc(payload)), (e["bytes"], e["crc32"]))
+                    self.assertEqual(
+                        [(a.name, a.size, crc(q.asset_bytes(a))) for a in q.assets],
+                        [(a["name"], a["size"], a["crc32"]) for a in exp["assets"]])
+                    for a, e in zip(q.assets, exp["assets"]):
+                        if "hex" in e:
+                            self.assertEqual(q.asset_bytes(a).hex(), e["hex"])
+
+    def test_negative_goldens(self):
+        idir = os.path.join(SUITE, "invalid")
+        with open(os.path.join(idir, "manifest.json"), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        self.assertEqual(manifest["schema"], "qins-conformance-invalid/1")
+        for case in manifest["cases"]:
+            with self.subTest(file=case["file"]):
+                got = None
+                try:
+                    q = qr.QinsFile(os.path.join(idir, case["file"]))
+                except qr.QinsError as e:
+                    got = ("open", e.kind)
+                else:
+                    try:
+                        q.verify()
+                    except qr.QinsError as e:
+                        got = ("verify", e.kind)
+                    finally:
+                        q.close()
+                self.assertEqual(got, (case["stage"], case["kind"]), case["description"])
+
+
 class TestFuzz(TmpMixin, unittest.TestCase):
     """Random damage must only ever produce QinsError (never another exception)."""
 
     def test_random_mutations(self):
-        b = base_file()
-        r = np.random.default_rng(1234)
+        self.mutate(base_file(), 1234)
+
+    def test_random_mutations_lloyd(self):
+        self.mutate(lloyd_file(), 4321)
+
+    def mutate(self, b, seed):
+        r = np.random.default_rng(seed)
         hs = b.header_size
         kinds = set()
         for it in range(600):
