@@ -3,7 +3,8 @@
 //! on a terminal, and prints the summary (text, or JSON with `--json`) on stdout.
 //!
 //! Exit status: 0 on success, 1 when the input is refused or the conversion fails (the message
-//! names the file, the tensor and the cause), 2 for usage errors.
+//! names the file, the tensor and the cause, on one line; `--verbose` prints the chain of causes
+//! one per line), 2 for usage errors.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -48,8 +49,9 @@ struct Cli {
     #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
     exclude: Vec<String>,
 
-    /// How encoded tensors build their table.
-    #[arg(long, value_enum, default_value_t = CodecArg::Log)]
+    /// How encoded tensors build their table and codes (see Codecs below). The default,
+    /// lloyd-rows, has the best fidelity for about 0.07 more bits per weight than the others.
+    #[arg(long, value_enum, default_value_t = CodecArg::LloydRows)]
     codec: CodecArg,
 
     /// Section alignment in bytes: a power of two from 64 to 1048576.
@@ -76,6 +78,10 @@ struct Cli {
     /// Worker threads (default: one per core). The output does not depend on it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+
+    /// On error, print the chain of causes one per line, instead of one line.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -90,17 +96,50 @@ not safe UTF-8 paths; each exception is listed as skipped in the summary.
 Order: tensors sorted by name (byte order), assets by path, whatever the sharding; the output is
 byte-identical for the same input and flags, whatever --threads.
 
+Codecs (all store 8-bit codes, a sign bit and a 1 KiB table per tensor; spec §12):
+  lloyd-rows  the default: each row divided by its largest magnitude (one f32 scale per row),
+              then 255 levels fitted to minimise the squared error (§12.4). all-MiniLM-L6-v2,
+              every 2-D tensor: 50.3 dB SNR at 9.09 bits per weight.
+  lloyd       the same fit without row scales (§12.3): 48.7 dB at 9.02 bits per weight.
+  log         logarithmic levels between the smallest and largest magnitude (§12.1): 34.2 dB.
+  seed-log    the same as log: the Python prototype's exact rule (recorded as log).
+  linear      linear levels up to the largest magnitude (§12.2): 27.8 dB.
+qins-inspect OUT.qins --against HF_DIR measures what the codec did to each tensor.
+
 Metadata: qins.writer, qins.source (the directory's name), qins.policy (the flags above, as JSON).
 
 Sizes in the summary are counted from the bytes in the written file; ratios compare it with the
-source files, and with the same model in F32 and in BF16.";
+source files, and with the same model in F32 and in BF16.
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+Output: written as .OUT.XXXXXX.tmp beside OUT and renamed to OUT when complete, so OUT is never
+partial. A failed conversion removes the temporary file; a killed one (kill -9, a power cut)
+leaves it behind, and it can be deleted.";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum CodecArg {
+    /// The Python prototype's exact rule: an alias of log (spec §12.1).
+    SeedLog,
     /// Logarithmic table between the smallest and largest magnitude (spec §12.1).
     Log,
     /// Linear table up to the largest magnitude (spec §12.2).
     Linear,
+    /// 255 levels fitted to minimise the squared error, no row scales (spec §12.3).
+    Lloyd,
+    /// Rows scaled by their largest magnitude, then 255 fitted levels (spec §12.4); the
+    /// default.
+    LloydRows,
+}
+
+impl CodecArg {
+    /// The registry codec (`seed-log` is `log`).
+    fn codec(self) -> Codec {
+        match self {
+            CodecArg::SeedLog | CodecArg::Log => Codec::Log,
+            CodecArg::Linear => Codec::Linear,
+            CodecArg::Lloyd => Codec::Lloyd,
+            CodecArg::LloydRows => Codec::LloydRows,
+        }
+    }
 }
 
 fn parse_glob(s: &str) -> Result<String, String> {
@@ -144,12 +183,25 @@ impl Progress for Bar {
     }
 }
 
+/// Prints `e` as one line `error: outer: inner: ...`, or with `verbose`, its outermost message
+/// then each cause on a line of its own.
+fn print_error(e: &anyhow::Error, verbose: bool) {
+    if verbose {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("caused by: {cause}");
+        }
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            print_error(&e, cli.verbose);
             ExitCode::from(1)
         }
     }
@@ -158,10 +210,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let mut opts = ConvertOptions::new(cli.hf_dir.clone(), cli.out.clone().unwrap_or_default());
     opts.policy = PolicyOptions {
-        codec: match cli.codec {
-            CodecArg::Log => Codec::Log,
-            CodecArg::Linear => Codec::Linear,
-        },
+        codec: cli.codec.codec(),
         encode_embeddings: cli.encode_embeddings,
         include: cli.include.clone(),
         exclude: cli.exclude.clone(),
@@ -233,5 +282,28 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_codec_is_selectable_and_lloyd_rows_is_the_default() {
+        let codec = |args: &[&str]| {
+            let mut argv = vec!["qins-convert", "m", "o.qins"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap().codec.codec()
+        };
+        assert_eq!(codec(&[]), Codec::LloydRows);
+        for (name, want) in [
+            ("seed-log", Codec::Log),
+            ("log", Codec::Log),
+            ("linear", Codec::Linear),
+            ("lloyd", Codec::Lloyd),
+            ("lloyd-rows", Codec::LloydRows),
+        ] {
+            assert_eq!(codec(&["--codec", name]), want, "{name}");
+        }
+        // Every registry codec can be chosen.
+        for c in Codec::ALL {
+            assert_eq!(codec(&["--codec", c.name()]), *c);
+        }
     }
 }

@@ -4,14 +4,19 @@
 //! mapped, then unmapped); a window is split into chunks of a multiple of 8 elements that rayon
 //! processes in parallel. Encoding takes two passes over the windows: `scan` every chunk and
 //! merge the statistics, fit the [`Quantizer`], then `encode` every chunk into the window's
-//! code and sign buffers, which are written in order. Chunks convert their source dtype to f32
-//! in a per-thread buffer; the whole tensor never exists as f32. What is resident at once is one
-//! window of source bytes and codes plus one chunk of f32 per thread, whatever the model's size,
-//! and the bytes written depend neither on the chunking nor on the number of threads.
+//! code and sign buffers, which are written in order. A codec with row scales
+//! ([`Codec::uses_row_scales`], `lloyd-rows`) takes one more pass first: [`RowMaxima::scan`]
+//! every chunk, merge the maxima, and turn them into the scales ([`RowMaxima::into_scales`]),
+//! which the two passes then divide by and the writer stores (one f32 per row, the only part
+//! of a tensor's output held whole). Chunks convert their source dtype to f32 in a per-thread
+//! buffer; the whole tensor never exists as f32. What is resident at once is one window of
+//! source bytes and codes plus one chunk of f32 per thread (and the row scales), whatever the
+//! model's size, and the bytes written depend neither on the chunking nor on the number of
+//! threads.
 
 use std::cell::RefCell;
 
-use qins_format::codec::{scan, EncodeError, Quantizer, Stats};
+use qins_format::codec::{scan, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
 use qins_format::{Codec, Dtype};
 use qins_write::{WriteError, Writer};
 use rayon::prelude::*;
@@ -86,7 +91,7 @@ pub(crate) fn copy_raw(
     }
 }
 
-/// Encodes a tensor with `codec` and writes it.
+/// Encodes a tensor with `codec` (and its row scales, if the codec has them) and writes it.
 pub(crate) fn encode(
     src: &HfSource,
     t: &SourceTensor,
@@ -121,6 +126,41 @@ pub(crate) fn encode(
             .map(move |a| (a, (a + ch.window).min(n)))
     };
 
+    // Pass 0, for a codec with row scales: each row's largest magnitude. The maxima of the
+    // chunks are merged pairwise (max is exact, so the order does not matter; pairwise keeps
+    // the cost proportional to rows × log(chunks) even for very short rows).
+    let scales: Option<Vec<f32>> = if codec.uses_row_scales() {
+        let mut maxima: Vec<RowMaxima> = Vec::new();
+        for (a, b) in windows() {
+            let bytes = src.read(t, a * es..b * es)?;
+            let parts: Vec<Result<RowMaxima, EncodeError>> = bytes
+                .par_chunks(chunk_bytes)
+                .enumerate()
+                .map(|(k, part)| {
+                    with_f32(t.dtype, part, |v| {
+                        RowMaxima::scan(v, a + k as u64 * ch.chunk, &t.shape)
+                    })
+                })
+                .collect();
+            // In order, so that the first bad element reported is the first in the tensor.
+            for p in parts {
+                maxima.push(p.map_err(fail)?);
+            }
+        }
+        let all = maxima
+            .into_par_iter()
+            .reduce(|| RowMaxima::EMPTY, RowMaxima::merge);
+        Some(all.into_scales(&t.shape).map_err(fail)?)
+    } else {
+        None
+    };
+    let rs = scales
+        .as_deref()
+        .map(|s| RowScales::new(s, &t.shape))
+        .transpose()
+        .map_err(fail)?;
+    let rs = rs.as_ref();
+
     // Pass 1: check every value and gather the statistics.
     let mut stats = Stats::EMPTY;
     for (a, b) in windows() {
@@ -128,7 +168,7 @@ pub(crate) fn encode(
         let parts: Vec<Result<Stats, EncodeError>> = bytes
             .par_chunks(chunk_bytes)
             .enumerate()
-            .map(|(k, part)| with_f32(t.dtype, part, |v| scan(v, a + k as u64 * ch.chunk, None)))
+            .map(|(k, part)| with_f32(t.dtype, part, |v| scan(v, a + k as u64 * ch.chunk, rs)))
             .collect();
         // In order, so that the first bad element reported is the first in the tensor.
         for p in parts {
@@ -138,7 +178,7 @@ pub(crate) fn encode(
 
     // Pass 2: encode each window and write it.
     let q = Quantizer::new(codec, &stats);
-    w.begin_encoded(&q, None)
+    w.begin_encoded(&q, scales.as_deref())
         .map_err(|e| ConvertError::from_write(target, e))?;
     let cap = ch.window.min(n) as usize;
     let mut codes = vec![0u8; cap];
@@ -154,7 +194,7 @@ pub(crate) fn encode(
             .enumerate()
             .map(|(k, ((c, s), part))| {
                 with_f32(t.dtype, part, |v| {
-                    q.encode(v, a + k as u64 * ch.chunk, None, c, s)
+                    q.encode(v, a + k as u64 * ch.chunk, rs, c, s)
                 })
             })
             .collect();

@@ -43,7 +43,8 @@ pub const EMBEDDING_PATTERNS: &[&str] = &[
 /// The options that make a policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyOptions {
-    /// The codec of encoded tensors.
+    /// The codec of encoded tensors: [`Codec::LloydRows`] by default (see the crate
+    /// documentation for the others).
     pub codec: Codec,
     /// Encode token embeddings and output heads too.
     pub encode_embeddings: bool,
@@ -56,7 +57,7 @@ pub struct PolicyOptions {
 impl Default for PolicyOptions {
     fn default() -> Self {
         PolicyOptions {
-            codec: Codec::Log,
+            codec: Codec::LloydRows,
             encode_embeddings: false,
             include: Vec::new(),
             exclude: Vec::new(),
@@ -174,7 +175,9 @@ fn compile(globs: &[impl AsRef<str>]) -> Result<GlobSet, ConvertError> {
     })
 }
 
-/// What `qins.policy` records (spec §7): enough to apply the same policy again.
+/// What `qins.policy` records (spec §7): enough to apply the same policy again. `codec` is the
+/// registry name (`log` for the CLI's `seed-log`); `row_scales` says whether encoded tensors
+/// have row scales (true for `lloyd-rows`).
 #[derive(Serialize)]
 struct PolicyRecord<'a> {
     codec: &'a str,
@@ -249,7 +252,7 @@ impl Policy {
     pub fn to_json(&self) -> String {
         serde_json::to_string(&PolicyRecord {
             codec: self.opts.codec.name(),
-            row_scales: false,
+            row_scales: self.opts.codec.uses_row_scales(),
             encode_embeddings: self.opts.encode_embeddings,
             include: &self.opts.include,
             exclude: &self.opts.exclude,
@@ -413,6 +416,7 @@ mod tests {
         });
         let j: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         assert_eq!(j["codec"], "linear");
+        assert_eq!(j["row_scales"], false);
         assert_eq!(j["exclude"][0], "x*");
         assert_eq!(j["encode_embeddings"], false);
         assert_eq!(
@@ -421,5 +425,20 @@ mod tests {
         );
         assert!(j["assets"].as_str().unwrap().contains("64 MiB"));
         assert_eq!(p.to_json(), p.clone().to_json());
+    }
+
+    #[test]
+    fn default_codec_is_lloyd_rows_with_row_scales() {
+        let p = policy(|_| {});
+        assert_eq!(p.codec(), Codec::LloydRows);
+        let j: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(j["codec"], "lloyd-rows");
+        assert_eq!(j["row_scales"], true);
+        for codec in [Codec::Log, Codec::Lloyd] {
+            let j: serde_json::Value =
+                serde_json::from_str(&policy(|o| o.codec = codec).to_json()).unwrap();
+            assert_eq!(j["codec"], codec.name());
+            assert_eq!(j["row_scales"], false);
+        }
     }
 }

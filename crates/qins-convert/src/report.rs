@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use qins_format::{Codec, Dtype, Storage, LUT_BYTES};
+use qins_format::{section_lengths, Codec, Dtype, Storage, LUT_BYTES};
 use serde::{Serialize, Serializer};
 
 use crate::policy::{Decision, RawReason};
@@ -34,7 +34,7 @@ pub struct TensorPlan {
     /// Bytes in the source.
     pub source_bytes: u64,
     /// Bytes stored in the output, padding excluded: raw → its bytes; encoded → codes, sign
-    /// bits and its 1 KiB table.
+    /// bits, row scales (4 bytes per row, with a codec that has them) and its 1 KiB table.
     pub stored_bytes: u64,
     /// `stored_bytes × 8 / elements` (0 for an empty tensor).
     pub bits_per_weight: f64,
@@ -48,8 +48,18 @@ impl TensorPlan {
         codec: Codec,
     ) -> TensorPlan {
         let n = t.numel();
+        let storage = if decision.is_encoded() {
+            Storage::Encoded {
+                codec,
+                row_scales: codec.uses_row_scales(),
+            }
+        } else {
+            Storage::Raw
+        };
         let stored = if decision.is_encoded() {
-            n + n.div_ceil(8) + LUT_BYTES
+            let [codes, signs, scales] =
+                section_lengths(t.dtype, &t.shape, storage).unwrap_or([n, n.div_ceil(8), 0]);
+            codes + signs + scales + LUT_BYTES
         } else {
             t.len
         };
@@ -58,14 +68,7 @@ impl TensorPlan {
             dtype: t.dtype,
             shape: t.shape.clone(),
             file: file.to_string(),
-            storage: if decision.is_encoded() {
-                Storage::Encoded {
-                    codec,
-                    row_scales: false,
-                }
-            } else {
-                Storage::Raw
-            },
+            storage,
             decision,
             source_bytes: t.len,
             stored_bytes: stored,
@@ -96,6 +99,8 @@ pub struct OutputBytes {
     pub code_bytes: u64,
     /// Sign bits of encoded tensors.
     pub sign_bytes: u64,
+    /// Row scales of encoded tensors (4 bytes per row, with a codec that has them).
+    pub scale_bytes: u64,
     /// Raw tensors.
     pub raw_bytes: u64,
     /// Assets.
@@ -164,7 +169,8 @@ pub struct ConvertSummary {
     pub encoded_weights: u64,
     /// Source bytes of the encoded tensors.
     pub encoded_source_bytes: u64,
-    /// `(codes + signs + tables) × 8 / encoded_weights`: what an encoded weight costs.
+    /// `(codes + signs + row scales + tables) × 8 / encoded_weights`: what an encoded weight
+    /// costs.
     pub bits_per_encoded_weight: f64,
     /// Assets carried (names).
     pub assets: Vec<String>,
@@ -250,7 +256,8 @@ impl ConvertSummary {
         }
         let assets: u64 = plan.assets.iter().map(|a| a.size).sum();
         let (f32b, bf16b) = (f32b + assets, bf16b + assets);
-        let enc_bytes = output.code_bytes + output.sign_bytes + output.lut_bytes;
+        let enc_bytes =
+            output.code_bytes + output.sign_bytes + output.scale_bytes + output.lut_bytes;
         ConvertSummary {
             source: plan.source.clone(),
             target: target.display().to_string(),
@@ -302,12 +309,17 @@ impl ConvertSummary {
             );
         }
         if self.encoded > 0 {
+            let scales = if o.scale_bytes > 0 {
+                format!(", row scales {}", h(o.scale_bytes))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "encoded: {} weights, {} -> {} ({:.3} bits per weight: codes {}, signs {}, tables {})",
+                "encoded: {} weights, {} -> {} ({:.3} bits per weight: codes {}, signs {}{scales}, tables {})",
                 self.encoded_weights,
                 h(self.encoded_source_bytes),
-                h(o.code_bytes + o.sign_bytes + o.lut_bytes),
+                h(o.code_bytes + o.sign_bytes + o.scale_bytes + o.lut_bytes),
                 self.bits_per_encoded_weight,
                 h(o.code_bytes),
                 h(o.sign_bytes),
@@ -331,13 +343,14 @@ impl ConvertSummary {
         );
         let _ = writeln!(
             s,
-            "out: {} ({} bytes: header {}, tables {}, codes {}, signs {}, raw {}, assets {}, padding {})",
+            "out: {} ({} bytes: header {}, tables {}, codes {}, signs {}, row scales {}, raw {}, assets {}, padding {})",
             h(o.file_size),
             o.file_size,
             h(o.header_bytes),
             h(o.lut_bytes),
             h(o.code_bytes),
             h(o.sign_bytes),
+            h(o.scale_bytes),
             h(o.raw_bytes),
             h(o.asset_bytes),
             h(o.padding_bytes)

@@ -29,7 +29,8 @@ fn converts_and_prints_a_summary() {
     let out = text(&o.stdout);
     for needle in [
         "tiny -> tiny.qins",
-        "14 encoded with log",
+        "14 encoded with lloyd-rows",
+        "row scales",
         "kept raw",
         "ratio:",
         "vs BF16",
@@ -184,5 +185,49 @@ fn usage_errors_exit_2() {
         "--json",
     ] {
         assert!(help.contains(flag), "{flag} in --help");
+    }
+}
+
+#[test]
+fn codec_flag_selects_the_codec_and_seed_log_is_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("m"), SynthDtype::F32, 1, false);
+    let mut files = Vec::new();
+    for codec in ["seed-log", "log", "linear", "lloyd", "lloyd-rows"] {
+        let out = format!("{codec}.qins");
+        let o = run(tmp.path(), &["m", &out, "--codec", codec, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{codec}: {}", text(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let name = if codec == "seed-log" { "log" } else { codec };
+        assert_eq!(j["codec"], name);
+        assert_eq!(
+            j["output"]["scale_bytes"].as_u64().unwrap() > 0,
+            codec == "lloyd-rows"
+        );
+        let bytes = std::fs::read(tmp.path().join(&out)).unwrap();
+        {
+            let q = qins_read::Qins::parse(&bytes).unwrap();
+            let p: serde_json::Value = serde_json::from_str(&q.metadata()["qins.policy"]).unwrap();
+            assert_eq!(p["codec"], name);
+            assert_eq!(p["row_scales"], codec == "lloyd-rows");
+            let t = q.tensor("model.layers.0.mlp.up_proj.weight").unwrap();
+            assert_eq!(t.codec().unwrap().name(), name);
+        }
+        check_against_source(&tmp.path().join("m"), &tmp.path().join(&out), SYNTH_ASSETS);
+        files.push(bytes);
+    }
+    assert_eq!(
+        files[0], files[1],
+        "seed-log writes exactly what log writes"
+    );
+    let o = run(tmp.path(), &["--help"]);
+    let help = text(&o.stdout);
+    for needle in [
+        "seed-log",
+        "lloyd-rows",
+        "[default: lloyd-rows]",
+        "--against",
+    ] {
+        assert!(help.contains(needle), "{needle} in --help:\n{help}");
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use qins_convert::{convert, plan, ConvertError, ConvertOptions, NoProgress};
+use qins_format::Codec;
 use qins_synth::{SynthConfig, SynthDtype};
 
 struct Case {
@@ -314,6 +315,17 @@ fn nan_or_infinity_in_a_tensor_to_encode() {
     qins_synth::generate(&cfg, &c.src).unwrap();
     let mut o = c.opts();
     o.chunk_elements = 1000; // the bad element is in a later chunk
+                             // Every codec finds it: lloyd-rows (the default) in its row-maxima pass, the others when
+                             // gathering statistics.
+    for &codec in Codec::ALL {
+        let mut o = o.clone();
+        o.policy.codec = codec;
+        let (e, _) = c.fails(&o);
+        assert!(
+            matches!(e, ConvertError::NonFinite { index: 4321, .. }),
+            "{codec}: {e:?}"
+        );
+    }
     let (e, msg) = c.fails(&o);
     assert!(
         matches!(e, ConvertError::NonFinite { index: 4321, .. }),

@@ -65,8 +65,34 @@
 //!
 //! `bytes.total` always equals `header.file_size`. The fields are documented on [`Report`]
 //! and the types it contains.
+//!
+//! # Against the source (`--against HF_DIR`)
+//!
+//! [`inspect_against`] adds what the codec did to each tensor, measured against the source
+//! weights (module [`against`]): after the text report, a table of the encoded tensors, their
+//! totals and the raw tensors' check; in the JSON document, one more key:
+//!
+//! ```text
+//!   "against": {
+//!     "source": "HF_DIR",
+//!     "encoded": [{"name", "encoding", "numel", "energy", "noise", "rel_rmse",
+//!                  "snr_db": f64 | null (exact), "exact": bool, "max_err_rel": f64 | null,
+//!                  "source_zeros", "decoded_zeros", "source_zero_share",
+//!                  "decoded_zero_share"}],
+//!     "raw": [{"name", "bytes", "exact": bool, "first_difference": u64 | null}],
+//!     "source_only": ["name"],
+//!     "totals": {"encoded_tensors", "encoded_weights", "energy", "noise", "rel_rmse",
+//!                "snr_db": f64 | null, "exact", "worst_snr_db": f64 | null,
+//!                "worst_tensor": string | null, "max_err_rel": f64 | null,
+//!                "source_zero_share", "decoded_zero_share", "bits_per_weight": f64 | null,
+//!                "raw_tensors", "raw_mismatches"}
+//!   }
+//! ```
+//!
+//! The fields are documented on [`Against`] and the types it contains.
 #![forbid(unsafe_code)]
 
+pub mod against;
 mod layout;
 mod report;
 mod sections;
@@ -74,9 +100,13 @@ mod text;
 mod units;
 
 use std::io::{self, Write};
+use std::path::Path;
 
+use qins_convert::source::HfSource;
 use qins_read::{Qins, ReadError};
+use serde::Serialize;
 
+pub use against::{compare, write_against_text, Against, AgainstError};
 pub use layout::write_layout;
 pub use report::{
     AssetReport, ByteCounts, HeaderFields, Params, Report, Section, TensorBytes, TensorReport,
@@ -119,12 +149,94 @@ pub enum Error {
     /// The output could not be written.
     #[error("cannot write the output: {0}")]
     Write(#[from] io::Error),
+    /// The file cannot be compared with the source, or its raw tensors differ from it
+    /// ([`inspect_against`]).
+    #[error(transparent)]
+    Against(#[from] AgainstFailure),
+}
+
+/// Why [`inspect_against`] failed: the source directory as given, and the cause; shown as
+/// `against DIR: cause` (or `against the source: cause` when the cause, an error reading the
+/// source, names the path itself).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", failure_message(.dir, .cause))]
+pub struct AgainstFailure {
+    /// The source directory as given.
+    pub dir: String,
+    /// What went wrong.
+    pub cause: AgainstError,
 }
 
 /// Writes `report` as one JSON document (see the crate documentation), followed by a newline.
 pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, report)?;
     writeln!(out)
+}
+
+fn failure_message(dir: &str, cause: &AgainstError) -> String {
+    match cause {
+        AgainstError::Source(_) => format!("against the source: {cause}"),
+        _ => format!("against {dir}: {cause}"),
+    }
+}
+
+/// The JSON document of [`inspect_against`]: the report's keys, then `against`.
+#[derive(Serialize)]
+struct WithAgainst<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    against: &'a Against,
+}
+
+/// Inspects a validated file shown as `name` and compares it with the Hugging Face directory
+/// `source` it was converted from (see [`against`]): verifies it if asked, compares every
+/// tensor, then writes the text report followed by the comparison, or one JSON document with
+/// the `against` key (`opts.format` must not be [`Format::Layout`], which has no comparison;
+/// it is written as text).
+///
+/// Fails without writing anything when verification fails, the source cannot be read, or a
+/// tensor is missing from it or differs in shape or dtype; fails after writing everything
+/// when raw tensors are not bit-exact copies of the source ([`AgainstError::RawMismatch`]).
+pub fn inspect_against(
+    file: &Qins<'_>,
+    name: &str,
+    opts: &Options,
+    source: &Path,
+    out: &mut dyn Write,
+) -> Result<Against, Error> {
+    let fail = |cause: AgainstError| AgainstFailure {
+        dir: source.display().to_string(),
+        cause,
+    };
+    if opts.verify {
+        file.verify()?;
+    }
+    let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
+    let against = compare(file, &src).map_err(fail)?;
+    let report = Report::new(file, name, opts.verify);
+    match opts.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &WithAgainst {
+                    report: &report,
+                    against: &against,
+                },
+            )
+            .map_err(io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Text | Format::Layout => {
+            write_text(&report, out)?;
+            write_against_text(&against, out)?;
+        }
+    }
+    out.flush()?;
+    let mismatches = against.mismatches();
+    if !mismatches.is_empty() {
+        return Err(fail(AgainstError::RawMismatch { mismatches }).into());
+    }
+    Ok(against)
 }
 
 /// Inspects a validated file shown as `name`: verifies it if asked, then writes the view that

@@ -1,8 +1,12 @@
-//! `qins-inspect FILE [--verify] [--json | --layout [--full]]`: what is in a `.qins` file.
+//! `qins-inspect FILE [--verify] [--json | --layout [--full]] [--against HF_DIR]`: what is in a
+//! `.qins` file, and with `--against`, how far its tensors are from the source weights.
 //!
-//! Exit status: 0 when the file is valid (and, with `--verify`, every checksum matches); 1 when
-//! it cannot be read or is invalid, with one line `error: FILE: message` on stderr (`--verbose`:
-//! the chain of causes, one per line); 2 on a usage error.
+//! Exit status: 0 when the file is valid (and, with `--verify`, every checksum matches; with
+//! `--against`, every tensor is in the source with its shape and dtype and every raw tensor is
+//! bit-exact); 1 when it cannot be read or is invalid, or the comparison fails, with one line
+//! `error: FILE: message` on stderr (`--verbose`: the chain of causes, one per line); 2 on a
+//! usage error. Raw tensors that differ from the source are reported after the comparison is
+//! written.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -33,6 +37,12 @@ struct Cli {
     /// With --layout: show every LUT entry and every byte of every section.
     #[arg(long, requires = "layout")]
     full: bool,
+    /// Compare every tensor with the Hugging Face directory the file was converted from: per
+    /// encoded tensor and in total, relative RMSE, SNR in dB, largest error relative to
+    /// max|w|, and shares of exact zeros; raw tensors must be bit-exact. Exit 1 if a tensor
+    /// is missing from the source, has another shape or dtype, or a raw tensor differs.
+    #[arg(long, value_name = "HF_DIR", conflicts_with = "layout")]
+    against: Option<PathBuf>,
 
     /// On error, print the chain of causes one per line, instead of one line.
     #[arg(long, short)]
@@ -62,10 +72,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    match qins_inspect::inspect(&qins, &name, &opts, &mut out) {
+    let done = match &cli.against {
+        None => qins_inspect::inspect(&qins, &name, &opts, &mut out),
+        Some(dir) => qins_inspect::inspect_against(&qins, &name, &opts, dir, &mut out).map(drop),
+    };
+    match done {
         Ok(()) => Ok(()),
         Err(Error::Verify(e)) => Err(in_file(e)),
         Err(Error::Write(e)) => Err(e).context("stdout"),
+        Err(Error::Against(e)) => Err(anyhow::Error::new(e).context(name.clone())),
     }
 }
 

@@ -136,6 +136,74 @@ pub struct Checked {
     pub raw: Vec<String>,
     /// The worst relative error seen in an encoded log tensor.
     pub worst_rel: f64,
+    /// The SNR in dB of each encoded tensor with some non-zero weight,
+    /// `10 log10(Σw² / Σ(w − ŵ)²)` (+inf when exact), in file order.
+    pub snr: Vec<(String, f64)>,
+    /// Σw² over the encoded tensors.
+    pub energy: f64,
+    /// Σ(w − ŵ)² over the encoded tensors.
+    pub noise: f64,
+}
+
+impl Checked {
+    /// The lowest SNR of an encoded tensor (+inf when there is none).
+    pub fn worst_snr(&self) -> f64 {
+        self.snr.iter().fold(f64::INFINITY, |a, s| a.min(s.1))
+    }
+
+    /// The SNR of all encoded tensors together, from the summed energies (so weighted by
+    /// parameter count and energy), in dB.
+    pub fn total_snr(&self) -> f64 {
+        10.0 * (self.energy / self.noise).log10()
+    }
+}
+
+/// The SNR floor every encoded tensor of a synthetic checkpoint must reach with `lloyd` and
+/// `lloyd-rows`, in dB (qins-format documents at least 47 dB on its synthetic tensors).
+pub const LLOYD_SNR_FLOOR: f64 = 40.0;
+
+/// The slack `qins_format::codec` documents on the relative RMSE of a Lloyd fit beyond the
+/// fit's own estimate `sqrt(rel_err)`: `2^-9 + 2^-22`.
+pub const LLOYD_RMSE_SLACK: f64 = 1.0 / 512.0 + 1.0 / 4_194_304.0;
+
+/// Checks the documented guarantees of a `lloyd` or `lloyd-rows` tensor: every magnitude `m`
+/// (after division by its row scale) has the nearest table entry (no neighbouring code is
+/// closer), and the weighted relative RMSE `sqrt(Σ ω (m − LUT[code])² / Σ ω m²)` is at most
+/// `sqrt(rel_err) + 2^-9 + 2^-22`, with `ω` 1 for `lloyd` and the row weight of spec §12.4 for
+/// `lloyd-rows`.
+fn check_lloyd(
+    name: &str,
+    u: &[f32],
+    weights: &[f64],
+    codes: &[u8],
+    lut: &[f32; 256],
+    rel_err: f64,
+) {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (i, (&ui, &c)) in u.iter().zip(codes).enumerate() {
+        let m = f64::from(ui.abs());
+        let c = usize::from(c);
+        let d = (m - f64::from(lut[c])).abs();
+        for n in [c.saturating_sub(1), (c + 1).min(255)] {
+            assert!(
+                d <= (m - f64::from(lut[n])).abs(),
+                "{name}[{i}]: magnitude {m} coded {c} ({}), but LUT[{n}] = {} is nearer",
+                lut[c],
+                lut[n]
+            );
+        }
+        let w = weights[i];
+        num += w * d * d;
+        den += w * m * m;
+    }
+    if den > 0.0 {
+        let rmse = (num / den).sqrt();
+        let bound = rel_err.sqrt() + LLOYD_RMSE_SLACK;
+        assert!(
+            rmse <= bound,
+            "{name}: weighted relative RMSE {rmse} > sqrt(rel_err) + 2^-9 + 2^-22 = {bound}"
+        );
+    }
 }
 
 /// Reads `out` back with qins-read and compares it with the source directory `src`:
@@ -178,12 +246,32 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                 row_scales,
             } => {
                 assert_eq!(c, codec);
-                assert!(!row_scales);
+                assert_eq!(row_scales, codec.uses_row_scales(), "{}", t.name());
+                assert_eq!(policy["row_scales"], codec.uses_row_scales());
                 checked.encoded.push(t.name().to_string());
                 let x = to_f32(*dtype, raw);
                 let decoded = t.to_f32_vec().unwrap();
                 let (codes, signs, lut) =
                     (t.codes().unwrap(), t.signs().unwrap(), t.lut().unwrap());
+                let (row_len, rows) = t.rows();
+                // The row scales of spec §12.4: each row's largest magnitude, 1 for a row of
+                // zeros.
+                let scales: Option<Vec<f32>> = t.row_scales();
+                if let Some(s) = &scales {
+                    assert_eq!(s.len() as u64, rows, "{}", t.name());
+                    for (r, &sr) in s.iter().enumerate() {
+                        let row = &x[r * row_len as usize..(r + 1) * row_len as usize];
+                        let mx = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+                        let want = if mx == 0.0 { 1.0 } else { mx };
+                        assert_eq!(
+                            sr.to_bits(),
+                            want.to_bits(),
+                            "{} scale of row {r}",
+                            t.name()
+                        );
+                    }
+                }
+                let scale_of = |i: usize| scales.as_ref().map(|s| s[i / row_len as usize]);
                 let nz: Vec<f64> = x
                     .iter()
                     .filter(|v| **v != 0.0)
@@ -203,22 +291,59 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                         assert_eq!(p0, mx);
                         mx / 254.0 / 2.0 + mx * 4.0 * f64::from(f32::EPSILON)
                     }
+                    Codec::Lloyd | Codec::LloydRows => {
+                        // §12.3: max_abs is the largest magnitude to encode (1 after row
+                        // scaling, or 0 when every element is zero); rel_err ≥ 0.
+                        let want = match (codec, nz.is_empty()) {
+                            (_, true) => 0.0,
+                            (Codec::Lloyd, false) => mx,
+                            _ => 1.0,
+                        };
+                        assert_eq!(p0, want, "{} max_abs", t.name());
+                        assert!(p1 >= 0.0 && p1.is_finite(), "{} rel_err {p1}", t.name());
+                        // The values coded (divided by their row scale) and their weights.
+                        let u: Vec<f32> = match &scales {
+                            None => x.clone(),
+                            Some(_) => (0..x.len()).map(|i| x[i] / scale_of(i).unwrap()).collect(),
+                        };
+                        let weights: Vec<f64> = match &scales {
+                            None => vec![1.0; x.len()],
+                            Some(s) => {
+                                let top = f64::from(s.iter().fold(0f32, |a, &v| a.max(v)));
+                                (0..x.len())
+                                    .map(|i| {
+                                        let q = f64::from(scale_of(i).unwrap()) / top;
+                                        (4_294_967_296.0 * (q * q)).round_ties_even()
+                                    })
+                                    .collect()
+                            }
+                        };
+                        check_lloyd(t.name(), &u, &weights, codes, lut, p1);
+                        f64::INFINITY
+                    }
                 };
+                let (mut energy, mut noise) = (0f64, 0f64);
                 for (i, (&xi, &di)) in x.iter().zip(&decoded).enumerate() {
                     let m = lut[usize::from(codes[i])];
                     let neg = (signs[i / 8] >> (i % 8)) & 1 == 1;
-                    let rule = if neg { -m } else { m };
+                    let v = if neg { -m } else { m };
+                    let rule = match scale_of(i) {
+                        None => v,
+                        Some(s) => v * s,
+                    };
                     assert_eq!(
                         di.to_bits(),
                         rule.to_bits(),
-                        "{}[{i}] = sign × LUT[code]",
+                        "{}[{i}] = sign × LUT[code] (× row scale)",
                         t.name()
                     );
+                    let err = (f64::from(di) - f64::from(xi)).abs();
+                    energy += f64::from(xi) * f64::from(xi);
+                    noise += err * err;
                     if xi == 0.0 {
                         assert_eq!(di.to_bits(), 0, "{}[{i}]: zero stays +0", t.name());
                         continue;
                     }
-                    let err = (f64::from(di) - f64::from(xi)).abs();
                     match codec {
                         Codec::Log => {
                             assert_eq!(
@@ -242,7 +367,32 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                                 t.name()
                             )
                         }
+                        Codec::Lloyd | Codec::LloydRows => {
+                            // A magnitude too small for LUT[1] decodes to +0; any other keeps
+                            // its sign.
+                            if di != 0.0 {
+                                assert_eq!(
+                                    di.is_sign_negative(),
+                                    xi.is_sign_negative(),
+                                    "{}[{i}] sign",
+                                    t.name()
+                                );
+                            }
+                        }
                     }
+                }
+                checked.energy += energy;
+                checked.noise += noise;
+                if energy > 0.0 {
+                    let snr = 10.0 * (energy / noise).log10();
+                    if matches!(codec, Codec::Lloyd | Codec::LloydRows) {
+                        assert!(
+                            snr >= LLOYD_SNR_FLOOR,
+                            "{}: SNR {snr:.2} dB < {LLOYD_SNR_FLOOR} dB with {codec}",
+                            t.name()
+                        );
+                    }
+                    checked.snr.push((t.name().to_string(), snr));
                 }
             }
         }
