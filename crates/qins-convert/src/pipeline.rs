@@ -8,16 +8,20 @@
 //! ([`Codec::uses_row_scales`], `lloyd-rows`) takes one more pass first: [`RowMaxima::scan`]
 //! every chunk, merge the maxima, and turn them into the scales ([`RowMaxima::into_scales`]),
 //! which the two passes then divide by and the writer stores (one f32 per row, the only part
-//! of a tensor's output held whole). Chunks convert their source dtype to f32 in a per-thread
-//! buffer; the whole tensor never exists as f32. What is resident at once is one window of
-//! source bytes and codes plus one chunk of f32 per thread (and the row scales), whatever the
-//! model's size, and the bytes written depend neither on the chunking nor on the number of
-//! threads.
+//! of a tensor's output held whole).
+//!
+//! The chunks are read in their source dtype, straight from the map: the byte forms of the
+//! codec's functions ([`scan_bytes`], [`Quantizer::encode_bytes`], [`RowMaxima::scan_bytes`])
+//! work on the bit patterns (F32, BF16 or F16) and give what the f32 forms give for the
+//! converted values, so nothing is converted unless a row scale divides it, and then a block of
+//! a few thousand values at a time. While the workers encode a window, the previous window's
+//! codes are written (the writer checksums them as they pass), so the write is hidden behind
+//! the encoding. What is resident at once is one window of source bytes and two of codes (and
+//! the row scales), whatever the model's size, and the bytes written depend neither on the
+//! chunking nor on the number of threads.
 
-use std::cell::RefCell;
-
-use qins_format::codec::{scan, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
-use qins_format::{Codec, Dtype};
+use qins_format::codec::{scan_bytes, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
+use qins_format::Codec;
 use qins_write::{WriteError, Writer};
 use rayon::prelude::*;
 
@@ -46,26 +50,6 @@ impl Chunking {
             window: chunk.saturating_mul(per_window),
         }
     }
-}
-
-thread_local! {
-    /// One chunk of f32 values per thread, reused.
-    static F32_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on `bytes` of `dtype` converted to f32.
-fn with_f32<R>(dtype: Dtype, bytes: &[u8], f: impl FnOnce(&[f32]) -> R) -> R {
-    F32_BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = bytes.len() / (dtype.bits() / 8) as usize;
-        if buf.len() < n {
-            buf.resize(n, 0.0);
-        }
-        dtype
-            .to_f32(bytes, &mut buf[..n])
-            .expect("an encodable dtype and whole elements, checked by the policy and the header");
-        f(&buf[..n])
-    })
 }
 
 /// Copies a raw tensor's bytes to the writer, a window at a time.
@@ -137,9 +121,7 @@ pub(crate) fn encode(
                 .par_chunks(chunk_bytes)
                 .enumerate()
                 .map(|(k, part)| {
-                    with_f32(t.dtype, part, |v| {
-                        RowMaxima::scan(v, a + k as u64 * ch.chunk, &t.shape)
-                    })
+                    RowMaxima::scan_bytes(t.dtype, part, a + k as u64 * ch.chunk, &t.shape)
                 })
                 .collect();
             // In order, so that the first bad element reported is the first in the tensor.
@@ -168,7 +150,7 @@ pub(crate) fn encode(
         let parts: Vec<Result<Stats, EncodeError>> = bytes
             .par_chunks(chunk_bytes)
             .enumerate()
-            .map(|(k, part)| with_f32(t.dtype, part, |v| scan(v, a + k as u64 * ch.chunk, rs)))
+            .map(|(k, part)| scan_bytes(codec, t.dtype, part, a + k as u64 * ch.chunk, rs))
             .collect();
         // In order, so that the first bad element reported is the first in the tensor.
         for p in parts {
@@ -176,32 +158,58 @@ pub(crate) fn encode(
         }
     }
 
-    // Pass 2: encode each window and write it.
+    // Pass 2: encode each window and write it; the write of one window runs beside the
+    // encoding of the next, into the other pair of buffers.
     let q = Quantizer::new(codec, &stats);
     w.begin_encoded(&q, scales.as_deref())
         .map_err(|e| ConvertError::from_write(target, e))?;
     let cap = ch.window.min(n) as usize;
-    let mut codes = vec![0u8; cap];
-    let mut signs = vec![0u8; cap.div_ceil(8)];
-    for (a, b) in windows() {
+    let mut bufs = [0, 1].map(|_| (vec![0u8; cap], vec![0u8; cap.div_ceil(8)]));
+    let write = |w: &mut Writer, (codes, signs): (&[u8], &[u8])| {
+        w.write_encoded_part(codes, signs)
+            .map_err(|e| ConvertError::from_write(target, e))
+    };
+    // The window encoded last and not yet written: its elements and which buffers hold it.
+    let mut pending: Option<(u64, u64, usize)> = None;
+    for (k, (a, b)) in windows().enumerate() {
         let len = (b - a) as usize;
         let bytes = src.read(t, a * es..b * es)?;
+        let [x, y] = &mut bufs;
+        let ((codes, signs), other) = if k % 2 == 0 { (x, &*y) } else { (y, &*x) };
         let (codes, signs) = (&mut codes[..len], &mut signs[..len.div_ceil(8)]);
-        let parts: Vec<Result<(), EncodeError>> = codes
-            .par_chunks_mut(ch.chunk as usize)
-            .zip(signs.par_chunks_mut((ch.chunk / 8) as usize))
-            .zip(bytes.par_chunks(chunk_bytes))
-            .enumerate()
-            .map(|(k, ((c, s), part))| {
-                with_f32(t.dtype, part, |v| {
-                    q.encode(v, a + k as u64 * ch.chunk, rs, c, s)
-                })
-            })
-            .collect();
-        parts.into_iter().try_for_each(|p| p.map_err(fail))?;
-        w.write_encoded_part(codes, signs)
-            .map_err(|e| ConvertError::from_write(target, e))?;
-        progress.advance((b - a) * es);
+        let (written, encoded) = rayon::join(
+            || match pending {
+                Some((pa, pb, _)) => {
+                    let plen = (pb - pa) as usize;
+                    write(w, (&other.0[..plen], &other.1[..plen.div_ceil(8)]))
+                }
+                None => Ok(()),
+            },
+            || {
+                codes
+                    .par_chunks_mut(ch.chunk as usize)
+                    .zip(signs.par_chunks_mut((ch.chunk / 8) as usize))
+                    .zip(bytes.par_chunks(chunk_bytes))
+                    .enumerate()
+                    .map(|(k, ((c, s), part))| {
+                        q.encode_bytes(t.dtype, part, a + k as u64 * ch.chunk, rs, c, s)
+                    })
+                    .collect::<Vec<Result<(), EncodeError>>>()
+            },
+        );
+        // The earlier window's outcome first, as if the two had run one after the other.
+        written?;
+        if let Some((pa, pb, _)) = pending {
+            progress.advance((pb - pa) * es);
+        }
+        encoded.into_iter().try_for_each(|p| p.map_err(fail))?;
+        pending = Some((a, b, k % 2));
+    }
+    if let Some((pa, pb, i)) = pending {
+        let plen = (pb - pa) as usize;
+        let (codes, signs) = &bufs[i];
+        write(w, (&codes[..plen], &signs[..plen.div_ceil(8)]))?;
+        progress.advance((pb - pa) * es);
     }
     Ok(())
 }

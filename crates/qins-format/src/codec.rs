@@ -72,10 +72,14 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
-use crate::fastcode::Breaks;
+use zerocopy::FromBytes;
+
+use crate::fastcode::{encode_words, magnitude_range, Breaks, Formula, HalfCodes, OrElse, Word};
 use crate::lloyd;
 pub use crate::lloyd::{Bin, Histogram};
+use crate::Dtype;
 
 /// A codec id from the registry of §12. Raw storage (id 0) is not a codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +139,13 @@ impl Codec {
     /// give `log` and `linear` scales of its own choosing.
     pub const fn uses_row_scales(self) -> bool {
         matches!(self, Codec::LloydRows)
+    }
+
+    /// Whether [`Quantizer::new`] fits the codec's table to the histogram of [`Stats`]
+    /// (`lloyd`, `lloyd-rows`); `log` and `linear` need only the range and the counts, so
+    /// [`scan_bytes`] can skip the histogram for them.
+    pub const fn fits_histogram(self) -> bool {
+        matches!(self, Codec::Lloyd | Codec::LloydRows)
     }
 
     /// Whether `param0`/`param1` satisfy the codec's constraint (§12): finite, and
@@ -338,7 +349,8 @@ impl lloyd::Magnitudes for Plain<'_> {
 /// The non-zero scaled magnitudes `|x / scale|` of a chunk, walked row by row, each weighted by
 /// its row's weight.
 struct Scaled<'a, 's> {
-    values: &'a [f32],
+    /// The scaled values `x / scale`, already divided.
+    u: &'a [f32],
     first: u64,
     rs: &'s RowScales<'s>,
 }
@@ -346,10 +358,10 @@ struct Scaled<'a, 's> {
 impl lloyd::Magnitudes for Scaled<'_, '_> {
     #[inline]
     fn for_each(&self, mut f: impl FnMut(u32, u64)) {
-        let _ = for_each_row_run(self.values, self.first, self.rs, |run, s, _| {
+        let _ = for_each_row_run(self.u, self.first, self.rs, |run, s, _| {
             let w = self.rs.weight(s);
-            for x in run {
-                let b = (x / s).to_bits() & 0x7FFF_FFFF;
+            for u in run {
+                let b = u.to_bits() & 0x7FFF_FFFF;
                 if b != 0 {
                     f(b, w);
                 }
@@ -411,6 +423,51 @@ impl RowMaxima {
                 });
             }
             max.push(f32::from_bits(hi));
+            i = end;
+        }
+        Ok(RowMaxima { first_row, max })
+    }
+
+    /// [`RowMaxima::scan`] of a chunk given as the little-endian bytes of an encodable
+    /// `dtype`: the same maxima, found on the bit patterns in the source's own width (they
+    /// order like the magnitudes), with no conversion but one per row.
+    pub fn scan_bytes(
+        dtype: Dtype,
+        bytes: &[u8],
+        first: u64,
+        shape: &[u64],
+    ) -> Result<RowMaxima, EncodeError> {
+        let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
+        let (row_len, _) = crate::rows(shape).ok_or(EncodeError::BadChunk { first })?;
+        let n = words.len();
+        if n == 0 {
+            return Ok(RowMaxima::EMPTY);
+        }
+        if row_len == 0 {
+            return Err(EncodeError::BadChunk { first });
+        }
+        let first_row = first / row_len;
+        let last_row = (first + n as u64 - 1) / row_len;
+        let mut max = Vec::with_capacity((last_row - first_row + 1) as usize);
+        let mut i = 0;
+        while i < n {
+            let row = (first + i as u64) / row_len;
+            let end = ((row + 1) * row_len - first).min(n as u64) as usize;
+            let hi = match words {
+                Words::F32(w) => f32::from_bits(max_magnitude(&w[i..end], u32::from_le_bytes)),
+                Words::Bf16(w) => bf16_to_f32(max_magnitude(&w[i..end], u16::from_le_bytes)),
+                Words::F16(w) => f16_to_f32(max_magnitude(&w[i..end], u16::from_le_bytes)),
+            };
+            if !hi.is_finite() {
+                let j = (i..end)
+                    .find(|&j| !words.value(j).is_finite())
+                    .expect("the largest magnitude is not finite");
+                return Err(EncodeError::NonFinite {
+                    index: first + j as u64,
+                    value: words.value(j),
+                });
+            }
+            max.push(hi);
             i = end;
         }
         Ok(RowMaxima { first_row, max })
@@ -530,19 +587,24 @@ pub fn scan(
     first: u64,
     scales: Option<&RowScales<'_>>,
 ) -> Result<Stats, EncodeError> {
+    scan_with(values, first, scales, true)
+}
+
+/// [`scan`], with the histogram only if `hist`.
+fn scan_with(
+    values: &[f32],
+    first: u64,
+    scales: Option<&RowScales<'_>>,
+    hist: bool,
+) -> Result<Stats, EncodeError> {
     let mut st = Stats::EMPTY;
+    let mut scaled: Option<Vec<f32>> = None;
     match scales {
         None => {
             // On the magnitudes' bit patterns, which order like the magnitudes: branch-free
             // integer minima and maxima that the compiler vectorises. `b − 1` wraps for zero,
             // so zeros never give the smallest non-zero magnitude.
-            let (mut lo, mut hi, mut nonzero) = (u32::MAX, 0u32, 0u64);
-            for &x in values {
-                let b = x.to_bits() & 0x7FFF_FFFF;
-                lo = lo.min(b.wrapping_sub(1));
-                hi = hi.max(b);
-                nonzero += u64::from(b != 0);
-            }
+            let (lo, hi, nonzero) = magnitude_range(values, f32::to_bits);
             if hi >= 0x7F80_0000 {
                 let (i, &x) = values
                     .iter()
@@ -555,25 +617,23 @@ pub fn scan(
                 });
             }
             if nonzero > 0 {
-                st.min_nonzero = f32::from_bits(lo + 1);
+                st.min_nonzero = f32::from_bits(lo);
                 st.max_abs = f32::from_bits(hi);
                 st.nonzero = nonzero;
             }
         }
         Some(rs) => {
-            // Row by row, on bit patterns as above; a second look finds the first bad value.
-            let (mut lo, mut hi, mut nonzero, mut worst) = (u32::MAX, 0u32, 0u64, 0u32);
+            // The scaled values once, row by row, into a buffer that the histogram reads too;
+            // their range on bit patterns as above. A value that is not finite scales to one
+            // that is not finite, so one test finds both faults, and a second look tells them
+            // apart.
+            let mut u = Vec::with_capacity(values.len());
             let _ = for_each_row_run(values, first, rs, |run, s, _| {
-                for &x in run {
-                    let b = (x / s).to_bits() & 0x7FFF_FFFF;
-                    worst = worst.max(x.to_bits() & 0x7FFF_FFFF).max(b);
-                    lo = lo.min(b.wrapping_sub(1));
-                    hi = hi.max(b);
-                    nonzero += u64::from(b != 0);
-                }
+                u.extend(run.iter().map(|&x| x / s));
                 Ok::<(), ()>(())
             });
-            if worst >= 0x7F80_0000 {
+            let (lo, hi, nonzero) = magnitude_range(&u, f32::to_bits);
+            if hi >= 0x7F80_0000 {
                 for_each_scaled(values, first, scales, |i, x, u| {
                     let index = first + i as u64;
                     if !x.is_finite() {
@@ -586,21 +646,187 @@ pub fn scan(
                 })?;
             }
             if nonzero > 0 {
-                st.min_nonzero = f32::from_bits(lo + 1);
+                st.min_nonzero = f32::from_bits(lo);
                 st.max_abs = f32::from_bits(hi);
                 st.nonzero = nonzero;
             }
+            scaled = Some(u);
         }
     }
     st.count = values.len() as u64;
-    if st.nonzero > 0 {
+    if hist && st.nonzero > 0 {
         // Every value is finite and scales without overflow: the second pass bins the non-zero
         // magnitudes' bit patterns, now that their range is known.
         let (lo, hi) = (st.min_nonzero.to_bits(), st.max_abs.to_bits());
-        st.hist = match scales {
-            None => Histogram::build(&Plain(values), lo, hi, values.len()),
-            Some(rs) => Histogram::build(&Scaled { values, first, rs }, lo, hi, values.len()),
+        st.hist = match (scales, &scaled) {
+            (Some(rs), Some(u)) => Histogram::build(&Scaled { u, first, rs }, lo, hi, u.len()),
+            _ => Histogram::build(&Plain(values), lo, hi, values.len()),
         };
+    }
+    Ok(st)
+}
+
+/// A chunk given as the little-endian bytes of an encodable dtype, viewed as its elements.
+#[derive(Clone, Copy)]
+enum Words<'a> {
+    F32(&'a [[u8; 4]]),
+    Bf16(&'a [[u8; 2]]),
+    F16(&'a [[u8; 2]]),
+}
+
+/// The largest magnitude pattern (sign bit cleared) of floats given as their bit patterns.
+#[inline]
+fn max_magnitude<T: Copy, W: Word>(words: &[T], word: impl Fn(T) -> W) -> W {
+    words
+        .iter()
+        .fold(W::ZERO, |m, &x| m.max(word(x).magnitude()))
+}
+
+/// bfloat16 bits to f32, exactly (as [`Dtype::to_f32`]).
+fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// float16 bits to f32, exactly (as [`Dtype::to_f32`]).
+fn f16_to_f32(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
+impl<'a> Words<'a> {
+    /// `bytes` as elements of `dtype`; `None` for a dtype that cannot be encoded or a
+    /// length that is not a whole number of elements.
+    fn new(dtype: Dtype, bytes: &'a [u8]) -> Option<Words<'a>> {
+        match dtype {
+            Dtype::F32 => <[[u8; 4]]>::ref_from_bytes(bytes).ok().map(Words::F32),
+            Dtype::BF16 => <[[u8; 2]]>::ref_from_bytes(bytes).ok().map(Words::Bf16),
+            Dtype::F16 => <[[u8; 2]]>::ref_from_bytes(bytes).ok().map(Words::F16),
+            _ => None,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Words::F32(w) => w.len(),
+            Words::Bf16(w) | Words::F16(w) => w.len(),
+        }
+    }
+
+    /// Elements `at..at + out.len()` as f32, into `out`.
+    fn convert(self, at: usize, out: &mut [f32]) {
+        let end = at + out.len();
+        match self {
+            Words::F32(w) => {
+                for (o, x) in out.iter_mut().zip(&w[at..end]) {
+                    *o = f32::from_le_bytes(*x);
+                }
+            }
+            Words::Bf16(w) => {
+                for (o, x) in out.iter_mut().zip(&w[at..end]) {
+                    *o = bf16_to_f32(u16::from_le_bytes(*x));
+                }
+            }
+            Words::F16(w) => {
+                for (o, x) in out.iter_mut().zip(&w[at..end]) {
+                    *o = f16_to_f32(u16::from_le_bytes(*x));
+                }
+            }
+        }
+    }
+
+    /// Every element as f32.
+    fn to_vec(self) -> Vec<f32> {
+        match self {
+            Words::F32(w) => w.iter().map(|x| f32::from_le_bytes(*x)).collect(),
+            Words::Bf16(w) => w
+                .iter()
+                .map(|x| bf16_to_f32(u16::from_le_bytes(*x)))
+                .collect(),
+            Words::F16(w) => w
+                .iter()
+                .map(|x| f16_to_f32(u16::from_le_bytes(*x)))
+                .collect(),
+        }
+    }
+
+    /// Element `i` as f32.
+    fn value(self, i: usize) -> f32 {
+        match self {
+            Words::F32(w) => f32::from_le_bytes(w[i]),
+            Words::Bf16(w) => bf16_to_f32(u16::from_le_bytes(w[i])),
+            Words::F16(w) => f16_to_f32(u16::from_le_bytes(w[i])),
+        }
+    }
+}
+
+impl lloyd::Magnitudes for Words<'_> {
+    #[inline]
+    fn for_each(&self, f: impl FnMut(u32, u64)) {
+        fn nonzero(bits: impl Iterator<Item = u32>, mut f: impl FnMut(u32, u64)) {
+            for b in bits.filter(|&b| b != 0) {
+                f(b, 1);
+            }
+        }
+        let half =
+            |x: &[u8; 2], cvt: fn(u16) -> f32| cvt(u16::from_le_bytes(*x) & 0x7FFF).to_bits();
+        match *self {
+            Words::F32(w) => nonzero(w.iter().map(|x| u32::from_le_bytes(*x) & 0x7FFF_FFFF), f),
+            Words::Bf16(w) => nonzero(w.iter().map(|x| half(x, bf16_to_f32)), f),
+            Words::F16(w) => nonzero(w.iter().map(|x| half(x, f16_to_f32)), f),
+        }
+    }
+}
+
+/// [`scan`] of a chunk given as the little-endian bytes of an encodable `dtype` (F32, BF16,
+/// F16), for a tensor to be encoded with `codec`: the statistics that `scan` gives for the
+/// values converted to f32, except that the histogram is gathered only when `codec`
+/// [fits one](Codec::fits_histogram) (it is left empty for `log` and `linear`, which do not
+/// read it). Without row scales the range is found on the bit patterns in the source's own
+/// width, with no conversion and no branch on the data. A dtype that cannot be encoded, or
+/// bytes that are not whole elements, are a [`EncodeError::BadChunk`].
+pub fn scan_bytes(
+    codec: Codec,
+    dtype: Dtype,
+    bytes: &[u8],
+    first: u64,
+    scales: Option<&RowScales<'_>>,
+) -> Result<Stats, EncodeError> {
+    let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
+    if scales.is_some() {
+        // The scaled magnitudes are f32 values whatever the source: `scan` on the converted
+        // chunk, which needs it whole for the histogram's range.
+        return scan_with(&words.to_vec(), first, scales, codec.fits_histogram());
+    }
+    /// A pattern of the source's width to f32.
+    type ToF32 = fn(u32) -> f32;
+    let ((lo, hi, nonzero), cvt): ((u32, u32, u64), ToF32) = match words {
+        Words::F32(w) => (magnitude_range(w, u32::from_le_bytes), f32::from_bits),
+        Words::Bf16(w) => (magnitude_range(w, u16::from_le_bytes), |b| {
+            bf16_to_f32(b as u16)
+        }),
+        Words::F16(w) => (magnitude_range(w, u16::from_le_bytes), |b| {
+            f16_to_f32(b as u16)
+        }),
+    };
+    let mut st = Stats::EMPTY;
+    let max_abs = cvt(hi);
+    if !max_abs.is_finite() {
+        let i = (0..words.len())
+            .find(|&i| !words.value(i).is_finite())
+            .expect("the largest magnitude is not finite");
+        return Err(EncodeError::NonFinite {
+            index: first + i as u64,
+            value: words.value(i),
+        });
+    }
+    st.count = words.len() as u64;
+    if nonzero > 0 {
+        st.min_nonzero = cvt(lo);
+        st.max_abs = max_abs;
+        st.nonzero = nonzero;
+        if codec.fits_histogram() {
+            let (lo, hi) = (st.min_nonzero.to_bits(), st.max_abs.to_bits());
+            st.hist = Histogram::build(&words, lo, hi, words.len());
+        }
     }
     Ok(st)
 }
@@ -615,7 +841,17 @@ pub struct Quantizer {
     thresholds: Option<Box<[f64; 255]>>,
     /// The exact code as a table of change points, for tensors large enough to repay it.
     fast: Option<Box<Breaks>>,
+    /// The smallest non-zero and the largest magnitude of the statistics, with `fast`.
+    range: Option<(f32, f32)>,
+    /// Elements in the statistics.
+    count: u64,
+    /// One code per bfloat16 and per float16 magnitude pattern of the range, built on first
+    /// use by [`Quantizer::encode_bytes`] when the tensor is larger than the table.
+    half: [OnceLock<Option<Box<HalfCodes>>>; 2],
 }
+
+/// Elements per block of the scaled loops: a multiple of 8, small enough for the stack.
+const SCALED_BLOCK: usize = 1024;
 
 /// Tensors with fewer elements than this are coded with the formula directly: building the
 /// change-point table costs a few thousand evaluations of it.
@@ -649,6 +885,9 @@ impl Quantizer {
                     lut,
                     thresholds: None,
                     fast: None,
+                    range: None,
+                    count: stats.count,
+                    half: Default::default(),
                 }
                 .with_fast_path(stats)
             }
@@ -663,6 +902,9 @@ impl Quantizer {
                     lut,
                     thresholds: None,
                     fast: None,
+                    range: None,
+                    count: stats.count,
+                    half: Default::default(),
                 }
                 .with_fast_path(stats)
             }
@@ -678,6 +920,9 @@ impl Quantizer {
                     lut: fit.lut,
                     thresholds: Some(Box::new(lloyd::lut_thresholds(&fit.lut))),
                     fast: None,
+                    range: None,
+                    count: stats.count,
+                    half: Default::default(),
                 }
                 .with_fast_path(stats)
             }
@@ -700,10 +945,15 @@ impl Quantizer {
     }
 
     fn with_fast_path(mut self, stats: &Stats) -> Quantizer {
-        if stats.nonzero > 0 && stats.count >= FAST_MIN_ELEMENTS {
-            let (lo, hi) = (stats.min_nonzero.to_bits(), stats.max_abs.to_bits());
+        let (lo, hi) = (stats.min_nonzero.to_bits(), stats.max_abs.to_bits());
+        // Only for a range of finite positive magnitudes, which `scan` always gives: statistics
+        // built by hand (the fields are public) may have any bits, and `Breaks::new` requires
+        // `0 < lo <= hi < u32::MAX`. Without the table every code comes from the formula.
+        let finite_range = 0 < lo && lo <= hi && hi < 0x7F80_0000;
+        if stats.nonzero > 0 && stats.count >= FAST_MIN_ELEMENTS && finite_range {
             let breaks = Breaks::new(lo, hi, |b| self.code_exact(f32::from_bits(b)));
             self.fast = Some(Box::new(breaks));
+            self.range = Some((stats.min_nonzero, stats.max_abs));
         }
         self
     }
@@ -723,6 +973,137 @@ impl Quantizer {
     #[inline(never)]
     fn code_slow(&self, m: f32) -> u8 {
         self.code_exact(m)
+    }
+
+    /// The code of the f32 magnitude pattern `m` by the formula, or `None` if it is not
+    /// finite: the loops' way out of their tables, kept out of line.
+    #[inline(never)]
+    fn code_bits_slow(&self, m: u32) -> Option<u8> {
+        let x = f32::from_bits(m);
+        x.is_finite().then(|| self.code_exact(x))
+    }
+
+    /// The code of the half-precision magnitude pattern `m` (`cvt` converting it), or `None`
+    /// if it is not finite.
+    #[inline(never)]
+    fn code_half_slow(&self, m: u32, cvt: fn(u16) -> f32) -> Option<u8> {
+        let x = cvt(m as u16);
+        x.is_finite().then(|| self.code(x))
+    }
+
+    /// The codes of every bfloat16 (`cvt` = [`bf16_to_f32`], `finite_end` 0x7F80) or float16
+    /// magnitude pattern whose value lies in the statistics' range, when the tensor is large
+    /// enough for the change points and at least as large as the table.
+    fn build_half_table(&self, cvt: fn(u16) -> f32, finite_end: u32) -> Option<Box<HalfCodes>> {
+        self.fast.as_ref()?;
+        let (min, max) = self.range?;
+        // The first finite pattern whose value satisfies `pred`, which is monotonic (finite
+        // patterns order like their values).
+        let first = |pred: &dyn Fn(f32) -> bool| {
+            let (mut a, mut b) = (0u32, finite_end);
+            while a < b {
+                let m = a + (b - a) / 2;
+                if pred(cvt(m as u16)) {
+                    b = m;
+                } else {
+                    a = m + 1;
+                }
+            }
+            a
+        };
+        let lo = first(&|x| x >= min).max(1);
+        let hi = first(&|x| x > max).checked_sub(1)?;
+        if lo > hi || u64::from(hi - lo + 1) > self.count {
+            return None;
+        }
+        // Every value of the range is inside the change points' range: one lookup each.
+        let table = HalfCodes::new(lo as u16, hi as u16, |p| self.code(cvt(p)));
+        Some(Box::new(table))
+    }
+
+    /// The f32 loop: eight elements and a sign byte per step, each code from the change
+    /// points where the quantizer has them.
+    #[inline(always)]
+    fn encode_f32_words<T: Copy>(
+        &self,
+        words: &[T],
+        bits: impl Fn(T) -> u32,
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), usize> {
+        let slow = |m| self.code_bits_slow(m);
+        match self.fast.as_deref() {
+            Some(f) => encode_words(words, bits, 31, codes, signs, OrElse(f.view(), slow)),
+            None => encode_words(words, bits, 31, codes, signs, Formula(slow)),
+        }
+    }
+
+    /// The bfloat16 or float16 loop: each code from the table of every pattern where the
+    /// tensor repays one.
+    fn encode_half_words(
+        &self,
+        words: &[[u8; 2]],
+        slot: usize,
+        cvt: fn(u16) -> f32,
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), usize> {
+        let finite_end = if slot == 0 { 0x7F80 } else { 0x7C00 };
+        let table = self.half[slot]
+            .get_or_init(|| self.build_half_table(cvt, finite_end))
+            .as_deref();
+        let bits = |x: [u8; 2]| u32::from(u16::from_le_bytes(x));
+        let slow = |m| self.code_half_slow(m, cvt);
+        match table {
+            Some(t) => encode_words(words, bits, 15, codes, signs, OrElse(t, slow)),
+            None => encode_words(words, bits, 15, codes, signs, Formula(slow)),
+        }
+    }
+
+    /// [`Quantizer::encode`] of a chunk given as the little-endian bytes of an encodable
+    /// `dtype` (F32, BF16, F16): the codes and signs that `encode` gives for the values
+    /// converted to f32. Without row scales nothing is converted: the loops read the bit
+    /// patterns, and BF16 and F16 chunks of a tensor with at least as many elements as it has
+    /// 16-bit magnitude patterns in its range are coded from a table of those patterns, built
+    /// once per quantizer.
+    pub fn encode_bytes(
+        &self,
+        dtype: Dtype,
+        bytes: &[u8],
+        first: u64,
+        scales: Option<&RowScales<'_>>,
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), EncodeError> {
+        let words = Words::new(dtype, bytes)
+            .filter(|w| w.len() == codes.len() && signs.len() == codes.len().div_ceil(8));
+        let Some(words) = words.filter(|_| first % 8 == 0) else {
+            return Err(EncodeError::BadChunk { first });
+        };
+        if scales.is_some() {
+            // Scaled values are f32 whatever the source: `encode` on each block, converted.
+            let mut buf = [0f32; SCALED_BLOCK];
+            for (k, (c, s)) in codes
+                .chunks_mut(SCALED_BLOCK)
+                .zip(signs.chunks_mut(SCALED_BLOCK / 8))
+                .enumerate()
+            {
+                let at = k * SCALED_BLOCK;
+                let x = &mut buf[..c.len()];
+                words.convert(at, x);
+                self.encode(x, first + at as u64, scales, c, s)?;
+            }
+            return Ok(());
+        }
+        match words {
+            Words::F32(w) => self.encode_f32_words(w, u32::from_le_bytes, codes, signs),
+            Words::Bf16(w) => self.encode_half_words(w, 0, bf16_to_f32, codes, signs),
+            Words::F16(w) => self.encode_half_words(w, 1, f16_to_f32, codes, signs),
+        }
+        .map_err(|i| EncodeError::NonFinite {
+            index: first + i as u64,
+            value: words.value(i),
+        })
     }
 
     /// The code of one magnitude `m ≥ 0` by the formula of §12, evaluated as written so that
@@ -766,24 +1147,51 @@ impl Quantizer {
         {
             return Err(EncodeError::BadChunk { first });
         }
-        signs.fill(0);
         if scales.is_none() {
-            for (i, (&x, code)) in values.iter().zip(codes.iter_mut()).enumerate() {
-                if !x.is_finite() {
-                    return Err(EncodeError::NonFinite {
-                        index: first + i as u64,
-                        value: x,
-                    });
-                }
-                let c = self.code(x.abs());
-                *code = c;
-                if c != 0 && x.is_sign_negative() {
-                    signs[i / 8] |= 1 << (i % 8);
-                }
-            }
-            return Ok(());
+            return self
+                .encode_f32_words(values, f32::to_bits, codes, signs)
+                .map_err(|i| EncodeError::NonFinite {
+                    index: first + i as u64,
+                    value: values[i],
+                });
         }
-        for_each_scaled(values, first, scales, |i, x, u| {
+        // With row scales: a block's scaled values into a buffer, walking its rows, then the f32
+        // loop on them. A block that loop refuses (a value that is not finite, or one that
+        // overflows when scaled) is coded again one element at a time, as the rule says.
+        let rs = scales.expect("checked above");
+        let mut buf = [0f32; SCALED_BLOCK];
+        for (k, ((x, c), s)) in values
+            .chunks(SCALED_BLOCK)
+            .zip(codes.chunks_mut(SCALED_BLOCK))
+            .zip(signs.chunks_mut(SCALED_BLOCK / 8))
+            .enumerate()
+        {
+            let at = first + (k * SCALED_BLOCK) as u64;
+            let u = &mut buf[..x.len()];
+            let _ = for_each_row_run(x, at, rs, |run, scale, i| {
+                for (o, &v) in u[i..i + run.len()].iter_mut().zip(run) {
+                    *o = v / scale;
+                }
+                Ok::<(), ()>(())
+            });
+            if self.encode_f32_words(u, f32::to_bits, c, s).is_err() {
+                self.encode_scaled_one_by_one(x, at, rs, c, s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule of [`Quantizer::encode`] with row scales, one element at a time.
+    fn encode_scaled_one_by_one(
+        &self,
+        values: &[f32],
+        first: u64,
+        rs: &RowScales<'_>,
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), EncodeError> {
+        signs.fill(0);
+        for_each_scaled(values, first, Some(rs), |i, x, u| {
             if !x.is_finite() {
                 return Err(EncodeError::NonFinite {
                     index: first + i as u64,
@@ -1001,6 +1409,291 @@ mod fast_tests {
         for b in 0.5f32.to_bits()..=1.0f32.to_bits() {
             let m = f32::from_bits(b);
             assert_eq!(q.code(m), q.code_exact(m), "bits {b:#x}");
+        }
+    }
+
+    /// Codes and signs by the definition: the formula on each magnitude, one element at a time.
+    fn reference(q: &Quantizer, values: &[f32]) -> (Vec<u8>, Vec<u8>) {
+        let codes: Vec<u8> = values.iter().map(|x| q.code_exact(x.abs())).collect();
+        let mut signs = vec![0u8; values.len().div_ceil(8)];
+        for (i, (x, &c)) in values.iter().zip(&codes).enumerate() {
+            if c != 0 && x.is_sign_negative() {
+                signs[i / 8] |= 1 << (i % 8);
+            }
+        }
+        (codes, signs)
+    }
+
+    fn to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+        let mut v = vec![0f32; bytes.len() / (dtype.bits() / 8) as usize];
+        dtype.to_f32(bytes, &mut v).unwrap();
+        v
+    }
+
+    /// `scan_bytes` and `encode_bytes` on a source's bytes give what `scan` and `encode` give on
+    /// the values converted to f32, and the codes are the formula's: every finite bfloat16 and
+    /// float16 bit pattern, with quantizers fitted to the whole range (every pattern in the
+    /// table) and to a narrow one (most patterns outside it), in chunks at several offsets.
+    #[test]
+    fn byte_loops_equal_the_f32_loops_on_every_16_bit_pattern() {
+        for dtype in [Dtype::BF16, Dtype::F16] {
+            let finite: Vec<u16> = (0..=u16::MAX)
+                .filter(|&b| to_f32(dtype, &b.to_le_bytes())[0].is_finite())
+                .collect();
+            let bytes: Vec<u8> = finite.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let values = to_f32(dtype, &bytes);
+            let narrow: Vec<f32> = values
+                .iter()
+                .map(|&x| {
+                    if (0.01..0.5).contains(&x.abs()) {
+                        x
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for codec in Codec::ALL.iter().copied().filter(|c| !c.uses_row_scales()) {
+                for fitted in [&values, &narrow] {
+                    let st = scan(fitted, 0, None).unwrap();
+                    let q = Quantizer::new(codec, &st);
+                    let (want_c, want_s) = reference(&q, &values);
+                    let mut codes = vec![0u8; values.len()];
+                    let mut signs = vec![0u8; values.len().div_ceil(8)];
+                    for (a, b) in [(0, values.len()), (0, 8), (8, 4096), (4096, values.len())] {
+                        let (c, s) = (&mut codes[a..b], &mut signs[a / 8..b.div_ceil(8)]);
+                        q.encode_bytes(dtype, &bytes[2 * a..2 * b], a as u64, None, c, s)
+                            .unwrap();
+                        assert_eq!(c, &want_c[a..b], "{dtype} {codec} codes {a}..{b}");
+                        assert_eq!(s, &want_s[a / 8..b.div_ceil(8)], "{dtype} {codec} signs");
+                    }
+                    let (mut c2, mut s2) = (codes.clone(), signs.clone());
+                    q.encode(&values, 0, None, &mut c2, &mut s2).unwrap();
+                    assert_eq!((c2, s2), (codes, signs), "{dtype} {codec} encode");
+                }
+                let st = scan_bytes(codec, dtype, &bytes, 0, None).unwrap();
+                let want = scan(&values, 0, None).unwrap();
+                let want = Stats {
+                    hist: if codec.fits_histogram() {
+                        want.hist.clone()
+                    } else {
+                        Histogram::EMPTY
+                    },
+                    ..want
+                };
+                assert_eq!(st, want, "{dtype} {codec} stats");
+            }
+        }
+    }
+
+    /// The same for f32 sources: a sweep of bit patterns with zeros, both signs, subnormals,
+    /// values outside the fitted range, and the statistics of every chunking.
+    #[test]
+    fn byte_loops_equal_the_f32_loops_on_f32() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let values: Vec<f32> = (0..100_003u32)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match i % 7 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => {
+                        f32::from_bits(x as u32 % 0x7F80_0000) * if x & 1 == 0 { 1.0 } else { -1.0 }
+                    }
+                    3 => f32::from_bits(x as u32 % 0x0080_0000),
+                    _ => ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 * 0.1,
+                }
+            })
+            .collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for codec in Codec::ALL.iter().copied().filter(|c| !c.uses_row_scales()) {
+            let fit: Vec<f32> = values
+                .iter()
+                .map(|&x| if x.abs() < 0.04 { x } else { 0.0 })
+                .collect();
+            for fitted in [&values, &fit] {
+                let q = Quantizer::new(codec, &scan(fitted, 0, None).unwrap());
+                let (want_c, want_s) = reference(&q, &values);
+                let mut codes = vec![0u8; values.len()];
+                let mut signs = vec![0u8; values.len().div_ceil(8)];
+                q.encode_bytes(Dtype::F32, &bytes, 0, None, &mut codes, &mut signs)
+                    .unwrap();
+                assert_eq!(codes, want_c, "{codec}");
+                assert_eq!(signs, want_s, "{codec}");
+                q.encode(&values, 0, None, &mut codes, &mut signs).unwrap();
+                assert_eq!((codes, signs), (want_c, want_s), "{codec}");
+            }
+            for chunk in [8usize, 4096, 65_536] {
+                let st = bytes
+                    .chunks(4 * chunk)
+                    .enumerate()
+                    .map(|(k, b)| {
+                        scan_bytes(codec, Dtype::F32, b, (k * chunk) as u64, None).unwrap()
+                    })
+                    .fold(Stats::EMPTY, Stats::merge);
+                let want = scan(&values, 0, None).unwrap();
+                assert_eq!(st.min_nonzero, want.min_nonzero);
+                assert_eq!(st.max_abs, want.max_abs);
+                assert_eq!((st.nonzero, st.count), (want.nonzero, want.count));
+                assert_eq!(st.hist.bins().is_empty(), !codec.fits_histogram());
+                if codec.fits_histogram() {
+                    assert_eq!(st.hist, want.hist);
+                }
+            }
+        }
+    }
+
+    /// Non-finite values are refused with the index and value `scan` and `encode` give, and
+    /// malformed chunks are refused.
+    #[test]
+    fn byte_loops_refuse_what_the_f32_loops_refuse() {
+        for dtype in [Dtype::F32, Dtype::BF16, Dtype::F16] {
+            let size = (dtype.bits() / 8) as usize;
+            let good: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 1e-4).collect();
+            let mut bytes: Vec<u8> = good
+                .iter()
+                .flat_map(|&v| match dtype {
+                    Dtype::F32 => v.to_bits().to_le_bytes().to_vec(),
+                    Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                    _ => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                })
+                .collect();
+            let q = Quantizer::new(
+                Codec::Log,
+                &scan_bytes(Codec::Log, dtype, &bytes, 0, None).unwrap(),
+            );
+            let inf: &[u8] = match dtype {
+                Dtype::F32 => &[0, 0, 0x80, 0xFF],
+                Dtype::BF16 => &[0x80, 0xFF],
+                _ => &[0x00, 0xFC],
+            };
+            bytes[size * 30_001..size * 30_002].copy_from_slice(inf);
+            bytes[size * 30_005..size * 30_006].copy_from_slice(inf);
+            let values = to_f32(dtype, &bytes);
+            let want = scan(&values, 16, None).unwrap_err();
+            assert_eq!(
+                scan_bytes(Codec::Log, dtype, &bytes, 16, None).unwrap_err(),
+                want
+            );
+            assert!(
+                matches!(want, EncodeError::NonFinite { index: 30_017, value } if value == f32::NEG_INFINITY)
+            );
+            let (mut c, mut s) = (vec![0u8; values.len()], vec![0u8; values.len().div_ceil(8)]);
+            let want = q.encode(&values, 16, None, &mut c, &mut s).unwrap_err();
+            let got = q
+                .encode_bytes(dtype, &bytes, 16, None, &mut c, &mut s)
+                .unwrap_err();
+            assert_eq!(got, want);
+            assert!(matches!(
+                q.encode_bytes(dtype, &bytes, 4, None, &mut c, &mut s),
+                Err(EncodeError::BadChunk { first: 4 })
+            ));
+            assert!(matches!(
+                q.encode_bytes(dtype, &bytes[1..], 0, None, &mut c, &mut s),
+                Err(EncodeError::BadChunk { first: 0 })
+            ));
+            assert!(scan_bytes(Codec::Log, dtype, &bytes[1..], 0, None).is_err());
+        }
+        assert!(scan_bytes(Codec::Log, Dtype::I32, &[0; 4], 0, None).is_err());
+    }
+
+    /// With row scales (rows of lengths that are and are not multiples of 8, scales that make
+    /// some values overflow or underflow), the block loop equals the rule applied one element
+    /// at a time, and the byte forms equal the f32 forms, in chunks at several offsets.
+    #[test]
+    fn scaled_loops_equal_the_rule() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (rows, cols) in [(300u64, 37u64), (40, 1024), (5000, 3), (2, 20_000)] {
+            let shape = [rows, cols];
+            let n = (rows * cols) as usize;
+            let values: Vec<f32> = (0..n)
+                .map(|i| match i % 11 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => ((next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32,
+                })
+                .collect();
+            for dtype in [Dtype::F32, Dtype::BF16, Dtype::F16] {
+                let bytes: Vec<u8> = values
+                    .iter()
+                    .flat_map(|&v| match dtype {
+                        Dtype::F32 => v.to_le_bytes().to_vec(),
+                        Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                        _ => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                    })
+                    .collect();
+                let v = to_f32(dtype, &bytes);
+                let mut scales = row_scales(Codec::LloydRows, &v, &shape).unwrap().unwrap();
+                assert_eq!(
+                    RowMaxima::scan_bytes(dtype, &bytes, 0, &shape)
+                        .unwrap()
+                        .into_scales(&shape)
+                        .unwrap(),
+                    scales
+                );
+                let es = (dtype.bits() / 8) as usize;
+                for chunk in [8usize, 1000, 4096] {
+                    let m = bytes
+                        .chunks(es * chunk)
+                        .enumerate()
+                        .map(|(k, b)| {
+                            RowMaxima::scan_bytes(dtype, b, (k * chunk) as u64, &shape).unwrap()
+                        })
+                        .fold(RowMaxima::EMPTY, RowMaxima::merge);
+                    assert_eq!(m.into_scales(&shape).unwrap(), scales, "{dtype} {chunk}");
+                }
+                // Some rows scaled so that their values overflow, or vanish.
+                scales[1] = 1e-39;
+                if scales.len() > 3 {
+                    scales[3] = 1e30;
+                }
+                let rs = RowScales::new(&scales, &shape).unwrap();
+                for codec in [Codec::LloydRows, Codec::Log] {
+                    let st = scan(&v, 0, None).unwrap();
+                    let q = Quantizer::new(codec, &st);
+                    let (mut want_c, mut want_s) = (vec![0u8; n], vec![0u8; n.div_ceil(8)]);
+                    q.encode_scaled_one_by_one(&v, 0, &rs, &mut want_c, &mut want_s)
+                        .unwrap();
+                    let (mut c, mut s) = (vec![0u8; n], vec![0u8; n.div_ceil(8)]);
+                    q.encode(&v, 0, Some(&rs), &mut c, &mut s).unwrap();
+                    assert!(c == want_c && s == want_s, "{dtype} {codec} {rows}x{cols}");
+                    for chunk in [8usize, 1000, 4096] {
+                        let (mut c, mut s) = (vec![0u8; n], vec![0u8; n.div_ceil(8)]);
+                        for (k, ((b, cc), ss)) in bytes
+                            .chunks(es * chunk)
+                            .zip(c.chunks_mut(chunk))
+                            .zip(s.chunks_mut(chunk / 8))
+                            .enumerate()
+                        {
+                            q.encode_bytes(dtype, b, (k * chunk) as u64, Some(&rs), cc, ss)
+                                .unwrap();
+                        }
+                        assert!(c == want_c && s == want_s, "{dtype} {codec} bytes {chunk}");
+                    }
+                }
+                // Scanning with scales gives what `scan` gives (an overflow is refused alike).
+                let rs = RowScales::new(&scales[..], &shape).unwrap();
+                let got = scan_bytes(Codec::LloydRows, dtype, &bytes, 0, Some(&rs));
+                assert_eq!(got, scan(&v, 0, Some(&rs)), "{dtype}");
+                let ok: Vec<f32> = scales.iter().map(|&s| s.max(0.5)).collect();
+                let rs = RowScales::new(&ok, &shape).unwrap();
+                let got = scan_bytes(Codec::Log, dtype, &bytes, 0, Some(&rs)).unwrap();
+                let want = scan(&v, 0, Some(&rs)).unwrap();
+                assert_eq!(
+                    got,
+                    Stats {
+                        hist: Histogram::EMPTY,
+                        ..want
+                    }
+                );
+            }
         }
     }
 }

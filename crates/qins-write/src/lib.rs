@@ -26,9 +26,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crc32fast::Hasher;
-use qins_format::codec::{EncodeError, Quantizer, RowScales};
+use qins_format::codec::{Codec, EncodeError, Quantizer, RowScales};
 use qins_format::layout::Cursor;
 use qins_format::names::{check_asset_name, check_tensor_name, NameProblem};
 use qins_format::{
@@ -211,6 +212,58 @@ pub struct Writer {
     header_size: u64,
     next: usize,
     current: Current,
+    /// Bytes written since the last background flush was asked for.
+    unflushed: u64,
+    flusher: Option<Flusher>,
+}
+
+/// Tensor bytes written between two background flushes (less in unit tests, to exercise them).
+const FLUSH_EVERY: u64 = if cfg!(test) { 64 << 10 } else { 64 << 20 };
+
+/// A thread that flushes the temporary file's written data to disk (`fdatasync`) whenever the
+/// writer asks, while the producer goes on computing, so that the disk works during the
+/// conversion and the final `sync_all` of [`Writer::finish`] has little left to write. It
+/// changes when pages reach the disk, never what the file holds nor the final sync.
+struct Flusher {
+    /// At most one request waits: a flush asked for while one runs covers what came since.
+    asks: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Flusher {
+    fn start(file: std::fs::File) -> Flusher {
+        let (asks, requests) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("qins-write flush".into())
+            .spawn(move || {
+                for () in requests {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })
+            .ok();
+        Flusher {
+            asks: Some(asks),
+            thread,
+        }
+    }
+
+    /// Asks for a flush unless one is already waiting.
+    fn ask(&self) {
+        if let Some(asks) = &self.asks {
+            let _ = asks.try_send(());
+        }
+    }
+
+    /// Waits for the flushes asked for, and gives the first error of any.
+    fn stop(&mut self) -> io::Result<()> {
+        self.asks = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the flushing thread panicked")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Writer {
@@ -257,7 +310,30 @@ impl Writer {
             header_size,
             next: 0,
             current: Current::Idle,
+            unflushed: 0,
+            flusher: None,
         })
+    }
+
+    /// Counts `len` tensor bytes just written, and asks for a background flush every
+    /// [`FLUSH_EVERY`] bytes (the flushing thread starts with the first).
+    fn wrote(&mut self, len: u64) {
+        self.unflushed += len;
+        if self.unflushed < FLUSH_EVERY {
+            return;
+        }
+        self.unflushed = 0;
+        if self.flusher.is_none() {
+            // Without a second handle on the file there is no background flush, only the
+            // final sync.
+            let Ok(file) = self.tmp.as_file().try_clone() else {
+                return;
+            };
+            self.flusher = Some(Flusher::start(file));
+        }
+        if let Some(f) = &self.flusher {
+            f.ask();
+        }
     }
 
     /// The plan being written.
@@ -323,6 +399,7 @@ impl Writer {
             return Err(self.misuse(format!("{end} raw bytes given, the tensor has {len}")));
         }
         self.write_at(rec.data.offset.get() + done, bytes)?;
+        self.wrote(bytes.len() as u64);
         crc.update(bytes);
         if end == len {
             self.records[self.next].data.crc = crc.finalize().into();
@@ -343,9 +420,19 @@ impl Writer {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
         };
-        let Storage::Encoded { codec, .. } = t.storage else {
+        let Storage::Encoded { codec, row_scales } = t.storage else {
             return Err(self.misuse("tensor is planned as raw, not encoded"));
         };
+        // Checked before the values are scanned and fitted, as `begin_encoded` would: scales
+        // for a tensor planned without them must not reach the codec's fit (a `lloyd` table
+        // fitted to scaled values is not one the plan describes).
+        if row_scales != scales.is_some() {
+            return Err(self.misuse(if row_scales {
+                "tensor is planned with row scales; none given"
+            } else {
+                "row scales given for a tensor planned without them"
+            }));
+        }
         // Checked before anything is written: a short slice would otherwise begin the tensor,
         // fit its table to part of the values, and leave it incomplete.
         let want = self.records[self.next].data.length.get();
@@ -402,6 +489,31 @@ impl Writer {
                 quantizer.codec()
             )));
         }
+        // A quantizer fitted to hand-made statistics (`Stats`' fields are public) can have
+        // parameters or a table that the spec forbids: refuse it rather than write a file that
+        // every reader refuses (§10 `BadLut`, §12 `BadParams`).
+        let [p0, p1] = quantizer.params();
+        if !codec.params_are_valid(p0, p1) {
+            return Err(self.misuse(format!(
+                "the quantizer's parameters {p0}, {p1} are not valid for codec {codec} (§12); \
+                 fit it to statistics from `scan`"
+            )));
+        }
+        let lut = quantizer.lut();
+        if let Some(i) = (0..256).find(|&i| {
+            let v = lut[i];
+            if i == 0 {
+                v.to_bits() != 0
+            } else {
+                !(v.is_finite() && v.is_sign_positive())
+            }
+        }) {
+            return Err(self.misuse(format!(
+                "the quantizer's table entry {i} is {}: LUT[0] must be +0.0 and entries finite \
+                 and not negative (§10)",
+                lut[i]
+            )));
+        }
         if row_scales != scales.is_some() {
             return Err(self.misuse(if row_scales {
                 "tensor is planned with row scales; none given"
@@ -419,7 +531,6 @@ impl Writer {
             self.write_at(rec.scales.offset.get(), &bytes)?;
             self.records[self.next].scales.crc = crc32fast::hash(&bytes).into();
         }
-        let [p0, p1] = quantizer.params();
         let r = &mut self.records[self.next];
         r.param0 = p0.into();
         r.param1 = p1.into();
@@ -483,6 +594,7 @@ impl Writer {
         }
         self.write_at(rec.data.offset.get() + done, codes)?;
         self.write_at(rec.signs.offset.get() + done / 8, signs)?;
+        self.wrote((codes.len() + signs.len()) as u64);
         let Current::Encoded {
             codes: ref mut hc,
             signs: ref mut hs,
@@ -530,6 +642,11 @@ impl Writer {
             path: path.into(),
             source,
         };
+        // The background flushes first: an error of theirs is the file's, even if the final
+        // sync then succeeds.
+        if let Some(mut f) = self.flusher.take() {
+            f.stop().map_err(|e| io_err(self.tmp.path(), e))?;
+        }
         self.tmp
             .as_file()
             .sync_all()
@@ -711,6 +828,23 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
                         ),
                     ));
                 }
+                // §12.3, §12.4: a writer MUST NOT set ROW_SCALES on `lloyd` and MUST set it on
+                // `lloyd-rows`; `log` and `linear` may have row scales or not.
+                let fixed = match codec {
+                    Codec::Lloyd => Some(false),
+                    Codec::LloydRows => Some(true),
+                    Codec::Log | Codec::Linear => None,
+                };
+                if fixed.is_some_and(|needed| needed != row_scales) {
+                    return Err(invalid(
+                        format!("tensor {:?}", t.name),
+                        if row_scales {
+                            format!("codec {codec} has no row scales (§12.3); plan it without")
+                        } else {
+                            format!("codec {codec} needs row scales (§12.4); plan it with them")
+                        },
+                    ));
+                }
                 encoded += 1;
                 (
                     codec.id(),
@@ -819,6 +953,35 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
 mod tests {
     use super::*;
 
+    /// Parts written past the flush threshold start the background flushes; the file is the
+    /// same, and `finish` waits for them.
+    #[test]
+    fn background_flushes_leave_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 10 * FLUSH_EVERY as usize + 12_345;
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+        let mut files = Vec::new();
+        for (name, part) in [("whole.qins", n), ("parts.qins", 7_777)] {
+            let mut plan = Plan::new();
+            plan.tensors.push(TensorSpec::new(
+                "t",
+                Dtype::U8,
+                vec![n as u64],
+                Storage::Raw,
+            ));
+            let path = dir.path().join(name);
+            let mut w = Writer::create(&path, plan, false).unwrap();
+            for p in data.chunks(part) {
+                w.write_raw_part(p).unwrap();
+            }
+            assert!(w.flusher.is_some(), "{name}");
+            w.finish().unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert_eq!(files[0], files[1]);
+        assert!(files[0].windows(n).any(|w| w == data.as_slice()));
+    }
+
     #[test]
     fn nonzero_bytes_finds_every_nonzero_byte() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -866,7 +1029,11 @@ mod tests {
             }
             let ok: Vec<u8> = codes
                 .chunks(8)
-                .map(|c| c.iter().enumerate().fold(0, |m, (j, &v)| m | (u8::from(v != 0) << j)))
+                .map(|c| {
+                    c.iter()
+                        .enumerate()
+                        .fold(0, |m, (j, &v)| m | (u8::from(v != 0) << j))
+                })
                 .collect();
             assert!(!signs_break_rule(&codes, &ok));
         }
