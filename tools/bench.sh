@@ -2,7 +2,7 @@
 # Reproduces every figure of the README's "Performance" section, with public tools only
 # (hyperfine, /usr/bin/time -v, cargo bench), and prints them as one table.
 #
-#   tools/bench.sh            # everything (about 20 minutes; needs ~25 GB free under BENCH_DIR)
+#   tools/bench.sh            # everything (about 30 minutes; needs ~25 GB free under BENCH_DIR)
 #   tools/bench.sh --no-8gb   # skip the 8 GB checkpoint (memory, 5 GB open, export)
 #
 # Environment: BENCH_DIR (default target/bench-data: generated checkpoints, kept between runs
@@ -45,11 +45,15 @@ results="$data/results.tsv"
 : >"$results"
 # row METRIC VALUE TARGET COMMAND
 row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # The median of a hyperfine JSON export's command number $2 (0-based), in seconds.
 median() {
     python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["median"])' "$1" "$2"
+}
+# The mean CPU time (user + system) of command number $2, in seconds: less sensitive than the
+# wall time to other jobs taking the cores.
+cputime() {
+    python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]; print("%.2f" % (r["user"] + r["system"]))' "$1" "$2"
 }
 # $1 / $2 with two decimals.
 ratio() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
@@ -62,9 +66,31 @@ weights() {
 mps() { python3 -c 'import sys; print("%.0f M/s" % (float(sys.argv[1]) / float(sys.argv[2]) / 1e6))' "$1" "$2"; }
 # Max RSS (KiB) and elapsed seconds of a `/usr/bin/time -v` log.
 rss_mib() { awk '/Maximum resident set size/ {printf "%.0f MiB", $6 / 1024}' "$1"; }
+# Runs "$@" under `/usr/bin/time -v` (its report in $1.time) and samples the process's resident
+# memory every 0.1 s from /proc, to tell private memory (RssAnon) from mapped file pages
+# (RssFile, the page cache of the files it maps); the peaks go to $1.peak as "anon file" KiB.
+measure() {
+    local log="$1"
+    shift
+    /usr/bin/time -v "$@" 2>"$log.time" >/dev/null &
+    local tp=$! pa=0 pf=0 a f c
+    while kill -0 "$tp" 2>/dev/null; do
+        c="$(pgrep -P "$tp" | head -n1 || true)"
+        if [ -n "$c" ] && read -r a f < <(awk '/RssAnon/ {a = $2} /RssFile/ {f = $2} END {print a + 0, f + 0}' "/proc/$c/status" 2>/dev/null); then
+            [ "$a" -gt "$pa" ] && pa="$a"
+            [ "$f" -gt "$pf" ] && pf="$f"
+        fi
+        sleep 0.1
+    done
+    wait "$tp"
+    echo "$pa $pf" >"$log.peak"
+}
+peaks() { awk '{printf "anon %.0f MiB + mapped files %.0f MiB", $1 / 1024, $2 / 1024}' "$1.peak"; }
 elapsed() { awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.1f s", s}' "$1"; }
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+# How much of the time runnable tasks waited for a core (Linux PSI), next to the load average.
+load() { echo "$(cut -d' ' -f1-3 /proc/loadavg)$([ -r /proc/pressure/cpu ] && awk '/some/ {sub("avg60=", "", $3); printf ", CPU pressure %s%%", $3}' /proc/pressure/cpu)"; }
 echo "== machine: $(nproc) vCPU, $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM," \
     "$(df -T "$data" | awk 'NR == 2 {print $2}') under $data; load average $(load)"
 
@@ -95,13 +121,13 @@ for dt in f32 bf16; do
     t1="$(median "$j" 3)"
     tl="$(median "$j" 4)"
     tn="$(command -v eatmydata >/dev/null && median "$j" 5 || echo '?')"
-    row "convert $dt 1GB: cp" "$cp_s s" "-" "cp model.safetensors X"
-    row "convert $dt 1GB: cp + fsync" "$cps_s s" "-" "cp model.safetensors X && sync X"
-    row "convert $dt 1GB, lloyd-rows, 2 threads" "$t2 s = $(ratio "$t2" "$cp_s") x cp, $(mps "$n" "$t2")" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2"
-    row "convert $dt 1GB, lloyd-rows, 1 thread" "$t1 s = $(ratio "$t1" "$cp_s") x cp, $(mps "$n" "$t1")" "-" "qins-convert -q DIR OUT --threads 1"
+    row "convert $dt 1GB: cp" "$cp_s s (CPU $(cputime "$j" 0) s)" "-" "cp model.safetensors X"
+    row "convert $dt 1GB: cp + fsync" "$cps_s s (CPU $(cputime "$j" 1) s)" "-" "cp model.safetensors X && sync X"
+    row "convert $dt 1GB, lloyd-rows, 2 threads" "$t2 s = $(ratio "$t2" "$cp_s") x cp, $(mps "$n" "$t2") (CPU $(cputime "$j" 2) s)" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2"
+    row "convert $dt 1GB, lloyd-rows, 1 thread" "$t1 s = $(ratio "$t1" "$cp_s") x cp, $(mps "$n" "$t1") (CPU $(cputime "$j" 3) s)" "-" "qins-convert -q DIR OUT --threads 1"
     row "convert $dt 1GB, scaling 1 -> 2 threads" "$(ratio "$t1" "$t2") x" "~2 x" "(the two rows above)"
-    row "convert $dt 1GB, log, 2 threads" "$tl s = $(ratio "$tl" "$cp_s") x cp, $(mps "$n" "$tl")" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2 --codec log"
-    [ "$tn" != '?' ] && row "convert $dt 1GB, lloyd-rows, no fsync" "$tn s = $(ratio "$tn" "$cp_s") x cp" "-" "eatmydata qins-convert -q DIR OUT --threads 2"
+    row "convert $dt 1GB, log, 2 threads" "$tl s = $(ratio "$tl" "$cp_s") x cp, $(mps "$n" "$tl") (CPU $(cputime "$j" 4) s)" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2 --codec log"
+    [ "$tn" != '?' ] && row "convert $dt 1GB, lloyd-rows, no fsync" "$tn s = $(ratio "$tn" "$cp_s") x cp (CPU $(cputime "$j" 5) s)" "-" "eatmydata qins-convert -q DIR OUT --threads 2"
     row "convert $dt 1GB, lloyd-rows vs cp + fsync" "$(ratio "$t2" "$cps_s") x" "-" "(rows above)"
     rm -f "$out" "$cpout"
 done
@@ -118,11 +144,11 @@ if [ "$big" = 1 ]; then
     echo "== generating 8 GB BF16 in 4 shards; load $(load)"
     "$bin/qins-synth" "$hf8" --dtype bf16 --shards 4 --target-size 8GB >/dev/null
     echo "== converting it; load $(load)"
-    /usr/bin/time -v "$bin/qins-convert" -q "$hf8" "$data/big.qins" 2>"$data/convert-8g.time" >/dev/null
-    row "convert 8GB BF16 (4 shards): peak RSS" "$(rss_mib "$data/convert-8g.time") in $(elapsed "$data/convert-8g.time")" "< 1024 MiB" "/usr/bin/time -v qins-convert -q DIR big.qins"
+    measure "$data/convert-8g" "$bin/qins-convert" -q "$hf8" "$data/big.qins"
+    row "convert 8GB BF16 (4 shards): peak RSS" "$(rss_mib "$data/convert-8g.time") in $(elapsed "$data/convert-8g.time") ($(peaks "$data/convert-8g"))" "< 1024 MiB" "/usr/bin/time -v qins-convert -q DIR big.qins"
     echo "== exporting it; load $(load)"
-    /usr/bin/time -v "$bin/qins-export" -q "$data/big.qins" "$data/big-export" 2>"$data/export-8g.time" >/dev/null
-    row "export 8GB BF16: peak RSS" "$(rss_mib "$data/export-8g.time") in $(elapsed "$data/export-8g.time")" "< 1024 MiB" "/usr/bin/time -v qins-export -q big.qins OUT"
+    measure "$data/export-8g" "$bin/qins-export" -q "$data/big.qins" "$data/big-export"
+    row "export 8GB BF16: peak RSS" "$(rss_mib "$data/export-8g.time") in $(elapsed "$data/export-8g.time") ($(peaks "$data/export-8g"))" "< 1024 MiB" "/usr/bin/time -v qins-export -q big.qins OUT"
     rm -rf "$data/big-export" "$hf8"
     open_cmds+=("$bin/qins-inspect $data/big.qins")
     # --- Checksums: verifying reads every byte; opening reads none ---------------------------
@@ -148,9 +174,9 @@ while read -r cores out _ _ _ _ pw pgb pm pr; do
 done < <(grep -E '^[0-9]+ +(f32|bf16) ' "$data/decode.txt" | tr -d '|')
 echo "== cargo bench --bench encode; load $(load)"
 cargo bench --quiet -p qins-export --bench encode 2>/dev/null | tee "$data/encode.txt"
-while read -r dt op ms mw ratio; do
-    row "encode kernel $dt: $op, 1 core" "$mw M weights/s (${ratio} x memcpy time)" "-" "cargo bench -p qins-export --bench encode"
-done < <(grep -E '^(F32|BF16|F16) +(scan|encode|f32 path) ' "$data/encode.txt" | sed 's/f32 path/f32-path/')
+while read -r dt codec op ms mw ratio; do
+    row "encode kernel $dt $codec: $op, 1 core" "$mw M weights/s (${ratio} x memcpy time)" "-" "cargo bench -p qins-export --bench encode"
+done < <(grep -E '^(F32|BF16|F16) +[a-z-]+ +(scan|encode|f32 path) ' "$data/encode.txt" | sed 's/f32 path/f32-path/')
 
 echo
 echo "== results ($(nproc) vCPU, $cpu; load average at the end $(load))"

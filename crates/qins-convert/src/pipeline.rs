@@ -40,7 +40,27 @@ pub(crate) struct Chunking {
     pub window: u64,
 }
 
+/// The smallest chunk [`Chunking::fit`] makes: 64 Ki elements, so that a job's fixed costs
+/// (its statistics, merged in order) stay small beside its work.
+const MIN_CHUNK: u64 = 1 << 16;
+
 impl Chunking {
+    /// This chunking for a tensor of `n` elements: chunks small enough that every thread gets
+    /// about four (but at least [`MIN_CHUNK`] elements, and at most the configured size), so
+    /// that a tensor of a few million elements is shared by every core too; the window keeps
+    /// its number of chunks. Like the chunking itself, this changes nothing in the output.
+    fn fit(self, n: u64) -> Chunking {
+        let threads = rayon::current_num_threads().max(1) as u64;
+        let chunk = n.div_ceil(4 * threads).next_multiple_of(8).max(MIN_CHUNK);
+        if chunk >= self.chunk {
+            return self;
+        }
+        Chunking {
+            chunk,
+            window: chunk * (self.window / self.chunk),
+        }
+    }
+
     /// `chunk` rounded up to a multiple of 8, and windows of `2 × threads` chunks (at least 8).
     pub fn new(chunk: usize) -> Chunking {
         let chunk = (chunk.max(1) as u64).next_multiple_of(8);
@@ -87,6 +107,7 @@ pub(crate) fn encode(
 ) -> Result<(), ConvertError> {
     let es = u64::from(t.dtype.bits() / 8);
     let n = t.numel();
+    let ch = ch.fit(n);
     let file = &src.weight_files()[t.file].path;
     let fail = |e: EncodeError| match e {
         EncodeError::NonFinite { index, value } => ConvertError::NonFinite {

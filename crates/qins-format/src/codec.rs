@@ -315,11 +315,11 @@ fn for_each_scaled<E>(
 /// Calls `f(seg, s, i)` for each run of a chunk that lies in one row: the run's values, its
 /// row's scale, and the run's position in the chunk.
 #[inline]
-fn for_each_row_run<E>(
-    values: &[f32],
+fn for_each_row_run<T, E>(
+    values: &[T],
     first: u64,
     rs: &RowScales<'_>,
-    mut f: impl FnMut(&[f32], f32, usize) -> Result<(), E>,
+    mut f: impl FnMut(&[T], f32, usize) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut i = 0;
     while i < values.len() {
@@ -597,71 +597,76 @@ fn scan_with(
     scales: Option<&RowScales<'_>>,
     hist: bool,
 ) -> Result<Stats, EncodeError> {
+    if let Some(rs) = scales {
+        let mut u = Vec::with_capacity(values.len());
+        let _ = for_each_row_run(values, first, rs, |run, s, _| {
+            u.extend(run.iter().map(|&x| x / s));
+            Ok::<(), ()>(())
+        });
+        return scan_scaled(&u, first, rs, hist, || values.to_vec());
+    }
     let mut st = Stats::EMPTY;
-    let mut scaled: Option<Vec<f32>> = None;
-    match scales {
-        None => {
-            // On the magnitudes' bit patterns, which order like the magnitudes: branch-free
-            // integer minima and maxima that the compiler vectorises. `b − 1` wraps for zero,
-            // so zeros never give the smallest non-zero magnitude.
-            let (lo, hi, nonzero) = magnitude_range(values, f32::to_bits);
-            if hi >= 0x7F80_0000 {
-                let (i, &x) = values
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| !x.is_finite())
-                    .expect("a magnitude at or above infinity's bits is not finite");
-                return Err(EncodeError::NonFinite {
-                    index: first + i as u64,
-                    value: x,
-                });
-            }
-            if nonzero > 0 {
-                st.min_nonzero = f32::from_bits(lo);
-                st.max_abs = f32::from_bits(hi);
-                st.nonzero = nonzero;
-            }
-        }
-        Some(rs) => {
-            // The scaled values once, row by row, into a buffer that the histogram reads too;
-            // their range on bit patterns as above. A value that is not finite scales to one
-            // that is not finite, so one test finds both faults, and a second look tells them
-            // apart.
-            let mut u = Vec::with_capacity(values.len());
-            let _ = for_each_row_run(values, first, rs, |run, s, _| {
-                u.extend(run.iter().map(|&x| x / s));
-                Ok::<(), ()>(())
-            });
-            let (lo, hi, nonzero) = magnitude_range(&u, f32::to_bits);
-            if hi >= 0x7F80_0000 {
-                for_each_scaled(values, first, scales, |i, x, u| {
-                    let index = first + i as u64;
-                    if !x.is_finite() {
-                        return Err(EncodeError::NonFinite { index, value: x });
-                    }
-                    if !u.is_finite() {
-                        return Err(EncodeError::ScaleOverflow { index, value: x });
-                    }
-                    Ok(())
-                })?;
-            }
-            if nonzero > 0 {
-                st.min_nonzero = f32::from_bits(lo);
-                st.max_abs = f32::from_bits(hi);
-                st.nonzero = nonzero;
-            }
-            scaled = Some(u);
-        }
+    // On the magnitudes' bit patterns, which order like the magnitudes: branch-free integer
+    // minima and maxima that the compiler vectorises.
+    let (lo, hi, nonzero) = magnitude_range(values, f32::to_bits);
+    if hi >= 0x7F80_0000 {
+        let (i, &x) = values
+            .iter()
+            .enumerate()
+            .find(|(_, x)| !x.is_finite())
+            .expect("a magnitude at or above infinity's bits is not finite");
+        return Err(EncodeError::NonFinite {
+            index: first + i as u64,
+            value: x,
+        });
     }
     st.count = values.len() as u64;
-    if hist && st.nonzero > 0 {
-        // Every value is finite and scales without overflow: the second pass bins the non-zero
-        // magnitudes' bit patterns, now that their range is known.
-        let (lo, hi) = (st.min_nonzero.to_bits(), st.max_abs.to_bits());
-        st.hist = match (scales, &scaled) {
-            (Some(rs), Some(u)) => Histogram::build(&Scaled { u, first, rs }, lo, hi, u.len()),
-            _ => Histogram::build(&Plain(values), lo, hi, values.len()),
-        };
+    if nonzero > 0 {
+        st.min_nonzero = f32::from_bits(lo);
+        st.max_abs = f32::from_bits(hi);
+        st.nonzero = nonzero;
+        if hist {
+            // Every value is finite: the second pass bins the non-zero magnitudes' bit
+            // patterns, now that their range is known.
+            st.hist = Histogram::build(&Plain(values), lo, hi, values.len());
+        }
+    }
+    Ok(st)
+}
+
+/// The statistics of a chunk with row scales, from its scaled values `u` (each value divided by
+/// its row's scale), computed once into a buffer that the histogram reads too; `values` gives
+/// the chunk's own values, only to tell the faults apart. A value that is not finite scales to
+/// one that is not finite, so one test on `u` finds both kinds of fault.
+fn scan_scaled(
+    u: &[f32],
+    first: u64,
+    rs: &RowScales<'_>,
+    hist: bool,
+    values: impl FnOnce() -> Vec<f32>,
+) -> Result<Stats, EncodeError> {
+    let mut st = Stats::EMPTY;
+    let (lo, hi, nonzero) = magnitude_range(u, f32::to_bits);
+    if hi >= 0x7F80_0000 {
+        for_each_scaled(&values(), first, Some(rs), |i, x, u| {
+            let index = first + i as u64;
+            if !x.is_finite() {
+                return Err(EncodeError::NonFinite { index, value: x });
+            }
+            if !u.is_finite() {
+                return Err(EncodeError::ScaleOverflow { index, value: x });
+            }
+            Ok(())
+        })?;
+    }
+    st.count = u.len() as u64;
+    if nonzero > 0 {
+        st.min_nonzero = f32::from_bits(lo);
+        st.max_abs = f32::from_bits(hi);
+        st.nonzero = nonzero;
+        if hist {
+            st.hist = Histogram::build(&Scaled { u, first, rs }, lo, hi, u.len());
+        }
     }
     Ok(st)
 }
@@ -733,6 +738,43 @@ impl<'a> Words<'a> {
         }
     }
 
+    /// Every element divided by its row's scale, the chunk's first element being element
+    /// `first` of the tensor.
+    fn scaled(self, first: u64, rs: &RowScales<'_>) -> Vec<f32> {
+        let mut u = vec![0f32; self.len()];
+        self.scaled_into(0, first, rs, &mut u);
+        u
+    }
+
+    /// Elements `at..at + out.len()` divided by their rows' scales, into `out`; element `at` is
+    /// element `first` of the tensor.
+    fn scaled_into(self, at: usize, first: u64, rs: &RowScales<'_>, out: &mut [f32]) {
+        fn run<T: Copy>(
+            w: &[T],
+            first: u64,
+            rs: &RowScales<'_>,
+            out: &mut [f32],
+            cvt: impl Fn(T) -> f32,
+        ) {
+            let _ = for_each_row_run(w, first, rs, |run, s, i| {
+                for (o, &x) in out[i..i + run.len()].iter_mut().zip(run) {
+                    *o = cvt(x) / s;
+                }
+                Ok::<(), ()>(())
+            });
+        }
+        let end = at + out.len();
+        match self {
+            Words::F32(w) => run(&w[at..end], first, rs, out, f32::from_le_bytes),
+            Words::Bf16(w) => run(&w[at..end], first, rs, out, |x| {
+                bf16_to_f32(u16::from_le_bytes(x))
+            }),
+            Words::F16(w) => run(&w[at..end], first, rs, out, |x| {
+                f16_to_f32(u16::from_le_bytes(x))
+            }),
+        }
+    }
+
     /// Every element as f32.
     fn to_vec(self) -> Vec<f32> {
         match self {
@@ -759,19 +801,43 @@ impl<'a> Words<'a> {
 }
 
 impl lloyd::Magnitudes for Words<'_> {
+    /// The magnitudes of a 16-bit source take at most 2^15 values: in a chunk of more elements
+    /// than that, each is counted first and given once with its count as weight, which adds up
+    /// to the same bins as giving every element with weight 1.
     #[inline]
-    fn for_each(&self, f: impl FnMut(u32, u64)) {
-        fn nonzero(bits: impl Iterator<Item = u32>, mut f: impl FnMut(u32, u64)) {
-            for b in bits.filter(|&b| b != 0) {
-                f(b, 1);
+    fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        let mut half = |w: &[[u8; 2]], cvt: fn(u16) -> f32| {
+            if w.len() < 0x8000 {
+                // Fewer elements than patterns: one by one.
+                for x in w {
+                    let b = cvt(u16::from_le_bytes(*x) & 0x7FFF).to_bits();
+                    if b != 0 {
+                        f(b, 1);
+                    }
+                }
+                return;
             }
-        }
-        let half =
-            |x: &[u8; 2], cvt: fn(u16) -> f32| cvt(u16::from_le_bytes(*x) & 0x7FFF).to_bits();
+            let mut count = vec![0u64; 0x8000];
+            for x in w {
+                count[usize::from(u16::from_le_bytes(*x) & 0x7FFF)] += 1;
+            }
+            for (m, &c) in count.iter().enumerate().skip(1) {
+                if c != 0 {
+                    f(cvt(m as u16).to_bits(), c);
+                }
+            }
+        };
         match *self {
-            Words::F32(w) => nonzero(w.iter().map(|x| u32::from_le_bytes(*x) & 0x7FFF_FFFF), f),
-            Words::Bf16(w) => nonzero(w.iter().map(|x| half(x, bf16_to_f32)), f),
-            Words::F16(w) => nonzero(w.iter().map(|x| half(x, f16_to_f32)), f),
+            Words::F32(w) => {
+                for x in w {
+                    let b = u32::from_le_bytes(*x) & 0x7FFF_FFFF;
+                    if b != 0 {
+                        f(b, 1);
+                    }
+                }
+            }
+            Words::Bf16(w) => half(w, bf16_to_f32),
+            Words::F16(w) => half(w, f16_to_f32),
         }
     }
 }
@@ -791,10 +857,11 @@ pub fn scan_bytes(
     scales: Option<&RowScales<'_>>,
 ) -> Result<Stats, EncodeError> {
     let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
-    if scales.is_some() {
-        // The scaled magnitudes are f32 values whatever the source: `scan` on the converted
-        // chunk, which needs it whole for the histogram's range.
-        return scan_with(&words.to_vec(), first, scales, codec.fits_histogram());
+    if let Some(rs) = scales {
+        // The scaled magnitudes are f32 values whatever the source, computed straight from
+        // the bytes, row by row.
+        let u = words.scaled(first, rs);
+        return scan_scaled(&u, first, rs, codec.fits_histogram(), || words.to_vec());
     }
     /// A pattern of the source's width to f32.
     type ToF32 = fn(u32) -> f32;
@@ -1080,8 +1147,9 @@ impl Quantizer {
         let Some(words) = words.filter(|_| first % 8 == 0) else {
             return Err(EncodeError::BadChunk { first });
         };
-        if scales.is_some() {
-            // Scaled values are f32 whatever the source: `encode` on each block, converted.
+        if let Some(rs) = scales {
+            // As `encode` does, a block of scaled values at a time, divided straight from the
+            // bytes; a block the loop refuses is coded again one element at a time.
             let mut buf = [0f32; SCALED_BLOCK];
             for (k, (c, s)) in codes
                 .chunks_mut(SCALED_BLOCK)
@@ -1089,9 +1157,13 @@ impl Quantizer {
                 .enumerate()
             {
                 let at = k * SCALED_BLOCK;
-                let x = &mut buf[..c.len()];
-                words.convert(at, x);
-                self.encode(x, first + at as u64, scales, c, s)?;
+                let u = &mut buf[..c.len()];
+                words.scaled_into(at, first + at as u64, rs, u);
+                if self.encode_f32_words(u, f32::to_bits, c, s).is_err() {
+                    let x = &mut buf[..c.len()];
+                    words.convert(at, x);
+                    self.encode_scaled_one_by_one(x, first + at as u64, rs, c, s)?;
+                }
             }
             return Ok(());
         }
