@@ -306,8 +306,9 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     // The target is checked first, so that a refusal is quick; the temporary directory is
     // removed again if anything below fails.
     let staging = target::Staging::new(&opts.output, opts.force, input)?;
-    progress.verifying(qins.file_size());
-    qins.verify()
+    // The tensors are verified one by one as they are written (in `st`); the rest now.
+    progress.verifying(qins.file_size() - qins.tensors().map(|t| t.stored_bytes()).sum::<u64>());
+    qins.verify_frame()
         .map_err(|e| ExportError::damaged(input.into(), e))?;
 
     let tensors: Vec<st::OutTensor<'_>> = qins
@@ -350,7 +351,7 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
         let path = staging.path().join(name);
-        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress)?;
+        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &file)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
             file: name.clone(),

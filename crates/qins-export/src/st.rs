@@ -6,6 +6,9 @@
 //! data order, padded with spaces to a multiple of 8 bytes; the data, tensors ordered by
 //! descending dtype (safetensors' alignment order) then name. Only the header is built up
 //! front; the data is produced chunk by chunk, so memory does not grow with the tensors' size.
+//! Each tensor's sections are verified just before it is written (the only pass over them
+//! besides the decoding), and the input's pages are released behind each chunk, so the
+//! resident memory is bounded by the largest tensor's stored bytes, not by the file.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +17,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use qins_format::Dtype;
-use qins_read::{DecodeError, TensorView};
+use qins_read::{DecodeError, MappedFile, TensorView};
 use rayon::prelude::*;
 use safetensors::tensor::TensorInfo;
 use serde::ser::{SerializeMap, Serializer};
@@ -200,20 +203,24 @@ fn decode_par<'q, T: Send>(
 }
 
 /// Writes `out`'s data: raw bytes as they are, encoded tensors decoded chunk by chunk.
+/// The pages of `input` read for each chunk are released once it is written.
 fn write_data(
     w: &mut impl Write,
     out: &OutTensor<'_>,
     scratch: &mut Scratch,
     progress: &dyn Progress,
+    input: &MappedFile,
 ) -> std::io::Result<()> {
     let t = &out.view;
     if let Some(raw) = t.raw_bytes() {
         for part in raw.chunks(RAW_STEP) {
             w.write_all(part)?;
+            input.release(part);
             progress.advance(part.len() as u64);
         }
         return Ok(());
     }
+    let (codes, signs) = (t.codes().unwrap_or(&[]), t.signs().unwrap_or(&[]));
     let n = t.numel();
     let mut first = 0u64;
     while first < n {
@@ -239,6 +246,10 @@ fn write_data(
             }
             other => unreachable!("encoded tensors are exported as F32, BF16 or F16, not {other}"),
         };
+        // Chunks start on whole sign bytes (CHUNK_ELEMENTS is a multiple of 8).
+        let (a, b) = (first as usize, first as usize + len);
+        input.release(&codes[a..b]);
+        input.release(&signs[a / 8..b.div_ceil(8)]);
         progress.advance(bytes as u64);
         first += len as u64;
     }
@@ -246,13 +257,15 @@ fn write_data(
 }
 
 /// Writes the safetensors file `path`: `header` (from [`header`]), then the data of `tensors`,
-/// which must be in the header's order. Returns the file's size.
+/// which must be in the header's order, each verified first; `input` is the file they are
+/// read from. Returns the file's size.
 pub(crate) fn write_file(
     path: &Path,
     header: &[u8],
     tensors: &[&OutTensor<'_>],
     scratch: &mut Scratch,
     progress: &dyn Progress,
+    input: &MappedFile,
 ) -> Result<u64, ExportError> {
     let io = || ExportError::io("write", path);
     let file = File::create(path).map_err(io())?;
@@ -260,7 +273,13 @@ pub(crate) fn write_file(
     w.write_all(header).map_err(io())?;
     let mut size = header.len() as u64;
     for t in tensors {
-        write_data(&mut w, t, scratch, progress).map_err(io())?;
+        t.view
+            .verify()
+            .map_err(|e| ExportError::damaged(input.path().into(), e))?;
+        write_data(&mut w, t, scratch, progress, input).map_err(io())?;
+        for (_, _, bytes) in t.view.sections() {
+            input.release(bytes);
+        }
         size += t.bytes;
         progress.tensor_done(t.view.name());
     }

@@ -122,6 +122,7 @@ impl<'a> Qins<'a> {
             Storage::Raw => None,
         };
         TensorView {
+            record: r,
             name: t.name,
             dtype: t.dtype,
             shape: &t.shape,
@@ -152,9 +153,27 @@ impl<'a> Qins<'a> {
     /// Verifies every byte of the data (§14): section checksums in canonical order, zero
     /// padding, unused sign bits, row scales. Reports the first problem.
     pub fn verify(&self) -> Result<(), ReadError> {
+        self.walk(true)?;
+        for t in self.tensors() {
+            t.verify_values()?;
+        }
+        Ok(())
+    }
+
+    /// Verifies every byte of the data outside the tensors' own sections: the LUT table, the
+    /// assets and all padding. Together with [`TensorView::verify`] on every tensor it checks
+    /// exactly what [`Qins::verify`] checks, so that a reader can verify each tensor just
+    /// before it reads it, in one pass over the data, instead of in a pass of its own.
+    pub fn verify_frame(&self) -> Result<(), ReadError> {
+        self.walk(false)
+    }
+
+    /// Walks the sections in canonical order, checking the padding before each and the
+    /// checksum of each (of the tensors' sections only if `tensors`).
+    fn walk(&self, tensors: bool) -> Result<(), ReadError> {
         let align = u64::from(self.alignment());
         let mut end = self.header_size();
-        let mut check = |name: &dyn Fn() -> String, offset: u64, bytes: &[u8], stored: u32| {
+        let mut check = |name: &dyn Fn() -> String, offset: u64, bytes: &[u8], stored, crc| {
             // Padding from the previous section's end to this one's start.
             let pad_end = offset.min(qins_format::align_up(end, align).unwrap_or(offset));
             if let Some(i) = self.data[end as usize..pad_end as usize]
@@ -167,13 +186,8 @@ impl<'a> Qins<'a> {
                     value: self.data[offset as usize],
                 });
             }
-            let computed = crc32fast::hash(bytes);
-            if computed != stored {
-                return Err(ReadError::DataChecksum {
-                    section: name(),
-                    stored,
-                    computed,
-                });
+            if crc {
+                check_crc(name, bytes, stored)?;
             }
             end = offset + bytes.len() as u64;
             Ok(())
@@ -185,40 +199,50 @@ impl<'a> Qins<'a> {
             lt.offset.get(),
             &self.data[off..off + lt.length.get() as usize],
             lt.crc.get(),
+            true,
         )?;
-        for t in &self.tensors {
-            let r = t.record;
-            let mut sections = vec![("data", &r.data)];
-            if let Storage::Encoded { row_scales, .. } = t.storage {
-                sections.push(("signs", &r.signs));
-                if row_scales {
-                    sections.push(("scales", &r.scales));
-                }
-            }
-            for (part, s) in sections {
-                let a = s.offset.get() as usize;
-                let bytes = &self.data[a..a + s.length.get() as usize];
+        for i in 0..self.tensors.len() {
+            let t = self.tensor_at(i);
+            for (part, s, bytes) in t.sections() {
                 check(
                     &|| format!("tensor {:?} {part}", t.name),
                     s.offset.get(),
                     bytes,
                     s.crc.get(),
+                    tensors,
                 )?;
             }
         }
         for a in &self.assets {
-            check(&|| format!("asset {:?}", a.name), a.offset, a.data, a.crc)?;
-        }
-        for t in self.tensors() {
-            t.verify_values()?;
+            check(
+                &|| format!("asset {:?}", a.name),
+                a.offset,
+                a.data,
+                a.crc,
+                true,
+            )?;
         }
         Ok(())
     }
 }
 
+/// Checks `bytes` against the `stored` CRC-32 of the section called `name()`.
+fn check_crc(name: &dyn Fn() -> String, bytes: &[u8], stored: u32) -> Result<(), ReadError> {
+    let computed = crc32fast::hash(bytes);
+    if computed != stored {
+        return Err(ReadError::DataChecksum {
+            section: name(),
+            stored,
+            computed,
+        });
+    }
+    Ok(())
+}
+
 /// One tensor, borrowed from a validated file.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorView<'a> {
+    record: &'a TensorRecord,
     name: &'a str,
     dtype: Dtype,
     shape: &'a [u64],
@@ -410,6 +434,33 @@ impl<'a> TensorView<'a> {
         Ok(v)
     }
 
+    /// Verifies the tensor's own sections (§14): their checksums, its unused sign bits and its
+    /// row scales. See [`Qins::verify_frame`] for the rest of the file.
+    pub fn verify(&self) -> Result<(), ReadError> {
+        for (part, s, bytes) in self.sections() {
+            check_crc(
+                &|| format!("tensor {:?} {part}", self.name),
+                bytes,
+                s.crc.get(),
+            )?;
+        }
+        self.verify_values()
+    }
+
+    /// The sections the tensor stores, in file order, with their references and bytes: the
+    /// data; and for an encoded tensor the signs, and the row scales if it has them.
+    pub fn sections(&self) -> Vec<(&'static str, &'a qins_format::SectionRef, &'a [u8])> {
+        let r = self.record;
+        let mut v = vec![("data", &r.data, self.data)];
+        if let Storage::Encoded { row_scales, .. } = self.storage {
+            v.push(("signs", &r.signs, self.signs));
+            if row_scales {
+                v.push(("scales", &r.scales, self.scales));
+            }
+        }
+        v
+    }
+
     fn verify_values(&self) -> Result<(), ReadError> {
         let Some(_) = self.lut else { return Ok(()) };
         let n = self.numel();
@@ -458,6 +509,39 @@ impl MappedFile {
     pub fn parse(&self) -> Result<Qins<'_>, ReadError> {
         Qins::parse(self.bytes())
     }
+
+    /// Says that this process will not need the pages holding `bytes`, a part of
+    /// [`MappedFile::bytes`] (a tensor's codes, say), again soon: they leave the process's
+    /// resident memory and are read again, from the page cache or the disk, when next touched.
+    /// Nothing the program sees changes. A reader streaming through a file larger than the
+    /// memory it should use calls this behind itself. Does nothing for bytes outside the
+    /// mapping, or where the system has no `madvise`.
+    pub fn release(&self, bytes: &[u8]) {
+        let Some(map) = &self.map else { return };
+        let start = (bytes.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
+        if bytes.is_empty() || start >= map.len() || bytes.len() > map.len() - start {
+            return;
+        }
+        // Only a hint: if the system refuses it, the pages simply stay.
+        let _ = release_pages(map, start, bytes.len());
+    }
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn release_pages(map: &memmap2::Mmap, offset: usize, len: usize) -> std::io::Result<()> {
+    // SAFETY: `offset..offset + len` lies within the mapping (checked by the caller).
+    // `MADV_DONTNEED` is unsafe in general because on a private writable mapping it throws away
+    // the process's changes; this mapping is shared and read-only (`Mmap::map`), so the pages
+    // it drops hold exactly the file's bytes, and touching them again maps the same bytes back
+    // from the file. Under the contract stated at `map_file` (the file is not modified while
+    // mapped), every reference into the mapping keeps reading the same values.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_: &memmap2::Mmap, _: usize, _: usize) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Maps the file at `path` read-only. Parse it with [`MappedFile::parse`].

@@ -1197,10 +1197,21 @@ fn every_byte_flip_is_caught() {
             b[at] ^= mask;
             let err = match Qins::parse(&b) {
                 Err(e) => e,
-                Ok(q) => match q.verify() {
-                    Err(e) => e,
-                    Ok(()) => panic!("flipping byte {at} with {mask:#04x} went unnoticed"),
-                },
+                Ok(q) => {
+                    // Verifying piecewise, as a streaming reader does, finds the same fault.
+                    let piecewise = q
+                        .verify_frame()
+                        .and_then(|()| q.tensors().try_for_each(|t| t.verify()));
+                    match (q.verify(), piecewise) {
+                        (Err(e), Err(p)) => {
+                            assert_eq!(e.kind(), p.kind(), "byte {at} with {mask:#04x}");
+                            e
+                        }
+                        (whole, piecewise) => panic!(
+                            "flipping byte {at} with {mask:#04x}: verify {whole:?}, piecewise {piecewise:?}"
+                        ),
+                    }
+                }
             };
             kinds.insert(err.kind());
             b[at] ^= mask;
