@@ -18,7 +18,7 @@ pub fn mix(x: u64) -> u64 {
 /// exact in f32 and in f16; round it with [`to_dtype`] for bf16.
 pub fn weight(seed: u64, i: u64) -> f32 {
     let h = mix(seed.wrapping_mul(0x1_0000_0001) ^ i);
-    if h % 9 == 0 {
+    if h.is_multiple_of(9) {
         return 0.0;
     }
     let frac = ((h >> 8) & 0x3FF) as f32 / 1024.0;

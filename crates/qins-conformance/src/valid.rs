@@ -311,7 +311,7 @@ fn heavy(seed: u64, n: usize, outliers: bool) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
             let w = weight(seed, i);
-            if outliers && mix(seed ^ i) % 97 == 0 {
+            if outliers && mix(seed ^ i).is_multiple_of(97) {
                 w * pow2(7)
             } else {
                 w

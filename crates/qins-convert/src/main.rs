@@ -113,7 +113,8 @@ source files, and with the same model in F32 and in BF16.
 
 Output: written as .OUT.XXXXXX.tmp beside OUT and renamed to OUT when complete, so OUT is never
 partial. A failed conversion removes the temporary file; a killed one (kill -9, a power cut)
-leaves it behind, and it can be deleted.";
+cannot, and the next conversion to the same OUT removes it (once it is a minute old and no
+running conversion holds it).";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum CodecArg {

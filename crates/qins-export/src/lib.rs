@@ -31,16 +31,20 @@
 //!
 //! # Guarantees
 //!
-//! - **Verified first**: the whole file is verified (spec §14) before anything is written; a
-//!   damaged file exports nothing and the error names the bad section.
+//! - **Verified as read**: everything outside the tensors is verified (spec §14) before
+//!   anything is written, each tensor just before it is decoded; a damaged file exports
+//!   nothing and the error names the bad section.
 //! - **Atomic**: everything is built in a temporary directory `.NAME.tmp-XXXXXX` beside the
 //!   target and renamed into place only when complete; on any failure it is removed and the
 //!   target is untouched. An existing target must be an empty directory unless
 //!   [`ExportOptions::force`] is set; then it is replaced only after the new directory is
-//!   complete (moved aside, the new one renamed in, the old one deleted).
+//!   complete (moved aside, the new one renamed in, the old one deleted). A killed export
+//!   cannot remove its temporary directory; the next export to the same target does (once it
+//!   is a minute old and no running export holds it locked).
 //! - **Bounded memory**: tensors are decoded in chunks of 4 Mi elements (16 MiB of f32) on
-//!   every core (rayon) and written as they come; memory does not grow with the model or a
-//!   tensor.
+//!   every core (rayon) and written as they come, and the input's pages are released behind
+//!   them; memory does not grow with the model, and the mapped input counts at most one
+//!   tensor's stored bytes.
 //! - **Deterministic**: the same file and options give the same bytes, whatever the thread
 //!   count.
 //!

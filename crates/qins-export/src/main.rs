@@ -18,8 +18,9 @@ use qins_export::{export, ExportOptions, NoProgress, OutputDtype, Progress};
 /// Encoded tensors are decoded exactly (w = ±LUT[code], times the row scale) and written in
 /// their source dtype, or in --dtype; BF16 and F16 values are rounded once from the f32 value,
 /// to nearest even. Raw tensors are written bit for bit in their own dtype whatever --dtype
-/// says. The file is verified first: a damaged file exports nothing. The directory is built
-/// beside OUT_DIR and renamed into place only when complete.
+/// says. Every checksum is verified, each tensor's as it is read: a damaged file exports
+/// nothing. The directory is built beside OUT_DIR and renamed into place only when complete; a
+/// killed export's leftover is removed by the next export to the same OUT_DIR.
 #[derive(Debug, Parser)]
 #[command(name = "qins-export", version)]
 struct Cli {

@@ -294,3 +294,42 @@ fn every_error_leaves_an_existing_empty_target_in_place() {
     assert_only(dir.path(), &["junk.qins", "out"]);
     assert_only(&p(&dir, "out"), &[]);
 }
+
+/// A killed export leaves its temporary directory behind; the next export to the same target
+/// removes it, but not a running export's (locked), a recent one, or the moved-aside previous
+/// target `.NAME.old-XXXXXX`, which may hold the user's files.
+#[test]
+fn a_killed_exports_leftovers_are_removed_by_the_next() {
+    let dir = scratch();
+    let q = p(&dir, "m.qins");
+    small_qins(&q);
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let leftover = |name: &str, old: bool| {
+        std::fs::create_dir(p(&dir, name)).unwrap();
+        std::fs::write(p(&dir, &format!("{name}/model.safetensors")), b"partial").unwrap();
+        let d = std::fs::File::open(p(&dir, name)).unwrap();
+        if old {
+            d.set_modified(long_ago).unwrap();
+        }
+        d
+    };
+    drop(leftover(".out.tmp-abc123", true));
+    let running = leftover(".out.tmp-def456", true);
+    running.lock().unwrap();
+    drop(leftover(".out.tmp-ghi789", false));
+    drop(leftover(".out.old-abc123", true));
+    drop(leftover(".other.tmp-abc123", true));
+    export(&opts(&q, &p(&dir, "out")), &NoProgress).unwrap();
+    assert_only(
+        dir.path(),
+        &[
+            ".other.tmp-abc123",
+            ".out.old-abc123",
+            ".out.tmp-def456",
+            ".out.tmp-ghi789",
+            "m.qins",
+            "out",
+        ],
+    );
+    drop(running);
+}

@@ -1144,7 +1144,7 @@ impl Quantizer {
     ) -> Result<(), EncodeError> {
         let words = Words::new(dtype, bytes)
             .filter(|w| w.len() == codes.len() && signs.len() == codes.len().div_ceil(8));
-        let Some(words) = words.filter(|_| first % 8 == 0) else {
+        let Some(words) = words.filter(|_| first.is_multiple_of(8)) else {
             return Err(EncodeError::BadChunk { first });
         };
         if let Some(rs) = scales {
@@ -1215,7 +1215,9 @@ impl Quantizer {
         codes: &mut [u8],
         signs: &mut [u8],
     ) -> Result<(), EncodeError> {
-        if first % 8 != 0 || codes.len() != values.len() || signs.len() != values.len().div_ceil(8)
+        if !first.is_multiple_of(8)
+            || codes.len() != values.len()
+            || signs.len() != values.len().div_ceil(8)
         {
             return Err(EncodeError::BadChunk { first });
         }

@@ -77,8 +77,12 @@ fn sample(d: Dist, seed: u64) -> Vec<f32> {
                 Dist::Gaussian | Dist::Rows => sigma * r.gaussian() * row_scale,
                 Dist::Laplace => sigma * r.laplace(),
                 Dist::Outliers => {
-                    if r.next() % 1000 == 0 {
-                        let s = if r.next() % 2 == 0 { 1.0 } else { -1.0 };
+                    if r.next().is_multiple_of(1000) {
+                        let s = if r.next().is_multiple_of(2) {
+                            1.0
+                        } else {
+                            -1.0
+                        };
                         s * sigma * (20.0 + 80.0 * r.unit())
                     } else {
                         sigma * r.gaussian()

@@ -422,7 +422,7 @@ impl<'a> TensorView<'a> {
     fn first_of_rows(&self, first_row: u64, len: usize) -> Result<u64, DecodeError> {
         let (row_len, _) = self.rows();
         match first_row.checked_mul(row_len) {
-            Some(first) if row_len != 0 && len as u64 % row_len == 0 => Ok(first),
+            Some(first) if row_len != 0 && (len as u64).is_multiple_of(row_len) => Ok(first),
             _ => Err(self.range_err(first_row.saturating_mul(row_len), len)),
         }
     }
@@ -464,7 +464,7 @@ impl<'a> TensorView<'a> {
     fn verify_values(&self) -> Result<(), ReadError> {
         let Some(_) = self.lut else { return Ok(()) };
         let n = self.numel();
-        if n % 8 != 0 {
+        if !n.is_multiple_of(8) {
             if let Some(&last) = self.signs.last() {
                 if last >> (n % 8) != 0 {
                     return Err(ReadError::StraySignBits {

@@ -339,7 +339,7 @@ fn materialize(tc: &TensorCase) -> Tensor {
                 6 => 4,
                 _ => 1,
             };
-            if numel(&shape) % per != 0 {
+            if !numel(&shape).is_multiple_of(per) {
                 match shape.last_mut() {
                     Some(d) => *d *= per as u64,
                     None => shape = vec![per as u64],

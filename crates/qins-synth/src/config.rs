@@ -175,7 +175,11 @@ impl SynthConfig {
         let shape_for = |h: usize| -> SynthConfig {
             let head_dim = if h >= 2048 { 128 } else { 64 };
             let heads = (h / head_dim).max(1);
-            let kv = if heads % 4 == 0 { heads / 4 } else { heads };
+            let kv = if heads.is_multiple_of(4) {
+                heads / 4
+            } else {
+                heads
+            };
             let vocab_budget =
                 usize::try_from(target_params / (4 * h as u64)).unwrap_or(usize::MAX);
             let vocab = (vocab_budget / 64 * 64).clamp(256, 32000);
@@ -230,19 +234,19 @@ impl SynthConfig {
     /// head count. The result stays a valid configuration if the input was one.
     pub fn with_odd_shapes(mut self) -> Self {
         fn bump(x: usize) -> usize {
-            if x % 8 == 0 {
+            if x.is_multiple_of(8) {
                 x + 1
             } else {
                 x
             }
         }
-        if self.hidden_size % 8 == 0 && self.num_attention_heads > 0 {
+        if self.hidden_size.is_multiple_of(8) && self.num_attention_heads > 0 {
             let mut head_dim = self.hidden_size / self.num_attention_heads;
-            if head_dim % 2 == 0 {
+            if head_dim.is_multiple_of(2) {
                 head_dim += 1;
             }
             let mut heads = self.num_attention_heads;
-            if heads % 8 == 0 {
+            if heads.is_multiple_of(8) {
                 heads -= 2;
             }
             self.num_key_value_heads = gcd(heads, self.num_key_value_heads);
@@ -291,13 +295,16 @@ impl SynthConfig {
                 return bad(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad(format!(
                 "num_attention_heads {} is not divisible by num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads

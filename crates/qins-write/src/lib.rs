@@ -195,8 +195,9 @@ enum Current {
 /// A `.qins` file being written, as the temporary file `.NAME.XXXXXX.tmp` beside the target
 /// `NAME`. Dropping it before [`Writer::finish`] removes the temporary file and leaves the
 /// target untouched. A process killed while writing (SIGKILL, a power cut) cannot remove it:
-/// the target is still untouched, and the temporary file, recognisable by that name, can be
-/// deleted once no writer is running.
+/// the target is still untouched, and the next [`Writer::create`] for the same target removes
+/// it. A writer holds a lock on its temporary file, so that only files no running writer owns
+/// are removed (see [`remove_stale`]).
 pub struct Writer {
     target: PathBuf,
     overwrite: bool,
@@ -266,6 +267,42 @@ impl Flusher {
     }
 }
 
+/// How long a temporary file must have gone unmodified before [`remove_stale`] considers it:
+/// longer than a new writer takes between creating its file and locking it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temporary files `.STEM.XXXXXX.tmp` in `dir` that writers killed while writing
+/// left behind: regular files of exactly that name, unmodified for [`STALE_AFTER`], that no
+/// process holds locked (a running writer holds its own). Best effort: a file that cannot be
+/// read, locked or removed stays.
+fn remove_stale(dir: &Path, stem: &str) {
+    let prefix = format!(".{stem}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".tmp"))
+            .is_some_and(|mid| mid.len() == 6 && mid.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let old = entry.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER))
+        });
+        if !(ours && old) {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(file) = std::fs::File::open(&path) {
+            if file.try_lock().is_ok() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 impl Writer {
     /// Validates `plan`, computes the layout, and creates a temporary file beside `path`.
     /// With `overwrite` false, an existing `path` is refused now and again at the rename.
@@ -284,6 +321,7 @@ impl Writer {
             path: path.into(),
             source,
         };
+        remove_stale(dir, stem);
         // Mode 0666 filtered by the umask, as any new file: the temporary file becomes the
         // output by a rename, so its mode is the output's.
         let tmp = tempfile::Builder::new()
@@ -292,6 +330,9 @@ impl Writer {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(io_err)?;
+        // Held until the writer is dropped: it tells the next writer's `remove_stale` that
+        // this file is in use. Where the file system has no locks, nothing is ever removed.
+        let _ = tmp.as_file().try_lock();
         // Sections are written at their offsets; the padding between them stays zero.
         tmp.as_file().set_len(file_size).map_err(io_err)?;
         let lut_count = lut_table.length.get() / LUT_BYTES;
@@ -395,10 +436,15 @@ impl Writer {
         };
         let len = rec.data.length.get();
         let end = done + bytes.len() as u64;
+        // On an error the tensor's progress is kept: what was written stays counted.
         if end > len {
+            self.current = Current::Raw { done, crc };
             return Err(self.misuse(format!("{end} raw bytes given, the tensor has {len}")));
         }
-        self.write_at(rec.data.offset.get() + done, bytes)?;
+        if let Err(e) = self.write_at(rec.data.offset.get() + done, bytes) {
+            self.current = Current::Raw { done, crc };
+            return Err(e);
+        }
         self.wrote(bytes.len() as u64);
         crc.update(bytes);
         if end == len {
@@ -559,7 +605,7 @@ impl Writer {
         if end > n {
             return Err(self.misuse(format!("{end} codes given, the tensor has {n}")));
         }
-        if end < n && codes.len() % 8 != 0 {
+        if end < n && !codes.len().is_multiple_of(8) {
             return Err(self.misuse("a part before the last must cover a multiple of 8 elements"));
         }
         if signs.len() != codes.len().div_ceil(8) {
@@ -952,6 +998,75 @@ fn layout(plan: &Plan) -> Result<Layout, WriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused raw part leaves the tensor's progress as it was: the next part continues it.
+    #[test]
+    fn a_refused_raw_part_keeps_the_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.qins");
+        let mut plan = Plan::new();
+        plan.tensors
+            .push(TensorSpec::new("t", Dtype::U8, vec![8], Storage::Raw));
+        let mut w = Writer::create(&path, plan, false).unwrap();
+        w.write_raw_part(&[1, 2, 3]).unwrap();
+        let e = w.write_raw_part(&[9; 6]).unwrap_err();
+        assert!(e.to_string().contains("9 raw bytes given"), "{e}");
+        w.write_raw_part(&[4, 5, 6, 7, 8]).unwrap();
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.windows(8).any(|x| x == [1, 2, 3, 4, 5, 6, 7, 8]));
+    }
+
+    /// A killed writer's temporary file is removed by the next writer of the same target; a
+    /// running writer's (locked), a recent one, and other names stay.
+    #[test]
+    fn stale_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        let make = |n: &str, old: bool| {
+            let f = std::fs::File::create(at(n)).unwrap();
+            if old {
+                f.set_modified(long_ago).unwrap();
+            }
+            f
+        };
+        drop(make(".m.qins.abc123.tmp", true));
+        let live = make(".m.qins.def456.tmp", true);
+        live.lock().unwrap();
+        let kept = [
+            ".m.qins.def456.tmp",
+            ".m.qins.ghi789.tmp",
+            ".m.qins.toolong1.tmp",
+            ".n.qins.abc123.tmp",
+            "m.qins.abc123.tmp",
+        ];
+        drop(make(kept[1], false));
+        for n in &kept[2..] {
+            drop(make(n, true));
+        }
+        std::fs::create_dir(at(".m.qins.dir123.tmp")).unwrap();
+        let dir_entry = std::fs::File::open(at(".m.qins.dir123.tmp")).unwrap();
+        dir_entry.set_modified(long_ago).unwrap();
+
+        let mut plan = Plan::new();
+        plan.tensors
+            .push(TensorSpec::new("t", Dtype::U8, vec![3], Storage::Raw));
+        let mut w = Writer::create(&at("m.qins"), plan, false).unwrap();
+        w.write_raw(&[1, 2, 3]).unwrap();
+        w.finish().unwrap();
+
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = kept.iter().map(|n| n.to_string()).collect();
+        want.extend([".m.qins.dir123.tmp".to_string(), "m.qins".to_string()]);
+        want.sort();
+        assert_eq!(left, want);
+        drop(live);
+    }
 
     /// Parts written past the flush threshold start the background flushes; the file is the
     /// same, and `finish` waits for them.

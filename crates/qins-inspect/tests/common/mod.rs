@@ -23,11 +23,11 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let k = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 7;
-            if k % 11 == 0 {
+            if k.is_multiple_of(11) {
                 0.0
             } else {
                 let m = ((k % 1000) as f32 + 1.0) / 997.0;
-                if k % 3 == 0 {
+                if k.is_multiple_of(3) {
                     -m
                 } else {
                     m
