@@ -197,7 +197,7 @@ enum Current {
 /// target untouched. A process killed while writing (SIGKILL, a power cut) cannot remove it:
 /// the target is still untouched, and the next [`Writer::create`] for the same target removes
 /// it. A writer holds a lock on its temporary file, so that only files no running writer owns
-/// are removed (see [`remove_stale`]).
+/// are removed: those of that name, a minute old, that no process holds locked.
 pub struct Writer {
     target: PathBuf,
     overwrite: bool,
