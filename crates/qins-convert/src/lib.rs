@@ -359,22 +359,35 @@ pub fn convert(
         plan.tensors.len(),
         plan.tensors.iter().map(|t| t.source_bytes).sum(),
     );
-    for (t, tp) in source.tensors().iter().zip(&plan.tensors) {
-        debug_assert_eq!(t.name, tp.name);
-        if tp.decision.is_encoded() {
-            pipeline::encode(
-                &source,
-                t,
-                policy.codec(),
-                chunking,
-                &mut w,
-                target,
-                progress,
-            )?;
-        } else {
-            pipeline::copy_raw(&source, t, &mut w, target, progress)?;
-        }
+    // Each encoded tensor is prepared (statistics, fit) while the tensor before it is written
+    // (encoded or copied), so that the serial parts of one (the fit, a raw copy) overlap the
+    // parallel parts of the other; the writes stay in file order, and an error is reported for
+    // the first tensor in file order that has one, as if they ran one after the other.
+    let tensors = source.tensors();
+    debug_assert!(tensors
+        .iter()
+        .zip(&plan.tensors)
+        .all(|(t, tp)| t.name == tp.name));
+    let codec = policy.codec();
+    let prepare = |i: usize| {
+        plan.tensors
+            .get(i)
+            .filter(|tp| tp.decision.is_encoded())
+            .map(|_| pipeline::prepare(&source, &tensors[i], codec, chunking, target))
+    };
+    let mut fitted = prepare(0);
+    for (i, t) in tensors.iter().enumerate() {
+        let mut next = None;
+        let written = rayon::in_place_scope(|s| {
+            s.spawn(|_| next = prepare(i + 1));
+            match fitted.take() {
+                Some(f) => pipeline::emit(&source, t, f?, &mut w, target, progress),
+                None => pipeline::copy_raw(&source, t, &mut w, target, progress),
+            }
+        });
+        written?;
         progress.tensor_done(&t.name);
+        fitted = next;
     }
     progress.end();
     let ws = w

@@ -19,6 +19,12 @@
 //! the encoding. What is resident at once is one window of source bytes and two of codes (and
 //! the row scales), whatever the model's size, and the bytes written depend neither on the
 //! chunking nor on the number of threads.
+//!
+//! The passes before writing ([`prepare`]: row scales, statistics, the fit) and the writing pass
+//! ([`emit`], or [`copy_raw`] for a raw tensor) are separate so that the converter can prepare
+//! the next tensor while it writes this one: the fit and a raw copy, serial on their own, then
+//! share the cores with the other tensor's parallel work. That doubles what is resident (two
+//! tensors' windows), not more.
 
 use qins_format::codec::{scan_bytes, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
 use qins_format::Codec;
@@ -95,41 +101,88 @@ pub(crate) fn copy_raw(
     }
 }
 
-/// Encodes a tensor with `codec` (and its row scales, if the codec has them) and writes it.
-pub(crate) fn encode(
+/// A tensor's encoding, fitted by [`prepare`] and not yet written by [`emit`].
+pub(crate) struct Fitted {
+    q: Quantizer,
+    scales: Option<Vec<f32>>,
+    ch: Chunking,
+}
+
+/// What [`prepare`] and [`emit`] share about one tensor: its chunking, windows and how an
+/// [`EncodeError`] becomes a [`ConvertError`] naming the file, the tensor and the target.
+struct Job<'a> {
+    src: &'a HfSource,
+    t: &'a SourceTensor,
+    target: &'a std::path::Path,
+    ch: Chunking,
+    es: u64,
+    n: u64,
+}
+
+impl Job<'_> {
+    fn chunk_bytes(&self) -> usize {
+        (self.ch.chunk * self.es) as usize
+    }
+
+    fn windows(&self) -> impl Iterator<Item = (u64, u64)> {
+        let (n, window) = (self.n, self.ch.window);
+        (0..n)
+            .step_by(window as usize)
+            .map(move |a| (a, (a + window).min(n)))
+    }
+
+    /// The row scales, checked against the tensor's shape.
+    fn row_scales<'s>(
+        &self,
+        scales: Option<&'s [f32]>,
+    ) -> Result<Option<RowScales<'s>>, ConvertError> {
+        scales
+            .map(|s| RowScales::new(s, &self.t.shape))
+            .transpose()
+            .map_err(|e| self.fail(e))
+    }
+
+    fn fail(&self, e: EncodeError) -> ConvertError {
+        match e {
+            EncodeError::NonFinite { index, value } => ConvertError::NonFinite {
+                file: self.src.weight_files()[self.t.file].path.clone(),
+                tensor: self.t.name.clone(),
+                index,
+                value,
+            },
+            other => ConvertError::Writer {
+                target: self.target.into(),
+                cause: WriteError::Encode {
+                    tensor: self.t.name.clone(),
+                    source: other,
+                },
+            },
+        }
+    }
+}
+
+/// The passes that come before writing: the row scales if the codec has them, the statistics,
+/// and the fitted [`Quantizer`]. Reads the source only; writes nothing.
+pub(crate) fn prepare(
     src: &HfSource,
     t: &SourceTensor,
     codec: Codec,
     ch: Chunking,
-    w: &mut Writer,
     target: &std::path::Path,
-    progress: &dyn Progress,
-) -> Result<(), ConvertError> {
-    let es = u64::from(t.dtype.bits() / 8);
+) -> Result<Fitted, ConvertError> {
     let n = t.numel();
-    let ch = ch.fit(n);
-    let file = &src.weight_files()[t.file].path;
-    let fail = |e: EncodeError| match e {
-        EncodeError::NonFinite { index, value } => ConvertError::NonFinite {
-            file: file.clone(),
-            tensor: t.name.clone(),
-            index,
-            value,
-        },
-        other => ConvertError::Writer {
-            target: target.into(),
-            cause: WriteError::Encode {
-                tensor: t.name.clone(),
-                source: other,
-            },
-        },
+    let job = Job {
+        src,
+        t,
+        target,
+        ch: ch.fit(n),
+        es: u64::from(t.dtype.bits() / 8),
+        n,
     };
-    let chunk_bytes = (ch.chunk * es) as usize;
-    let windows = || {
-        (0..n)
-            .step_by(ch.window as usize)
-            .map(move |a| (a, (a + ch.window).min(n)))
-    };
+    let (ch, es) = (job.ch, job.es);
+    let fail = |e| job.fail(e);
+    let chunk_bytes = job.chunk_bytes();
+    let windows = || job.windows();
 
     // Pass 0, for a codec with row scales: each row's largest magnitude. The maxima of the
     // chunks are merged pairwise (max is exact, so the order does not matter; pairwise keeps
@@ -157,11 +210,7 @@ pub(crate) fn encode(
     } else {
         None
     };
-    let rs = scales
-        .as_deref()
-        .map(|s| RowScales::new(s, &t.shape))
-        .transpose()
-        .map_err(fail)?;
+    let rs = job.row_scales(scales.as_deref())?;
     let rs = rs.as_ref();
 
     // Pass 1: check every value and gather the statistics.
@@ -179,9 +228,35 @@ pub(crate) fn encode(
         }
     }
 
-    // Pass 2: encode each window and write it; the write of one window runs beside the
-    // encoding of the next, into the other pair of buffers.
     let q = Quantizer::new(codec, &stats);
+    Ok(Fitted { q, scales, ch })
+}
+
+/// Pass 2 of a tensor [`prepare`]d: encodes each window and writes it; the write of one window
+/// runs beside the encoding of the next, into the other pair of buffers.
+pub(crate) fn emit(
+    src: &HfSource,
+    t: &SourceTensor,
+    f: Fitted,
+    w: &mut Writer,
+    target: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<(), ConvertError> {
+    let Fitted { q, scales, ch } = f;
+    let job = Job {
+        src,
+        t,
+        target,
+        ch,
+        es: u64::from(t.dtype.bits() / 8),
+        n: t.numel(),
+    };
+    let (es, n) = (job.es, job.n);
+    let fail = |e| job.fail(e);
+    let chunk_bytes = job.chunk_bytes();
+    let windows = || job.windows();
+    let rs = job.row_scales(scales.as_deref())?;
+    let rs = rs.as_ref();
     w.begin_encoded(&q, scales.as_deref())
         .map_err(|e| ConvertError::from_write(target, e))?;
     let cap = ch.window.min(n) as usize;

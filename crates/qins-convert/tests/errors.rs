@@ -365,6 +365,34 @@ fn nan_or_infinity_in_a_tensor_to_encode() {
     has(&msg, &["\"w\"", "-inf", "index 4"]);
 }
 
+/// Tensors are prepared while the one before is written; with faults in two tensors, the error
+/// is still the first tensor's in file order, whatever the codec.
+#[test]
+fn the_first_bad_tensor_is_reported() {
+    let c = case();
+    std::fs::create_dir_all(&c.src).unwrap();
+    let bad = |at: usize| {
+        let mut v: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
+        v[at] = f32::NAN;
+        f32_bytes(&v)
+    };
+    let (a, b) = (bad(9), bad(3));
+    write_safetensors(
+        &c.src.join("model.safetensors"),
+        &[("a", "F32", &[8, 8], &a), ("b", "F32", &[8, 8], &b)],
+    );
+    for &codec in Codec::ALL {
+        let mut o = c.opts();
+        o.policy.codec = codec;
+        let (e, msg) = c.fails(&o);
+        assert!(
+            matches!(&e, ConvertError::NonFinite { index: 9, tensor, .. } if tensor == "a"),
+            "{codec}: {e:?}"
+        );
+        has(&msg, &["\"a\"", "index 9"]);
+    }
+}
+
 #[test]
 fn unreadable_input() {
     let c = case();
