@@ -383,8 +383,15 @@ fn ward(pts: &Points) -> Vec<f64> {
         }
     };
     // Costs are finite and non-negative, so their bit patterns order like their values;
-    // `u64::MAX` marks a leaf without a pair.
-    let mut tree = Tournament::new(k, |a| cost(&n, &mu, a, a + 1).to_bits());
+    // `u64::MAX` marks a leaf without a pair. Every cluster has a leaf, the last one too (it
+    // never has a pair, but a merge into its predecessor clears its leaf).
+    let mut tree = Tournament::new(k + 1, |a| {
+        if a < k {
+            cost(&n, &mu, a, a + 1).to_bits()
+        } else {
+            u64::MAX
+        }
+    });
     let mut remaining = k;
     while remaining > LEVELS {
         let a = tree.min();
@@ -642,6 +649,24 @@ mod tests {
             let h = hist_of(&v);
             let pts = Points::new(&h);
             assert_eq!(ward(&pts), ward_naive(&pts), "seed {seed}");
+        }
+    }
+
+    /// With a power of two of points, merging the last cluster into its predecessor clears the
+    /// leaf just past the pairs; a tree sized for the pairs alone had no such leaf (a panic,
+    /// seen converting a 1 GB F32 checkpoint with `lloyd`).
+    #[test]
+    fn ward_merges_the_last_cluster_whatever_the_count() {
+        for k in [256usize, 257, 512, 1024] {
+            // Evenly spaced means but for the last two, closest of all: merged first.
+            let mut mean: Vec<f64> = (1..=k).map(|i| i as f64).collect();
+            mean[k - 1] = mean[k - 2] + 1e-3;
+            let pts = Points {
+                weight: vec![1; k],
+                mass: mean.clone(),
+                mean,
+            };
+            assert_eq!(ward(&pts), ward_naive(&pts), "{k} points");
         }
     }
 
