@@ -218,8 +218,9 @@ pub enum EncodeError {
         /// Scales given.
         got: u64,
     },
-    /// A chunk does not start on a sign-byte boundary or its buffers have the wrong length.
-    #[error("chunk at element {first} is misaligned or its buffers have the wrong length")]
+    /// A chunk does not start on a sign-byte boundary, its buffers have the wrong length, or it
+    /// reaches past the rows its row scales cover.
+    #[error("chunk at element {first} is misaligned, has buffers of the wrong length, or reaches past the rows of its scales")]
     BadChunk {
         /// The chunk's first element.
         first: u64,
@@ -272,7 +273,21 @@ impl<'a> RowScales<'a> {
         self.scales
     }
 
+    /// `Ok` if elements `first..first + len` lie within the rows these scales cover, else
+    /// [`EncodeError::BadChunk`]: what every function taking a chunk and its scales checks
+    /// first.
+    fn check_chunk(&self, first: u64, len: usize) -> Result<(), EncodeError> {
+        let covered = self.scales.len() as u64 * self.row_len;
+        match first.checked_add(len as u64) {
+            Some(end) if end <= covered => Ok(()),
+            _ => Err(EncodeError::BadChunk { first }),
+        }
+    }
+
     /// The scale of flat element `index`.
+    ///
+    /// # Panics
+    /// If `index` is past the rows these scales cover.
     #[inline]
     pub fn scale_of(&self, index: u64) -> f32 {
         self.scales[(index / self.row_len) as usize]
@@ -598,6 +613,7 @@ fn scan_with(
     hist: bool,
 ) -> Result<Stats, EncodeError> {
     if let Some(rs) = scales {
+        rs.check_chunk(first, values.len())?;
         let mut u = Vec::with_capacity(values.len());
         let _ = for_each_row_run(values, first, rs, |run, s, _| {
             u.extend(run.iter().map(|&x| x / s));
@@ -858,6 +874,7 @@ pub fn scan_bytes(
 ) -> Result<Stats, EncodeError> {
     let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
     if let Some(rs) = scales {
+        rs.check_chunk(first, words.len())?;
         // The scaled magnitudes are f32 values whatever the source, computed straight from
         // the bytes, row by row.
         let u = words.scaled(first, rs);
@@ -1148,6 +1165,7 @@ impl Quantizer {
             return Err(EncodeError::BadChunk { first });
         };
         if let Some(rs) = scales {
+            rs.check_chunk(first, words.len())?;
             // As `encode` does, a block of scaled values at a time, divided straight from the
             // bytes; a block the loop refuses is coded again one element at a time.
             let mut buf = [0f32; SCALED_BLOCK];
@@ -1220,6 +1238,9 @@ impl Quantizer {
             || signs.len() != values.len().div_ceil(8)
         {
             return Err(EncodeError::BadChunk { first });
+        }
+        if let Some(rs) = scales {
+            rs.check_chunk(first, values.len())?;
         }
         if scales.is_none() {
             return self

@@ -14,9 +14,11 @@
 
 use proptest::prelude::*;
 use qins_format::codec::{
-    encode, row_scales, scan, Codec, EncodeError, Quantizer, RowMaxima, RowScales, Stats,
+    encode, row_scales, scan, scan_bytes, Codec, EncodeError, Quantizer, RowMaxima, RowScales,
+    Stats,
 };
 use qins_format::decode::EncodedParts;
+use qins_format::Dtype;
 
 const ROWS: usize = 256;
 const COLS: usize = 512;
@@ -592,6 +594,75 @@ fn row_scales_are_the_row_maxima() {
         row_scales(Codec::LloydRows, &[], &[2, 0]).unwrap(),
         Some(vec![])
     );
+}
+
+/// A chunk misaligned, with buffers of the wrong length, or reaching past the rows of its
+/// scales is refused as `BadChunk` by every function that takes one, never a panic.
+#[test]
+fn bad_chunks_are_refused() {
+    let shape = [2u64, 8];
+    let scales = [1.0f32, 2.0];
+    let rs = RowScales::new(&scales, &shape).unwrap();
+    let values = [0.5f32; 16];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let q = encode(Codec::LloydRows, &values, Some(&rs))
+        .unwrap()
+        .quantizer;
+    let bad = |r: Result<_, EncodeError>, first: u64, what: &str| {
+        assert!(
+            matches!(r, Err(EncodeError::BadChunk { first: f }) if f == first),
+            "{what}"
+        );
+    };
+    let (mut codes, mut signs) = ([0u8; 16], [0u8; 2]);
+    // Past the rows: 8 values from element 16 of a 16-element tensor; 16 from element 8.
+    bad(scan(&values[..8], 16, Some(&rs)).map(drop), 16, "scan");
+    bad(
+        scan_bytes(Codec::LloydRows, Dtype::F32, &bytes, 8, Some(&rs)).map(drop),
+        8,
+        "scan_bytes",
+    );
+    bad(
+        q.encode(&values, 8, Some(&rs), &mut codes, &mut signs),
+        8,
+        "encode",
+    );
+    bad(
+        q.encode_bytes(Dtype::F32, &bytes, 8, Some(&rs), &mut codes, &mut signs),
+        8,
+        "encode_bytes",
+    );
+    bad(
+        q.encode(&values, u64::MAX - 7, Some(&rs), &mut codes, &mut signs),
+        u64::MAX - 7,
+        "encode, overflowing",
+    );
+    // Misaligned, and buffers of the wrong length.
+    bad(
+        q.encode(&values[..8], 4, Some(&rs), &mut codes[..8], &mut signs[..1]),
+        4,
+        "encode, misaligned",
+    );
+    bad(
+        q.encode(&values, 0, Some(&rs), &mut codes[..15], &mut signs),
+        0,
+        "encode, short codes",
+    );
+    bad(
+        q.encode_bytes(Dtype::F32, &bytes[..7], 0, None, &mut codes, &mut signs),
+        0,
+        "encode_bytes, not whole elements",
+    );
+    bad(
+        scan_bytes(Codec::Log, Dtype::I32, &bytes, 0, None).map(drop),
+        0,
+        "scan_bytes, a dtype that cannot be encoded",
+    );
+    // Within the rows, the same calls succeed.
+    assert!(scan(&values[..8], 8, Some(&rs)).is_ok());
+    assert!(q
+        .encode(&values, 0, Some(&rs), &mut codes, &mut signs)
+        .is_ok());
 }
 
 #[test]
