@@ -375,17 +375,24 @@ pub fn convert(
             .filter(|tp| tp.decision.is_encoded())
             .map(|_| pipeline::prepare(&source, &tensors[i], codec, chunking, target))
     };
+    // With one thread there is nothing to overlap: the two take turns.
+    let overlap = rayon::current_num_threads() > 1;
     let mut fitted = prepare(0);
     for (i, t) in tensors.iter().enumerate() {
         let mut next = None;
-        let written = rayon::in_place_scope(|s| {
-            s.spawn(|_| next = prepare(i + 1));
-            match fitted.take() {
-                Some(f) => pipeline::emit(&source, t, f?, &mut w, target, progress),
-                None => pipeline::copy_raw(&source, t, &mut w, target, progress),
-            }
-        });
-        written?;
+        let mut write = |fitted: Option<Result<pipeline::Fitted, ConvertError>>| match fitted {
+            Some(f) => pipeline::emit(&source, t, f?, &mut w, target, progress),
+            None => pipeline::copy_raw(&source, t, &mut w, target, progress),
+        };
+        if overlap {
+            rayon::in_place_scope(|s| {
+                s.spawn(|_| next = prepare(i + 1));
+                write(fitted.take())
+            })?;
+        } else {
+            write(fitted.take())?;
+            next = prepare(i + 1);
+        }
         progress.tensor_done(&t.name);
         fitted = next;
     }

@@ -381,15 +381,22 @@ fn the_first_bad_tensor_is_reported() {
         &c.src.join("model.safetensors"),
         &[("a", "F32", &[8, 8], &a), ("b", "F32", &[8, 8], &b)],
     );
-    for &codec in Codec::ALL {
-        let mut o = c.opts();
-        o.policy.codec = codec;
-        let (e, msg) = c.fails(&o);
-        assert!(
-            matches!(&e, ConvertError::NonFinite { index: 9, tensor, .. } if tensor == "a"),
-            "{codec}: {e:?}"
-        );
-        has(&msg, &["\"a\"", "index 9"]);
+    // One thread takes the tensors in turn, two overlap them.
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for &codec in Codec::ALL {
+            let mut o = c.opts();
+            o.policy.codec = codec;
+            let (e, msg) = pool.install(|| c.fails(&o));
+            assert!(
+                matches!(&e, ConvertError::NonFinite { index: 9, tensor, .. } if tensor == "a"),
+                "{threads} threads, {codec}: {e:?}"
+            );
+            has(&msg, &["\"a\"", "index 9"]);
+        }
     }
 }
 
