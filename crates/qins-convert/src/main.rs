@@ -67,7 +67,7 @@ struct Cli {
     #[arg(long)]
     force: bool,
 
-    /// No progress bar.
+    /// No progress bar and no summary (errors are still printed; --json still prints the JSON).
     #[arg(long, short)]
     quiet: bool,
 
@@ -269,7 +269,7 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.json {
         serde_json::to_writer_pretty(&mut stdout, &summary)?;
         writeln!(stdout)?;
-    } else {
+    } else if !cli.quiet {
         write!(stdout, "{}", summary.render())?;
     }
     Ok(())

@@ -146,6 +146,15 @@ fn refused_input_exits_1_with_a_message() {
     assert_eq!(std::fs::read(tmp.path().join("x.qins")).unwrap(), b"keep");
     let o = run(tmp.path(), &["m", "x.qins", "--force", "-q"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Quiet: no summary, as qins-export; --json still prints what it was asked for.
+    assert_eq!(text(&o.stdout), "");
+    let o = run(tmp.path(), &["m", "x.qins", "--force", "-q", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).trim_start().starts_with('{'),
+        "{}",
+        text(&o.stdout)
+    );
 
     let o = run(tmp.path(), &["m", "m/model.safetensors", "--force"]);
     assert_eq!(o.status.code(), Some(1));
