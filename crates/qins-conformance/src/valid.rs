@@ -131,9 +131,11 @@ pub fn cases() -> Vec<ValidCase> {
             name: "lloyd_rows",
             covers: "codec `lloyd-rows` (§12.4): scales that are the rows' largest magnitudes, \
                      rows of very different size (weights from 2^32 down to 2^9, and one row \
-                     of weight 0) fitted jointly; \
-                     a row of zeros (scale 1) from F16; one row (rank 1); zero rows and a zero \
-                     row length",
+                     raised from 0 to the least weight, 1) fitted jointly; \
+                     a row of zeros (scale: the largest of the other rows) from F16; a row of \
+                     zeros beside a row of ±1e-10 (which a zero row's scale of 1 would have \
+                     given weight 0 and an empty histogram); one row (rank 1); zero rows and a \
+                     zero row length",
             source: lloyd_rows,
         },
         ValidCase {
@@ -383,7 +385,8 @@ fn lloyd_rows() -> Source {
             .expect("lloyd-rows has row scales")
     };
     // 24 rows of 48 values, row r scaled by 2^(r div 2 - 6) (weights from about 2^9 to 2^32);
-    // row 5 by 2^-40 (weight 0: it does not influence the table).
+    // row 5 by 2^-40 (weight round(2^32 × 2^-80) = 0, raised to 1: it barely influences the
+    // table).
     let shape = [24u64, 48];
     let mut rows: Vec<f32> = heavy(71, 24 * 48, true);
     for (i, v) in rows.iter_mut().enumerate() {
@@ -397,6 +400,9 @@ fn lloyd_rows() -> Source {
     let with_zero_row: Vec<f32> = (0..15u64)
         .map(|i| if i / 5 == 1 { 0.0 } else { weight(72, i) })
         .collect();
+    // A row of zeros and a row far below 1: the row of zeros takes the other row's scale
+    // (§12.4), not 1, so the other row has the largest scale and weight 2^32.
+    let tiny_row = vec![0.0f32, 0.0, 1e-10, -1e-10];
     let one_row = heavy(73, 300, true);
     Builder::new(64)
         .encoded(
@@ -414,6 +420,14 @@ fn lloyd_rows() -> Source {
             LLOYD_ROWS,
             with_zero_row.clone(),
             Some(scales_of(&with_zero_row, &[3, 5])),
+        )
+        .encoded(
+            "tiny_row",
+            Dtype::F32,
+            &[2, 2],
+            LLOYD_ROWS,
+            tiny_row.clone(),
+            Some(scales_of(&tiny_row, &[2, 2])),
         )
         .encoded(
             "one_row",

@@ -664,27 +664,34 @@ fn encoded_goldens_hold_what_the_formulas_of_section_12_give() {
                     .collect(),
                 None => values.clone(),
             };
-            // §12.3.1: weight 1; §12.4: the row's weight, from the largest scale.
+            // §12.3.1: weight 1; §12.4: the row's weight, from the largest scale, at least 1.
             let weights: Vec<u64> = match scales {
                 Some(s) => {
                     let top = s.iter().copied().fold(0f32, f32::max);
                     (0..u.len())
                         .map(|i| {
                             let q = f64::from(s[i / row]) / f64::from(top);
-                            (4_294_967_296.0 * (q * q)).round_ties_even() as u64
+                            ((4_294_967_296.0 * (q * q)).round_ties_even() as u64).max(1)
                         })
                         .collect()
                 }
                 None => vec![1; u.len()],
             };
             if codec == Codec::LloydRows {
-                // §12.4: each scale is its row's largest magnitude, or 1 for a row of zeros.
+                // §12.4: each scale is its row's largest magnitude; a row of zeros has the
+                // largest scale of the other rows, `S` (the tensor's largest magnitude), or 1
+                // when the tensor is all zeros.
                 let s = scales.as_deref().expect("lloyd-rows has row scales");
+                let largest = values.iter().fold(0f32, |a, x| a.max(x.abs()));
                 for (r, &sr) in s.iter().enumerate() {
                     let top = values[r * row..(r + 1) * row]
                         .iter()
                         .fold(0f32, |a, x| a.max(x.abs()));
-                    let want = if top == 0.0 { 1.0 } else { top };
+                    let want = match (top, largest) {
+                        (0.0, 0.0) => 1.0,
+                        (0.0, _) => largest,
+                        _ => top,
+                    };
                     assert_eq!(
                         sr, want,
                         "{}: tensor {}: scale of row {r}",
@@ -723,11 +730,14 @@ fn encoded_goldens_hold_what_the_formulas_of_section_12_give() {
 }
 
 /// The `lloyd` goldens exercise every branch of §12.3.2: the exact case (`K ≤ 255`) and both
-/// candidates winning somewhere; `lloyd-rows` has a row of weight 0.
+/// candidates winning somewhere; `lloyd-rows` has a row whose weight rounds to 0 and is raised
+/// to 1 (§12.4), and a row of zeros beside rows that all weigh less than 1 relative to 1.0
+/// (the scale such a row had before §12.4 gave it `S`).
 #[test]
 fn fitted_goldens_cover_every_branch_of_the_fit() {
     let mut seen = BTreeSet::new();
-    let mut zero_weight = false;
+    let mut floor_weight = false;
+    let mut below_unit_zero_row = false;
     for case in valid::cases() {
         let source = (case.source)();
         for (spec, data) in source.plan.tensors.iter().zip(&source.data) {
@@ -745,6 +755,15 @@ fn fitted_goldens_cover_every_branch_of_the_fit() {
             let top = scales
                 .as_deref()
                 .map_or(1.0, |s| s.iter().copied().fold(0f32, f32::max));
+            if codec == Codec::LloydRows {
+                // A row of zeros, and every other row below 2^-16.5 (weight 0 relative to 1.0).
+                let rows: Vec<&[f32]> = values.chunks(row).collect();
+                below_unit_zero_row |= rows.iter().any(|r| r.iter().all(|&x| x == 0.0))
+                    && values.iter().any(|&x| x != 0.0)
+                    && values
+                        .iter()
+                        .all(|&x| 4_294_967_296.0 * f64::from(x) * f64::from(x) < 0.5);
+            }
             let points: Vec<(f32, u64)> = values
                 .iter()
                 .enumerate()
@@ -752,8 +771,8 @@ fn fitted_goldens_cover_every_branch_of_the_fit() {
                     Some(s) => {
                         let q = f64::from(s[i / row]) / f64::from(top);
                         let w = (4_294_967_296.0 * (q * q)).round_ties_even() as u64;
-                        zero_weight |= w == 0 && x != 0.0;
-                        ((x / s[i / row]).abs(), w)
+                        floor_weight |= w == 0 && x != 0.0;
+                        ((x / s[i / row]).abs(), w.max(1))
                     }
                     None => (x.abs(), 1),
                 })
@@ -773,7 +792,14 @@ fn fitted_goldens_cover_every_branch_of_the_fit() {
         seen.iter().any(|s| s.0 && s.1.is_some()),
         "lloyd-rows: {seen:?}"
     );
-    assert!(zero_weight, "no lloyd-rows row of weight 0");
+    assert!(
+        floor_weight,
+        "no lloyd-rows row whose weight is raised to 1"
+    );
+    assert!(
+        below_unit_zero_row,
+        "no lloyd-rows row of zeros beside rows far below 1"
+    );
 }
 
 /// The used sections of a file in canonical order (§9.2), as `(offset, length)`.

@@ -232,7 +232,9 @@ pub enum EncodeError {
 pub struct RowScales<'a> {
     scales: &'a [f32],
     row_len: u64,
-    /// The largest scale (0 when there are none), for the histogram weights (§12.4).
+    /// The largest scale (0 when there are none), for the histogram weights (§12.4). With the
+    /// scales of [`RowMaxima::into_scales`] it is the largest of a row with a non-zero value
+    /// whenever there is one.
     max: f32,
 }
 
@@ -295,10 +297,11 @@ impl<'a> RowScales<'a> {
 
     /// The histogram weight of the values of a row with scale `s` (§12.4): `2^32 (s / max)²`
     /// rounded to an integer (f64, ties to even), so that the fit minimises the squared error
-    /// of the decoded values `u × s`.
+    /// of the decoded values `u × s`; at least 1, so that every non-zero value reaches the
+    /// histogram and a tensor with one never gets an empty histogram.
     pub fn weight(&self, s: f32) -> u64 {
         let q = f64::from(s) / f64::from(self.max);
-        (4_294_967_296.0 * (q * q)).round_ties_even() as u64
+        ((4_294_967_296.0 * (q * q)).round_ties_even() as u64).max(1)
     }
 }
 
@@ -511,8 +514,10 @@ impl RowMaxima {
     }
 
     /// The row scales of `lloyd-rows` (§12.4) for a tensor of shape `shape`: each row's
-    /// largest magnitude, or 1 for a row of zeros. Fails unless the maxima cover exactly the
-    /// tensor's rows (none when the row length is 0, §11.3).
+    /// largest magnitude; for a row of zeros, the largest of all (so that it never sets the
+    /// largest scale the weights are relative to), or 1 when every row is a row of zeros.
+    /// Fails unless the maxima cover exactly the tensor's rows (none when the row length is 0,
+    /// §11.3).
     pub fn into_scales(self, shape: &[u64]) -> Result<Vec<f32>, EncodeError> {
         let (_, rows) = crate::rows(shape).ok_or(EncodeError::ScaleCount {
             expected: u64::MAX,
@@ -525,9 +530,11 @@ impl RowMaxima {
                 got: max.len() as u64,
             });
         }
+        let top = max.iter().fold(0f32, |a, &m| a.max(m));
+        let zero_row = if top == 0.0 { 1.0 } else { top };
         for m in &mut max {
             if *m == 0.0 {
-                *m = 1.0;
+                *m = zero_row;
             }
         }
         Ok(max)

@@ -156,7 +156,9 @@ impl Histogram {
                 }
             }
         }
-        // Magnitudes of weight 0 (rows whose scale is negligible, §12.4) do not count.
+        // A bin counts only with a positive weight. §12.4 gives every magnitude a weight of at
+        // least 1, so this drops nothing the encoders feed; it keeps `Bin::weight ≥ 1` true
+        // whatever a `Magnitudes` gives.
         out.retain(|b| b.weight != 0);
         Histogram { bins: out }
     }

@@ -553,9 +553,15 @@ fn row_scales_are_the_row_maxima() {
     let w = [
         0.5f32, -2.0, 1.0, 0.0, 0.0, -0.0, 0.0, 0.0, 1e-40, -3e-40, 0.0, 0.0,
     ];
+    // Row 1 is all zeros: it takes the largest scale of the other rows (§12.4).
     assert_eq!(
         row_scales(Codec::LloydRows, &w, &shape).unwrap(),
-        Some(vec![2.0, 1.0, 3e-40])
+        Some(vec![2.0, 2.0, 3e-40])
+    );
+    assert_eq!(
+        row_scales(Codec::LloydRows, &[0.0, -0.0, 0.0, 0.0], &[2, 2]).unwrap(),
+        Some(vec![1.0, 1.0]),
+        "every row a row of zeros: scale 1"
     );
     for c in [Codec::Log, Codec::Linear, Codec::Lloyd] {
         assert_eq!(row_scales(c, &w, &shape).unwrap(), None);
@@ -565,7 +571,7 @@ fn row_scales_are_the_row_maxima() {
     let b = RowMaxima::scan(&w[6..], 6, &shape).unwrap();
     assert_eq!(
         b.clone().merge(a.clone()).into_scales(&shape).unwrap(),
-        vec![2.0, 1.0, 3e-40]
+        vec![2.0, 2.0, 3e-40]
     );
     assert!(matches!(
         a.into_scales(&shape),
@@ -594,6 +600,59 @@ fn row_scales_are_the_row_maxima() {
         row_scales(Codec::LloydRows, &[], &[2, 0]).unwrap(),
         Some(vec![])
     );
+}
+
+/// §12.4 on the smallest case that broke it: shape [2, 2], a row of zeros and a row of ±1e-10.
+/// A row of zeros took scale 1.0, which set the largest scale `S`, so the other row weighed
+/// `round(2^32 × (1e-10)²) = 0` and the histogram was empty: `Quantizer::new` panicked on its
+/// `debug_assert!` (a release build fitted an all-zero table, and the tensor decoded to zeros).
+/// Now a row of zeros takes scale `S`, the largest scale of the non-zero rows, and every row
+/// weighs at least 1.
+#[test]
+fn lloyd_rows_fits_a_tiny_row_beside_a_zero_row() {
+    let shape = [2u64, 2];
+    let w = [0.0f32, 0.0, 1e-10, -1e-10];
+    let scales = row_scales(Codec::LloydRows, &w, &shape).unwrap().unwrap();
+    assert_eq!(scales, [1e-10, 1e-10], "a row of zeros takes S");
+    let rs = RowScales::new(&scales, &shape).unwrap();
+    assert_eq!(rs.weight(1e-10), 1 << 32);
+    let e = encode(Codec::LloydRows, &w, Some(&rs)).unwrap();
+    assert_eq!(e.quantizer.lut()[1], 1.0);
+    assert_eq!(e.quantizer.lut()[255], 1.0);
+    assert_eq!(e.quantizer.params(), [1.0, 0.0]);
+    assert_eq!(e.codes, [0, 0, 1, 1]);
+    assert_eq!(e.signs, [0b1000]);
+    let bytes: Vec<u8> = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let parts = EncodedParts {
+        lut: e.quantizer.lut(),
+        codes: &e.codes,
+        signs: &e.signs,
+        scales: Some((&bytes, 2)),
+    };
+    let mut decoded = [1f32; 4];
+    parts.decode_f32(0, &mut decoded).unwrap();
+    assert_eq!(decoded, w);
+
+    // Scales a writer chose itself (§11.3 allows any positive ones): the largest belongs to
+    // the row of zeros, and the other row is below 2^-16.5 of it. Its weight rounds to 0 and
+    // is raised to 1, so the fit still sees its magnitudes.
+    let own = [1.0f32, 1e-10];
+    let rs = RowScales::new(&own, &shape).unwrap();
+    assert_eq!((rs.weight(1.0), rs.weight(1e-10)), (1 << 32, 1));
+    let st = scan(&w, 0, Some(&rs)).unwrap();
+    assert_eq!(st.hist.bins().len(), 1);
+    assert_eq!(st.hist.bins()[0].weight, 2);
+    let q = Quantizer::new(Codec::LloydRows, &st);
+    assert_eq!(q.lut()[1], 1.0);
+    let (mut codes, mut signs) = ([0u8; 4], [0u8; 1]);
+    q.encode(&w, 0, Some(&rs), &mut codes, &mut signs).unwrap();
+    assert_eq!((codes, signs), ([0, 0, 1, 1], [0b1000]));
+    // A weight that does not round to 0 is unchanged: 2^-16 of `S` weighs 2^32 × 2^-32 = 1,
+    // 2^-8 weighs 2^16.
+    let own = [1.0f32, 2f32.powi(-8)];
+    let rs = RowScales::new(&own, &shape).unwrap();
+    assert_eq!(rs.weight(2f32.powi(-16)), 1);
+    assert_eq!(rs.weight(2f32.powi(-8)), 1 << 16);
 }
 
 /// A chunk misaligned, with buffers of the wrong length, or reaching past the rows of its
