@@ -219,8 +219,9 @@ pub enum EncodeError {
         got: u64,
     },
     /// A chunk does not start on a sign-byte boundary, its buffers have the wrong length, or it
-    /// reaches past the rows its row scales cover.
-    #[error("chunk at element {first} is misaligned, has buffers of the wrong length, or reaches past the rows of its scales")]
+    /// reaches past the rows its row scales cover (for [`RowMaxima`], past the tensor's last
+    /// element).
+    #[error("chunk at element {first} is misaligned, has buffers of the wrong length, or reaches past the rows of its scales or the end of its tensor")]
     BadChunk {
         /// The chunk's first element.
         first: u64,
@@ -279,11 +280,7 @@ impl<'a> RowScales<'a> {
     /// [`EncodeError::BadChunk`]: what every function taking a chunk and its scales checks
     /// first.
     fn check_chunk(&self, first: u64, len: usize) -> Result<(), EncodeError> {
-        let covered = self.scales.len() as u64 * self.row_len;
-        match first.checked_add(len as u64) {
-            Some(end) if end <= covered => Ok(()),
-            _ => Err(EncodeError::BadChunk { first }),
-        }
+        within_tensor(first, len, self.row_len, self.scales.len() as u64)
     }
 
     /// The scale of flat element `index`.
@@ -409,15 +406,13 @@ impl RowMaxima {
 
     /// The maxima of the rows that a chunk of a tensor of shape `shape` touches, the chunk's
     /// first element having flat index `first`. Checks that every value is finite, as [`scan`]
-    /// does.
+    /// does, and that the chunk lies within the tensor ([`EncodeError::BadChunk`]).
     pub fn scan(values: &[f32], first: u64, shape: &[u64]) -> Result<RowMaxima, EncodeError> {
-        let (row_len, _) = crate::rows(shape).ok_or(EncodeError::BadChunk { first })?;
+        let (row_len, rows) = crate::rows(shape).ok_or(EncodeError::BadChunk { first })?;
         if values.is_empty() {
             return Ok(RowMaxima::EMPTY);
         }
-        if row_len == 0 {
-            return Err(EncodeError::BadChunk { first });
-        }
+        within_tensor(first, values.len(), row_len, rows)?;
         let first_row = first / row_len;
         let last_row = (first + values.len() as u64 - 1) / row_len;
         let mut max = Vec::with_capacity((last_row - first_row + 1) as usize);
@@ -456,14 +451,12 @@ impl RowMaxima {
         shape: &[u64],
     ) -> Result<RowMaxima, EncodeError> {
         let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
-        let (row_len, _) = crate::rows(shape).ok_or(EncodeError::BadChunk { first })?;
+        let (row_len, rows) = crate::rows(shape).ok_or(EncodeError::BadChunk { first })?;
         let n = words.len();
         if n == 0 {
             return Ok(RowMaxima::EMPTY);
         }
-        if row_len == 0 {
-            return Err(EncodeError::BadChunk { first });
-        }
+        within_tensor(first, n, row_len, rows)?;
         let first_row = first / row_len;
         let last_row = (first + n as u64 - 1) / row_len;
         let mut max = Vec::with_capacity((last_row - first_row + 1) as usize);
@@ -538,6 +531,17 @@ impl RowMaxima {
             }
         }
         Ok(max)
+    }
+}
+
+/// `Ok` if a chunk of `len` elements whose first element has flat index `first` lies within the
+/// `rows` rows of `row_len` elements of its tensor (as [`crate::rows`] gives them; with a row
+/// length of 0 there are none), else [`EncodeError::BadChunk`].
+fn within_tensor(first: u64, len: usize, row_len: u64, rows: u64) -> Result<(), EncodeError> {
+    // `rows × row_len` is the tensor's element count (or 0 without rows): no overflow.
+    match first.checked_add(len as u64) {
+        Some(end) if end <= rows * row_len => Ok(()),
+        _ => Err(EncodeError::BadChunk { first }),
     }
 }
 

@@ -656,7 +656,8 @@ fn lloyd_rows_fits_a_tiny_row_beside_a_zero_row() {
 }
 
 /// A chunk misaligned, with buffers of the wrong length, or reaching past the rows of its
-/// scales is refused as `BadChunk` by every function that takes one, never a panic.
+/// scales (or, for the row maxima, past the tensor) is refused as `BadChunk` by every function
+/// that takes one, never a panic.
 #[test]
 fn bad_chunks_are_refused() {
     let shape = [2u64, 8];
@@ -717,8 +718,32 @@ fn bad_chunks_are_refused() {
         0,
         "scan_bytes, a dtype that cannot be encoded",
     );
+    // The row maxima (the pass before the scales exist): past the tensor's last element, and
+    // at a position whose end overflows.
+    bad(
+        RowMaxima::scan(&values[..8], 16, &shape).map(drop),
+        16,
+        "RowMaxima::scan",
+    );
+    bad(
+        RowMaxima::scan_bytes(Dtype::F32, &bytes, 8, &shape).map(drop),
+        8,
+        "RowMaxima::scan_bytes",
+    );
+    bad(
+        RowMaxima::scan(&values, u64::MAX - 3, &shape).map(drop),
+        u64::MAX - 3,
+        "RowMaxima::scan, overflowing",
+    );
+    bad(
+        RowMaxima::scan_bytes(Dtype::F32, &bytes[..32], u64::MAX - 3, &shape).map(drop),
+        u64::MAX - 3,
+        "RowMaxima::scan_bytes, overflowing",
+    );
     // Within the rows, the same calls succeed.
     assert!(scan(&values[..8], 8, Some(&rs)).is_ok());
+    assert!(RowMaxima::scan(&values[..8], 8, &shape).is_ok());
+    assert!(RowMaxima::scan_bytes(Dtype::F32, &bytes[..32], 8, &shape).is_ok());
     assert!(q
         .encode(&values, 0, Some(&rs), &mut codes, &mut signs)
         .is_ok());
