@@ -656,10 +656,11 @@ mod tests {
 
     /// With a power of two of points, merging the last cluster into its predecessor clears the
     /// leaf just past the pairs; a tree sized for the pairs alone had no such leaf (a panic,
-    /// seen converting a 1 GB F32 checkpoint with `lloyd`).
+    /// seen converting a 1 GB F32 checkpoint with `lloyd`: "index out of bounds: the len is
+    /// 8192 but the index is 8192" in `Tournament::better`, a tensor with 8192 non-empty bins).
     #[test]
     fn ward_merges_the_last_cluster_whatever_the_count() {
-        for k in [256usize, 257, 512, 1024] {
+        for k in [256usize, 257, 512, 1024, 8192] {
             // Evenly spaced means but for the last two, closest of all: merged first.
             let mut mean: Vec<f64> = (1..=k).map(|i| i as f64).collect();
             mean[k - 1] = mean[k - 2] + 1e-3;
