@@ -85,7 +85,8 @@ use crate::Dtype;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// `log` (id 1, §12.1): codes on a logarithmic scale between the smallest and largest
-    /// non-zero magnitude. The prototype's rule and the default.
+    /// non-zero magnitude. The prototype's rule (`qins-convert` defaults to
+    /// [`Codec::LloydRows`]).
     Log,
     /// `linear` (id 2, §12.2): codes proportional to the magnitude.
     Linear,
