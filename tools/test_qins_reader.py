@@ -114,14 +114,14 @@ def lloyd_fit(m32: np.ndarray, weights) -> tuple[np.ndarray, float]:
 
 
 def lloyd_rows_weights(scales: np.ndarray) -> np.ndarray:
-    """§12.4: ω_r = round_half_even(2^32 × (q × q)), q = f64(scale[r]) / f64(S)."""
+    """§12.4: ω_r = max(1, round_half_even(2^32 × (q × q))), q = f64(scale[r]) / f64(S)."""
     if scales.size == 0:
         return np.zeros(0, dtype=np.int64)
     S = float(scales.max())
     out = []
     for sc in scales.tolist():
         q = float(sc) / S
-        out.append(round(4294967296.0 * (q * q)))  # Python's round() is half-to-even
+        out.append(max(1, round(4294967296.0 * (q * q))))  # round() is half-to-even
     return np.array(out, dtype=np.int64)
 
 
@@ -141,12 +141,13 @@ def encode_tensor(values, shape, codec, row_scales):
     rows = n // L if L else 0
     scales = None
     if row_scales:
-        # The spec does not say how a writer picks scales; we use the row's max |x| (1.0 for a
-        # row of zeros), so that |u| <= 1.
+        # §12.4: the row's max |x|; a row of zeros takes S, the largest of the others (1.0 when
+        # the whole tensor is zero), so that S is the largest of all scales.
         if rows:
             xr = x.reshape(rows, L)
             scales = np.max(np.abs(xr), axis=1).astype(np.float32)
-            scales[scales == 0] = np.float32(1.0)
+            top = scales.max()
+            scales[scales == 0] = top if top > 0 else np.float32(1.0)
             u = (xr / scales[:, None]).astype(np.float32).reshape(-1)  # f32 division, RNE
         else:
             scales = np.zeros(0, dtype=np.float32)
@@ -427,7 +428,7 @@ def lloyd_file() -> Built:
     """A valid file with the codecs of §12.3 and §12.4:
     tensor 0 'enc.lloyd'  F32  [4, 6]  lloyd, no row scales (few magnitudes: stored exactly)
     tensor 1 'raw.u8'     U8   [5]     raw
-    tensor 2 'enc.rows'   BF16 [3, 8]  lloyd-rows, ROW_SCALES (row 1 all zero: scale 1.0)
+    tensor 2 'enc.rows'   BF16 [3, 8]  lloyd-rows, ROW_SCALES (row 1 all zero: scale S)
     tensor 3 'enc.many'   F32  [8, 40] lloyd (more than 255 non-empty bins: rel_err > 0)"""
     rows = bf16_exact(np.array([[0.5, -1.5, 3.0, 0.0, 0.25, -0.125, 2.0, 1.0],
                                 [0.0] * 8,
@@ -524,17 +525,26 @@ class TestWriterSanityLloyd(unittest.TestCase):
         self.assertEqual(int(np.searchsorted(t, 0.5, side="left")), 0)  # <= LUT[1]/2: code 0
 
     def test_lloyd_rows_scales_and_weights(self):
-        # §12.4: scale = the row's max |x| (1.0 for a zero row); ω = rhe(2^32 q^2), q = s / S
+        # §12.4: scale = the row's max |x| (S for a zero row); ω = max(1, rhe(2^32 q^2)), q = s / S
         w = lloyd_rows_weights(np.array([2.0, 1.0, 2.0 ** -17, 1.0], np.float32))
-        self.assertEqual(w.tolist(), [1 << 32, 1 << 30, 0, 1 << 30])
-        # rows below about 2^-16.5 of the largest get weight 0; 2^-16 gets 2^32 x 2^-32 = 1
+        self.assertEqual(w.tolist(), [1 << 32, 1 << 30, 1, 1 << 30])
+        # rows below about 2^-16.5 of the largest get the least weight, 1, as 2^-16 does
         w = lloyd_rows_weights(np.array([1.0, 2.0 ** -16, 2.0 ** -16.4, 2.0 ** -16.6], np.float32))
-        self.assertEqual(w.tolist(), [1 << 32, 1, 1, 0])
+        self.assertEqual(w.tolist(), [1 << 32, 1, 1, 1])
         _c, _s, _l, p0, p1, scales, _sg = encode_tensor(
             np.array([[1.0, -3.0], [0.0, 0.0], [0.25, 0.5]], np.float32), [3, 2], "lloyd-rows",
             True)
-        self.assertEqual(scales.tolist(), [3.0, 1.0, 0.5])
+        self.assertEqual(scales.tolist(), [3.0, 3.0, 0.5])
         self.assertEqual(p0, 1.0)
+        _c, _s, _l, p0, _p1, scales, _sg = encode_tensor(
+            np.zeros((2, 3), np.float32), [2, 3], "lloyd-rows", True)
+        self.assertEqual((scales.tolist(), p0), ([1.0, 1.0], 0.0))
+        # The [2, 2] case of the zero-row erratum: a tiny row beside a zero row is still fitted.
+        codes, _s, lut, _p0, _p1, scales, _sg = encode_tensor(
+            np.array([[0.0, 0.0], [1e-10, -1e-10]], np.float32), [2, 2], "lloyd-rows", True)
+        self.assertEqual(scales.tolist(), [np.float32(1e-10)] * 2)
+        self.assertEqual(codes.tolist()[2:], [1, 1])
+        self.assertEqual(float(lut[1]), 1.0)
 
 
 class TestRoundTrip(TmpMixin, unittest.TestCase):
@@ -1250,8 +1260,8 @@ class TestLloydCodecs(TmpMixin, unittest.TestCase):
         x = np.array([1, -2, 3, 0, 5, -6, 7, 8] * 3, np.float32) / 4
         self.assertEqual(q.decode("enc.lloyd").reshape(-1).tolist(), x.tolist())
         self.assertEqual((t["enc.lloyd"].param0, t["enc.lloyd"].param1), (2.0, 0.0))
-        # lloyd-rows: scales are the rows' largest magnitudes, 1.0 for a zero row (§12.4)
-        self.assertEqual(q.row_scale_values("enc.rows").tolist(), [3.0, 1.0, 100.0])
+        # lloyd-rows: scales are the rows' largest magnitudes, S (the largest) for a zero row (§12.4)
+        self.assertEqual(q.row_scale_values("enc.rows").tolist(), [3.0, 100.0, 100.0])
         self.assertEqual(t["enc.rows"].param0, 1.0)
         d = q.decode("enc.rows").astype(np.float64)
         want = b.tensors[2]["spec"]["values"].astype(np.float64)

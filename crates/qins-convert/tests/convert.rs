@@ -488,3 +488,58 @@ fn dry_run_lists_every_tensor_with_its_reason() {
     assert!(text.contains("lm_head.weight"));
     assert!(!tmp.path().join("x.qins").exists());
 }
+
+/// Rows of zeros and rows far below the others (spec §12.4's erratum case, once an empty
+/// histogram): every codec converts them, each tensor within its bound, a row of zeros
+/// decodes to zeros and, with `lloyd-rows`, stores the tensor's largest magnitude as scale.
+#[test]
+fn zero_and_tiny_rows_convert_under_every_codec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("m");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut w = vec![0f32; 4 * 8];
+    for i in 0..8 {
+        w[2 * 8 + i] = (i as f32 - 3.5) * 1e-10;
+        w[3 * 8 + i] = (i as f32 - 3.5) * 0.25;
+    }
+    let tiny: Vec<f32> = vec![0.0, 0.0, 1e-10, -1e-10];
+    write_safetensors(
+        &src.join("model.safetensors"),
+        &[
+            ("a.weight", "F32", &[4, 8], &f32_bytes(&w)),
+            ("b.weight", "F32", &[2, 2], &f32_bytes(&tiny)),
+            ("c.weight", "F32", &[3, 4], &f32_bytes(&[0.0; 12])),
+        ],
+    );
+    for &codec in Codec::ALL {
+        let out = tmp.path().join(format!("{codec}.qins"));
+        convert_with(&src, &out, |o| {
+            o.policy.codec = codec;
+        });
+        let c = check_against_source(&src, &out, &[]);
+        assert_eq!(c.encoded.len(), 3, "{codec}: {:?}", c.encoded);
+        let bytes = std::fs::read(&out).unwrap();
+        let q = qins_read::Qins::parse(&bytes).unwrap();
+        let a = q.tensor("a.weight").unwrap();
+        let d = a.to_f32_vec().unwrap();
+        assert!(d[..16].iter().all(|v| *v == 0.0), "{codec}");
+        // The tiny row survives where the code's range follows it (linear, on one scale for
+        // the whole tensor, rounds it to zero: that is within its bound, checked above).
+        if codec == Codec::Log || codec.uses_row_scales() {
+            assert!(
+                d[16..24].iter().all(|v| *v != 0.0),
+                "{codec}: {:?}",
+                &d[16..24]
+            );
+        }
+        if codec.uses_row_scales() {
+            let tiny_max = w[16..24].iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(a.row_scales().unwrap(), [0.875, 0.875, tiny_max, 0.875]);
+            let b = q.tensor("b.weight").unwrap();
+            assert_eq!(b.row_scales().unwrap(), [1e-10, 1e-10]);
+            assert_eq!(b.to_f32_vec().unwrap(), tiny);
+            let c = q.tensor("c.weight").unwrap();
+            assert_eq!(c.row_scales().unwrap(), [1.0; 3]);
+        }
+    }
+}

@@ -254,15 +254,20 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                 let (codes, signs, lut) =
                     (t.codes().unwrap(), t.signs().unwrap(), t.lut().unwrap());
                 let (row_len, rows) = t.rows();
-                // The row scales of spec §12.4: each row's largest magnitude, 1 for a row of
-                // zeros.
+                // The row scales of spec §12.4: each row's largest magnitude; a row of zeros
+                // takes the tensor's largest magnitude S (1 when every element is zero).
                 let scales: Option<Vec<f32>> = t.row_scales();
                 if let Some(s) = &scales {
                     assert_eq!(s.len() as u64, rows, "{}", t.name());
+                    let top = x.iter().fold(0f32, |a, v| a.max(v.abs()));
                     for (r, &sr) in s.iter().enumerate() {
                         let row = &x[r * row_len as usize..(r + 1) * row_len as usize];
                         let mx = row.iter().fold(0f32, |a, v| a.max(v.abs()));
-                        let want = if mx == 0.0 { 1.0 } else { mx };
+                        let want = match (mx, top) {
+                            (0.0, 0.0) => 1.0,
+                            (0.0, _) => top,
+                            _ => mx,
+                        };
                         assert_eq!(
                             sr.to_bits(),
                             want.to_bits(),
@@ -283,8 +288,14 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                 let [p0, p1] = t.params();
                 let bound = match codec {
                     Codec::Log => {
-                        assert_eq!(p0, mn.ln(), "{} log_min", t.name());
-                        assert_eq!(p1, mx.ln(), "{} log_max", t.name());
+                        // §12.1: both 0 when every element is zero.
+                        let (lo, hi) = if nz.is_empty() {
+                            (0.0, 0.0)
+                        } else {
+                            (mn.ln(), mx.ln())
+                        };
+                        assert_eq!(p0, lo, "{} log_min", t.name());
+                        assert_eq!(p1, hi, "{} log_max", t.name());
                         ((p1 - p0) / 254.0 / 2.0).exp() - 1.0 + 4.0 * f64::from(f32::EPSILON)
                     }
                     Codec::Linear => {
@@ -313,7 +324,7 @@ pub fn check_against_source(src: &Path, out: &Path, assets: &[&str]) -> Checked 
                                 (0..x.len())
                                     .map(|i| {
                                         let q = f64::from(scale_of(i).unwrap()) / top;
-                                        (4_294_967_296.0 * (q * q)).round_ties_even()
+                                        (4_294_967_296.0 * (q * q)).round_ties_even().max(1.0)
                                     })
                                     .collect()
                             }
