@@ -378,10 +378,11 @@ pub fn convert(
     // With one thread there is nothing to overlap: the two take turns.
     let overlap = rayon::current_num_threads() > 1;
     let mut fitted = prepare(0);
+    let mut bufs = pipeline::Buffers::default();
     for (i, t) in tensors.iter().enumerate() {
         let mut next = None;
         let mut write = |fitted: Option<Result<pipeline::Fitted, ConvertError>>| match fitted {
-            Some(f) => pipeline::emit(&source, t, f?, &mut w, target, progress),
+            Some(f) => pipeline::emit(&source, t, f?, &mut bufs, &mut w, target, progress),
             None => pipeline::copy_raw(&source, t, &mut w, target, progress),
         };
         if overlap {

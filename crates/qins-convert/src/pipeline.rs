@@ -232,12 +232,33 @@ pub(crate) fn prepare(
     Ok(Fitted { q, scales, ch })
 }
 
+/// The two pairs of code and sign buffers that [`emit`] encodes into and writes from, kept from
+/// one tensor to the next: fresh buffers for every tensor cost a page fault and the zeroing of
+/// each page, about as many pages as the file has codes, twice.
+#[derive(Default)]
+pub(crate) struct Buffers([(Vec<u8>, Vec<u8>); 2]);
+
+impl Buffers {
+    /// Both pairs, grown to hold `cap` codes and their signs. What they held before is not
+    /// cleared: [`emit`] overwrites every byte it writes.
+    fn with_capacity(&mut self, cap: usize) -> &mut [(Vec<u8>, Vec<u8>); 2] {
+        for (codes, signs) in &mut self.0 {
+            if codes.len() < cap {
+                codes.resize(cap, 0);
+                signs.resize(cap.div_ceil(8), 0);
+            }
+        }
+        &mut self.0
+    }
+}
+
 /// Pass 2 of a tensor [`prepare`]d: encodes each window and writes it; the write of one window
 /// runs beside the encoding of the next, into the other pair of buffers.
 pub(crate) fn emit(
     src: &HfSource,
     t: &SourceTensor,
     f: Fitted,
+    bufs: &mut Buffers,
     w: &mut Writer,
     target: &std::path::Path,
     progress: &dyn Progress,
@@ -259,8 +280,7 @@ pub(crate) fn emit(
     let rs = rs.as_ref();
     w.begin_encoded(&q, scales.as_deref())
         .map_err(|e| ConvertError::from_write(target, e))?;
-    let cap = ch.window.min(n) as usize;
-    let mut bufs = [0, 1].map(|_| (vec![0u8; cap], vec![0u8; cap.div_ceil(8)]));
+    let bufs = bufs.with_capacity(ch.window.min(n) as usize);
     let write = |w: &mut Writer, (codes, signs): (&[u8], &[u8])| {
         w.write_encoded_part(codes, signs)
             .map_err(|e| ConvertError::from_write(target, e))
@@ -270,7 +290,7 @@ pub(crate) fn emit(
     for (k, (a, b)) in windows().enumerate() {
         let len = (b - a) as usize;
         let bytes = src.read(t, a * es..b * es)?;
-        let [x, y] = &mut bufs;
+        let [x, y] = &mut *bufs;
         let ((codes, signs), other) = if k % 2 == 0 { (x, &*y) } else { (y, &*x) };
         let (codes, signs) = (&mut codes[..len], &mut signs[..len.div_ceil(8)]);
         let (written, encoded) = rayon::join(
