@@ -769,9 +769,26 @@ impl<'a> Words<'a> {
     /// Every element divided by its row's scale, the chunk's first element being element
     /// `first` of the tensor.
     fn scaled(self, first: u64, rs: &RowScales<'_>) -> Vec<f32> {
-        let mut u = vec![0f32; self.len()];
-        self.scaled_into(0, first, rs, &mut u);
-        u
+        // Extended row by row rather than zeroed and overwritten: the chunk's buffer is large
+        // (4 MiB for a chunk of 1 Mi elements), and zeroing it cost 2% of a conversion.
+        fn run<T: Copy>(
+            w: &[T],
+            first: u64,
+            rs: &RowScales<'_>,
+            cvt: impl Fn(T) -> f32,
+        ) -> Vec<f32> {
+            let mut u = Vec::with_capacity(w.len());
+            let _ = for_each_row_run(w, first, rs, |run, s, _| {
+                u.extend(run.iter().map(|&x| cvt(x) / s));
+                Ok::<(), ()>(())
+            });
+            u
+        }
+        match self {
+            Words::F32(w) => run(w, first, rs, f32::from_le_bytes),
+            Words::Bf16(w) => run(w, first, rs, |x| bf16_to_f32(u16::from_le_bytes(x))),
+            Words::F16(w) => run(w, first, rs, |x| f16_to_f32(u16::from_le_bytes(x))),
+        }
     }
 
     /// Elements `at..at + out.len()` divided by their rows' scales, into `out`; element `at` is

@@ -72,7 +72,17 @@ impl Bin {
 
     /// The weighted sum of the bin's magnitudes: `weight × start + offsets × ulp`, in f64.
     fn mass(self) -> f64 {
-        self.weight as f64 * self.start() + self.offsets as f64 * self.ulp()
+        to_f64(self.weight) * self.start() + to_f64(self.offsets) * self.ulp()
+    }
+}
+
+/// `v` rounded to the nearest f64, as `v as f64`; inline for values below 2^64 (every one in
+/// practice), where the conversion of a u128 is a library call.
+#[inline]
+fn to_f64(v: u128) -> f64 {
+    match u64::try_from(v) {
+        Ok(v) => v as f64,
+        Err(_) => v as f64,
     }
 }
 
@@ -232,7 +242,7 @@ impl Points {
         let mean = mass
             .iter()
             .zip(&weight)
-            .map(|(&m, &w)| m / w as f64)
+            .map(|(&m, &w)| m / to_f64(w))
             .collect();
         Points { weight, mass, mean }
     }
@@ -276,7 +286,7 @@ fn distortion(levels: &Levels, pts: &Points) -> f64 {
     let mut d = 0.0;
     assign(levels, pts, |k, c| {
         let e = pts.mean[k] - levels[c];
-        d += pts.weight[k] as f64 * (e * e);
+        d += to_f64(pts.weight[k]) * (e * e);
     });
     d
 }
@@ -295,7 +305,7 @@ fn lloyd(levels: &mut Levels, pts: &Points) -> f64 {
         let mut next = *levels;
         for c in 1..=LEVELS {
             if n[c] > 0 {
-                next[c] = s[c] / n[c] as f64;
+                next[c] = s[c] / to_f64(n[c]);
             }
         }
         monotone(&mut next);
@@ -320,7 +330,7 @@ fn cube_root_levels(hist: &Histogram, pts: &Points) -> Levels {
     let top = pts.mean[pts.len() - 1];
     let lambda: Vec<f64> = bins
         .iter()
-        .map(|b| cbrt(b.weight as f64 * b.width() * b.width()))
+        .map(|b| cbrt(to_f64(b.weight) * b.width() * b.width()))
         .collect();
     let mut cum = Vec::with_capacity(bins.len() + 1);
     let mut acc = 0.0f64;
@@ -377,11 +387,11 @@ fn ward(pts: &Points) -> Vec<f64> {
     next[k] = NONE;
     let cost = |n: &[u128], mu: &[f64], a: usize, b: usize| -> f64 {
         if a == 0 {
-            n[b] as f64 * (mu[b] * mu[b])
+            to_f64(n[b]) * (mu[b] * mu[b])
         } else {
-            let (na, nb) = (n[a] as f64, n[b] as f64);
+            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
             let d = mu[a] - mu[b];
-            ((na * nb) / (n[a] + n[b]) as f64) * (d * d)
+            ((na * nb) / to_f64(n[a] + n[b])) * (d * d)
         }
     };
     // Costs are finite and non-negative, so their bit patterns order like their values;
@@ -399,8 +409,8 @@ fn ward(pts: &Points) -> Vec<f64> {
         let a = tree.min();
         let b = next[a];
         if a != 0 {
-            let (na, nb) = (n[a] as f64, n[b] as f64);
-            mu[a] = ((na * mu[a]) + (nb * mu[b])) / (n[a] + n[b]) as f64;
+            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
+            mu[a] = ((na * mu[a]) + (nb * mu[b])) / to_f64(n[a] + n[b]);
             n[a] += n[b];
         }
         next[a] = next[b];
@@ -507,7 +517,7 @@ pub(crate) fn fit(hist: &Histogram) -> Fit {
         levels = l;
         let mut e = 0.0;
         for k in 0..pts.len() {
-            e += pts.weight[k] as f64 * (pts.mean[k] * pts.mean[k]);
+            e += to_f64(pts.weight[k]) * (pts.mean[k] * pts.mean[k]);
         }
         rel_err = d / e;
     }
@@ -537,6 +547,25 @@ pub(crate) fn code_of(t: &[f64; LEVELS], m: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_f64_rounds_as_the_cast_does() {
+        let two64 = 1u128 << 64;
+        for v in [
+            0,
+            1,
+            (1 << 53) + 1,
+            (1 << 53) + 3,
+            u128::from(u64::MAX) - 1024,
+            u128::from(u64::MAX),
+            two64,
+            two64 + 1,
+            two64 + (1 << 12) - 1,
+            u128::MAX,
+        ] {
+            assert_eq!(to_f64(v).to_bits(), (v as f64).to_bits(), "{v}");
+        }
+    }
 
     fn hist_of(values: &[f32]) -> Histogram {
         let bits: Vec<u32> = values
