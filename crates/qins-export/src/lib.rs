@@ -38,7 +38,10 @@
 //!   target and renamed into place only when complete; on any failure it is removed and the
 //!   target is untouched. An existing target must be an empty directory unless
 //!   [`ExportOptions::force`] is set; then it is replaced only after the new directory is
-//!   complete (moved aside, the new one renamed in, the old one deleted). A killed export
+//!   complete: on Linux the two are exchanged in one step (`renameat2` with
+//!   `RENAME_EXCHANGE`), so the target's path always holds one of them, and the old one is
+//!   deleted; where that is not available, the old one is moved aside, the new one renamed in,
+//!   and the old one deleted. A killed export
 //!   cannot remove its temporary directory; the next export to the same target does (once it
 //!   is a minute old and no running export holds it locked).
 //! - **Bounded memory**: tensors are decoded in chunks of 4 Mi elements (16 MiB of f32) on

@@ -176,8 +176,10 @@ impl Staging {
     }
 
     /// Moves the complete directory into place. An existing target (empty, or replaced with
-    /// `force`) is first moved aside to `.NAME.old-XXXXXX`, then removed once the new one is in
-    /// place; if the final rename fails it is moved back.
+    /// `force`) is exchanged with it in one step where the system can ([`exchange`]), so that
+    /// the target's path never lacks a directory, and then removed from the temporary name.
+    /// Elsewhere it is first moved aside to `.NAME.old-XXXXXX`, then removed once the new one
+    /// is in place; if the final rename fails it is moved back.
     pub(crate) fn commit(mut self) -> Result<(), ExportError> {
         let dir = self.dir.take().expect("committed once");
         let parent = dir
@@ -185,6 +187,16 @@ impl Staging {
             .parent()
             .expect("a temporary directory has a parent")
             .to_path_buf();
+        if self.replace && exchange(dir.path(), &self.target) {
+            self.created.clear();
+            // The temporary name now holds the replaced directory.
+            let replaced = dir.path().to_path_buf();
+            let _ = dir.keep();
+            fs::remove_dir_all(&replaced)
+                .map_err(ExportError::io("remove the replaced directory", &replaced))?;
+            sync_dir(&parent);
+            return Ok(());
+        }
         let mut old = None;
         if self.replace {
             let mut prefix = std::ffi::OsString::from(".");
@@ -223,12 +235,30 @@ impl Staging {
             fs::remove_dir_all(&aside)
                 .map_err(ExportError::io("remove the replaced directory", &aside))?;
         }
-        if let Ok(d) = fs::File::open(&parent) {
-            // Make the renames durable where the platform allows syncing a directory.
-            let _ = d.sync_all();
-        }
+        sync_dir(&parent);
         Ok(())
     }
+}
+
+/// Makes the renames in `dir` durable where the platform allows syncing a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Swaps the directories `a` and `b` in one step (Linux `renameat2` with `RENAME_EXCHANGE`);
+/// `false` if the system or the file system cannot (the caller then renames twice).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
+}
+
+/// Elsewhere: never in one step.
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
 }
 
 impl Drop for Staging {
@@ -277,4 +307,34 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError>
     let mut f = fs::File::create(path).map_err(io())?;
     f.write_all(bytes).map_err(io())?;
     f.sync_all().map_err(io())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On Linux, where CI runs, the two directories trade places in one step (on the file
+    /// systems a temporary directory lives on); elsewhere `exchange` declines and moves nothing.
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for (d, f) in [(&a, "from_a"), (&b, "from_b")] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join(f), f).unwrap();
+        }
+        let swapped = exchange(&a, &b);
+        assert_eq!(swapped, cfg!(target_os = "linux"));
+        let (in_a, in_b) = if swapped {
+            ("from_b", "from_a")
+        } else {
+            ("from_a", "from_b")
+        };
+        assert_eq!(fs::read_to_string(a.join(in_a)).unwrap(), in_a);
+        assert_eq!(fs::read_to_string(b.join(in_b)).unwrap(), in_b);
+        assert!(!a.join(in_b).exists() && !b.join(in_a).exists());
+        // A missing side is refused, and nothing moves.
+        assert!(!exchange(&a, &tmp.path().join("missing")));
+        assert!(a.join(in_a).exists());
+    }
 }

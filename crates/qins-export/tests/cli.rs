@@ -118,6 +118,15 @@ fn json_summary_and_flags() {
         qins_export::OutputDtype::BF16,
         5_000_000_000,
     );
+    // The replaced directory is gone, and so is the temporary one: nothing beside the target
+    // but what was there before.
+    let mut beside: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".out"))
+        .collect();
+    beside.sort();
+    assert!(beside.is_empty(), "{beside:?}");
 }
 
 #[test]
