@@ -359,43 +359,58 @@ pub fn convert(
         plan.tensors.len(),
         plan.tensors.iter().map(|t| t.source_bytes).sum(),
     );
-    // Each encoded tensor is prepared (statistics, fit) while the tensor before it is written
-    // (encoded or copied), so that the serial parts of one (the fit, a raw copy) overlap the
-    // parallel parts of the other; the writes stay in file order, and an error is reported for
-    // the first tensor in file order that has one, as if they ran one after the other.
+    // Each encoded tensor is prepared (statistics, fit) while the tensors before it are
+    // written (encoded or copied), so that the serial parts of one (the fit, a raw copy)
+    // overlap the parallel parts of another; the writes stay in file order, and an error is
+    // reported for the first tensor in file order that has one, as if they ran one after the
+    // other (a preparation's error waits in `ready` until its tensor's turn).
     let tensors = source.tensors();
     debug_assert!(tensors
         .iter()
         .zip(&plan.tensors)
         .all(|(t, tp)| t.name == tp.name));
     let codec = policy.codec();
-    let prepare = |i: usize| {
-        plan.tensors
-            .get(i)
-            .filter(|tp| tp.decision.is_encoded())
-            .map(|_| pipeline::prepare(&source, &tensors[i], codec, chunking, target))
-    };
+    let encoded = |i: usize| plan.tensors[i].decision.is_encoded();
+    let prepare = |i: usize| pipeline::prepare(&source, &tensors[i], codec, chunking, target);
     // With one thread there is nothing to overlap: the two take turns.
     let overlap = rayon::current_num_threads() > 1;
-    let mut fitted = prepare(0);
+    // The next encoded tensor after those written, once prepared, and how that went.
+    let mut ready: Option<(usize, Result<pipeline::Fitted, ConvertError>)> = None;
     let mut bufs = pipeline::Buffers::default();
     for (i, t) in tensors.iter().enumerate() {
+        let fitted = encoded(i).then(|| match ready.take() {
+            Some((k, f)) => {
+                debug_assert_eq!(k, i, "the next encoded tensor is prepared first");
+                f
+            }
+            // The first tensor: nothing before it to overlap with.
+            None => prepare(i),
+        });
+        // While this one is written, the next encoded tensor (past any raw ones) is prepared,
+        // unless it already is.
+        let todo = match ready {
+            Some(_) => None,
+            None => (i + 1..tensors.len()).find(|&k| encoded(k)),
+        };
         let mut next = None;
         let mut write = |fitted: Option<Result<pipeline::Fitted, ConvertError>>| match fitted {
             Some(f) => pipeline::emit(&source, t, f?, &mut bufs, &mut w, target, progress),
             None => pipeline::copy_raw(&source, t, &mut w, target, progress),
         };
-        if overlap {
-            rayon::in_place_scope(|s| {
-                s.spawn(|_| next = prepare(i + 1));
-                write(fitted.take())
-            })?;
-        } else {
-            write(fitted.take())?;
-            next = prepare(i + 1);
+        match todo {
+            Some(k) if overlap => rayon::in_place_scope(|s| {
+                s.spawn(|_| next = Some(prepare(k)));
+                write(fitted)
+            })?,
+            _ => {
+                write(fitted)?;
+                next = todo.map(prepare);
+            }
+        }
+        if let (Some(k), Some(f)) = (todo, next) {
+            ready = Some((k, f));
         }
         progress.tensor_done(&t.name);
-        fitted = next;
     }
     progress.end();
     let ws = w

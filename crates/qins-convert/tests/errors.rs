@@ -371,31 +371,50 @@ fn nan_or_infinity_in_a_tensor_to_encode() {
 fn the_first_bad_tensor_is_reported() {
     let c = case();
     std::fs::create_dir_all(&c.src).unwrap();
-    let bad = |at: usize| {
+    let values = |bad: Option<usize>| {
         let mut v: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
-        v[at] = f32::NAN;
+        if let Some(at) = bad {
+            v[at] = f32::NAN;
+        }
         f32_bytes(&v)
     };
-    let (a, b) = (bad(9), bad(3));
-    write_safetensors(
-        &c.src.join("model.safetensors"),
-        &[("a", "F32", &[8, 8], &a), ("b", "F32", &[8, 8], &b)],
-    );
-    // One thread takes the tensors in turn, two overlap them.
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        for &codec in Codec::ALL {
-            let mut o = c.opts();
-            o.policy.codec = codec;
-            let (e, msg) = pool.install(|| c.fails(&o));
-            assert!(
-                matches!(&e, ConvertError::NonFinite { index: 9, tensor, .. } if tensor == "a"),
-                "{threads} threads, {codec}: {e:?}"
-            );
-            has(&msg, &["\"a\"", "index 9"]);
+    let bias = f32_bytes(&[0.5; 8]);
+    // Raw tensors (rank 1) before and between the encoded ones, so that a tensor is prepared
+    // while raw ones are copied: an encoded tensor's error waits for its turn.
+    for (first_bad, want_tensor, want_index) in [(Some(9), "a1", 9), (None, "a3", 3)] {
+        let (a1, a3) = (values(first_bad), values(Some(3)));
+        write_safetensors(
+            &c.src.join("model.safetensors"),
+            &[
+                ("a0.bias", "F32", &[8], &bias),
+                ("a1", "F32", &[8, 8], &a1),
+                ("a2.bias", "F32", &[8], &bias),
+                ("a3", "F32", &[8, 8], &a3),
+            ],
+        );
+        // One thread takes the tensors in turn, two overlap them.
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for &codec in Codec::ALL {
+                let mut o = c.opts();
+                o.policy.codec = codec;
+                let (e, msg) = pool.install(|| c.fails(&o));
+                assert!(
+                    matches!(&e, ConvertError::NonFinite { index, tensor, .. }
+                        if tensor == want_tensor && *index == want_index),
+                    "{threads} threads, {codec}: {e:?}"
+                );
+                has(
+                    &msg,
+                    &[
+                        &format!("\"{want_tensor}\""),
+                        &format!("index {want_index}"),
+                    ],
+                );
+            }
         }
     }
 }
