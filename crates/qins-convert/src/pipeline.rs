@@ -22,9 +22,9 @@
 //!
 //! The passes before writing ([`prepare`]: row scales, statistics, the fit) and the writing pass
 //! ([`emit`], or [`copy_raw`] for a raw tensor) are separate so that the converter can prepare
-//! the next tensor while it writes this one: the fit and a raw copy, serial on their own, then
-//! share the cores with the other tensor's parallel work. That doubles what is resident (two
-//! tensors' windows), not more.
+//! the next encoded tensor while it writes the ones before it: the fit and a raw copy, serial on
+//! their own, then share the cores with the other tensor's parallel work. That doubles what is
+//! resident (two tensors' windows), not more; [`Buffers`] are reused from tensor to tensor.
 
 use qins_format::codec::{scan_bytes, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
 use qins_format::Codec;
