@@ -145,6 +145,10 @@ struct Prepared {
     plan: ConvertPlan,
 }
 
+/// Encoded tensors whose preparation (row scales, statistics, fit) may run ahead of the
+/// tensor being written: two, so that two fits, serial each, can run side by side.
+const PREPARED_AHEAD: usize = 2;
+
 fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     if !alignment_is_valid(opts.alignment) {
         return Err(ConvertError::BadAlignment {
@@ -359,11 +363,11 @@ pub fn convert(
         plan.tensors.len(),
         plan.tensors.iter().map(|t| t.source_bytes).sum(),
     );
-    // Each encoded tensor is prepared (statistics, fit) while the tensors before it are
-    // written (encoded or copied), so that the serial parts of one (the fit, a raw copy)
-    // overlap the parallel parts of another; the writes stay in file order, and an error is
-    // reported for the first tensor in file order that has one, as if they ran one after the
-    // other (a preparation's error waits in `ready` until its tensor's turn).
+    // Encoded tensors are prepared (statistics, fit) by rayon tasks up to PREPARED_AHEAD
+    // encoded tensors ahead of the one being written (encoded or copied), so that the serial
+    // parts (the fits, a raw copy) overlap parallel work and each other; the writes stay in
+    // file order, and an error is reported for the first tensor in file order that has one, as
+    // if they ran one after the other (a preparation's error waits in its slot for its turn).
     let tensors = source.tensors();
     debug_assert!(tensors
         .iter()
@@ -374,44 +378,32 @@ pub fn convert(
     let prepare = |i: usize| pipeline::prepare(&source, &tensors[i], codec, chunking, target);
     // With one thread there is nothing to overlap: the two take turns.
     let overlap = rayon::current_num_threads() > 1;
-    // The next encoded tensor after those written, once prepared, and how that went.
-    let mut ready: Option<(usize, Result<pipeline::Fitted, ConvertError>)> = None;
+    let prepared = pipeline::Prepared::new(tensors.len());
     let mut bufs = pipeline::Buffers::default();
-    for (i, t) in tensors.iter().enumerate() {
-        let fitted = encoded(i).then(|| match ready.take() {
-            Some((k, f)) => {
-                debug_assert_eq!(k, i, "the next encoded tensor is prepared first");
-                f
+    rayon::in_place_scope(|s| {
+        for (i, t) in tensors.iter().enumerate() {
+            if overlap {
+                let ahead = (i + 1..tensors.len())
+                    .filter(|&k| encoded(k))
+                    .take(PREPARED_AHEAD);
+                for k in ahead {
+                    if prepared.claim(k) {
+                        let (prepared, prepare) = (&prepared, &prepare);
+                        s.spawn(move |_| prepared.finish(k, prepare(k)));
+                    }
+                }
             }
-            // The first tensor: nothing before it to overlap with.
-            None => prepare(i),
-        });
-        // While this one is written, the next encoded tensor (past any raw ones) is prepared,
-        // unless it already is.
-        let todo = match ready {
-            Some(_) => None,
-            None => (i + 1..tensors.len()).find(|&k| encoded(k)),
-        };
-        let mut next = None;
-        let mut write = |fitted: Option<Result<pipeline::Fitted, ConvertError>>| match fitted {
-            Some(f) => pipeline::emit(&source, t, f?, &mut bufs, &mut w, target, progress),
-            None => pipeline::copy_raw(&source, t, &mut w, target, progress),
-        };
-        match todo {
-            Some(k) if overlap => rayon::in_place_scope(|s| {
-                s.spawn(|_| next = Some(prepare(k)));
-                write(fitted)
-            })?,
-            _ => {
-                write(fitted)?;
-                next = todo.map(prepare);
+            match encoded(i) {
+                true => {
+                    let f = prepared.take(i, || prepare(i))?;
+                    pipeline::emit(&source, t, f, &mut bufs, &mut w, target, progress)?
+                }
+                false => pipeline::copy_raw(&source, t, &mut w, target, progress)?,
             }
+            progress.tensor_done(&t.name);
         }
-        if let (Some(k), Some(f)) = (todo, next) {
-            ready = Some((k, f));
-        }
-        progress.tensor_done(&t.name);
-    }
+        Ok::<(), ConvertError>(())
+    })?;
     progress.end();
     let ws = w
         .finish()

@@ -22,9 +22,12 @@
 //!
 //! The passes before writing ([`prepare`]: row scales, statistics, the fit) and the writing pass
 //! ([`emit`], or [`copy_raw`] for a raw tensor) are separate so that the converter can prepare
-//! the next encoded tensor while it writes the ones before it: the fit and a raw copy, serial on
-//! their own, then share the cores with the other tensor's parallel work. That doubles what is
-//! resident (two tensors' windows), not more; [`Buffers`] are reused from tensor to tensor.
+//! the next encoded tensors ([`Prepared`], two ahead) while it writes the ones before them: the
+//! fits and a raw copy, serial on their own, then share the cores with parallel work and with
+//! each other. That triples at most what is resident (three tensors' windows), not more;
+//! [`Buffers`] are reused from tensor to tensor.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use qins_format::codec::{scan_bytes, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
 use qins_format::Codec;
@@ -230,6 +233,89 @@ pub(crate) fn prepare(
 
     let q = Quantizer::new(codec, &stats);
     Ok(Fitted { q, scales, ch })
+}
+
+/// The preparations of a conversion's encoded tensors, one slot per tensor: a rayon task runs
+/// one ahead of the writes ([`Prepared::claim`], [`Prepared::finish`]), or the writer runs it
+/// when its turn comes and nobody has ([`Prepared::take`]).
+pub(crate) struct Prepared {
+    slots: Vec<(Mutex<Slot>, Condvar)>,
+}
+
+enum Slot {
+    Idle,
+    Running,
+    /// Boxed: a `Fitted` holds a quantizer's tables, and most slots never hold one.
+    Done(Box<Result<Fitted, ConvertError>>),
+    Taken,
+}
+
+impl Prepared {
+    /// Slots for `n` tensors, none started.
+    pub(crate) fn new(n: usize) -> Prepared {
+        Prepared {
+            slots: (0..n)
+                .map(|_| (Mutex::new(Slot::Idle), Condvar::new()))
+                .collect(),
+        }
+    }
+
+    fn lock(&self, k: usize) -> MutexGuard<'_, Slot> {
+        // A preparation that panicked is not caught anyway: the lock's poison adds nothing.
+        self.slots[k].0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `true` if tensor `k`'s preparation had not started: the caller now runs it and gives
+    /// the outcome to [`Prepared::finish`].
+    pub(crate) fn claim(&self, k: usize) -> bool {
+        let mut slot = self.lock(k);
+        let idle = matches!(*slot, Slot::Idle);
+        if idle {
+            *slot = Slot::Running;
+        }
+        idle
+    }
+
+    /// The outcome of tensor `k`'s preparation, claimed before.
+    pub(crate) fn finish(&self, k: usize, r: Result<Fitted, ConvertError>) {
+        *self.lock(k) = Slot::Done(Box::new(r));
+        self.slots[k].1.notify_all();
+    }
+
+    /// Tensor `k`'s preparation: `prepare` run here if it has not started, else its outcome
+    /// once done; while it runs elsewhere this thread does other rayon work, and sleeps when
+    /// there is none.
+    pub(crate) fn take(
+        &self,
+        k: usize,
+        prepare: impl FnOnce() -> Result<Fitted, ConvertError>,
+    ) -> Result<Fitted, ConvertError> {
+        loop {
+            let mut slot = self.lock(k);
+            match std::mem::replace(&mut *slot, Slot::Taken) {
+                Slot::Done(r) => return *r,
+                Slot::Idle => {
+                    drop(slot);
+                    return prepare();
+                }
+                Slot::Running => {
+                    *slot = Slot::Running;
+                    drop(slot);
+                    if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+                        continue;
+                    }
+                    let mut slot = self.lock(k);
+                    while matches!(*slot, Slot::Running) {
+                        slot = self.slots[k]
+                            .1
+                            .wait(slot)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+                Slot::Taken => unreachable!("tensor {k} prepared twice"),
+            }
+        }
+    }
 }
 
 /// The two pairs of code and sign buffers that [`emit`] encodes into and writes from, kept from

@@ -379,10 +379,11 @@ fn the_first_bad_tensor_is_reported() {
         f32_bytes(&v)
     };
     let bias = f32_bytes(&[0.5; 8]);
-    // Raw tensors (rank 1) before and between the encoded ones, so that a tensor is prepared
-    // while raw ones are copied: an encoded tensor's error waits for its turn.
+    // Raw tensors (rank 1) before and between the encoded ones, so that tensors are prepared
+    // ahead while raw ones are copied (two at a time), and a third bad tensor after them: an
+    // encoded tensor's error waits for its turn.
     for (first_bad, want_tensor, want_index) in [(Some(9), "a1", 9), (None, "a3", 3)] {
-        let (a1, a3) = (values(first_bad), values(Some(3)));
+        let (a1, a3, a4) = (values(first_bad), values(Some(3)), values(Some(5)));
         write_safetensors(
             &c.src.join("model.safetensors"),
             &[
@@ -390,6 +391,7 @@ fn the_first_bad_tensor_is_reported() {
                 ("a1", "F32", &[8, 8], &a1),
                 ("a2.bias", "F32", &[8], &bias),
                 ("a3", "F32", &[8, 8], &a3),
+                ("a4", "F32", &[8, 8], &a4),
             ],
         );
         // One thread takes the tensors in turn, two overlap them.
