@@ -393,12 +393,11 @@ pub fn convert(
                     }
                 }
             }
-            match encoded(i) {
-                true => {
-                    let f = prepared.take(i, || prepare(i))?;
-                    pipeline::emit(&source, t, f, &mut bufs, &mut w, target, progress)?
-                }
-                false => pipeline::copy_raw(&source, t, &mut w, target, progress)?,
+            if encoded(i) {
+                let f = prepared.take(i, || prepare(i))?;
+                pipeline::emit(&source, t, f, &mut bufs, &mut w, target, progress)?;
+            } else {
+                pipeline::copy_raw(&source, t, &mut w, target, progress)?;
             }
             progress.tensor_done(&t.name);
         }
