@@ -146,8 +146,18 @@ struct Prepared {
 }
 
 /// Encoded tensors whose preparation (row scales, statistics, fit) may run ahead of the
-/// tensor being written: two, so that two fits, serial each, can run side by side.
+/// tensor being written, at least: two, so that two fits, serial each, can run side by side.
 const PREPARED_AHEAD: usize = 2;
+
+/// Elements of the encoded tensors that may be prepared ahead of the tensor being written,
+/// beyond the first [`PREPARED_AHEAD`]: those of at most [`WHOLE_ELEMENTS`] are encoded whole
+/// ahead too, so this bounds the memory they hold (about 1.125 bytes per element: 72 MiB).
+/// While a raw tensor is copied (a serial write), the other cores encode the tensors after it.
+const AHEAD_ELEMENTS: u64 = 64 << 20;
+
+/// The largest tensor (in elements) that a preparation ahead also encodes whole; a larger one
+/// is encoded a window at a time when its turn to be written comes.
+const WHOLE_ELEMENTS: u64 = 16 << 20;
 
 fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     if !alignment_is_valid(opts.alignment) {
@@ -363,11 +373,13 @@ pub fn convert(
         plan.tensors.len(),
         plan.tensors.iter().map(|t| t.source_bytes).sum(),
     );
-    // Encoded tensors are prepared (statistics, fit) by rayon tasks up to PREPARED_AHEAD
-    // encoded tensors ahead of the one being written (encoded or copied), so that the serial
-    // parts (the fits, a raw copy) overlap parallel work and each other; the writes stay in
-    // file order, and an error is reported for the first tensor in file order that has one, as
-    // if they ran one after the other (a preparation's error waits in its slot for its turn).
+    // Encoded tensors are prepared (statistics, fit) by rayon tasks ahead of the one being
+    // written (encoded or copied): at least PREPARED_AHEAD encoded tensors, and further while
+    // their elements stay within AHEAD_ELEMENTS, those of at most WHOLE_ELEMENTS encoded whole
+    // too. So the serial parts (the fits, a raw copy) overlap parallel work and each other; the
+    // writes stay in file order, and an error is reported for the first tensor in file order
+    // that has one, as if they ran one after the other (a preparation's error waits in its
+    // slot for its turn).
     let tensors = source.tensors();
     debug_assert!(tensors
         .iter()
@@ -375,33 +387,41 @@ pub fn convert(
         .all(|(t, tp)| t.name == tp.name));
     let codec = policy.codec();
     let encoded = |i: usize| plan.tensors[i].decision.is_encoded();
-    let prepare = |i: usize| pipeline::prepare(&source, &tensors[i], codec, chunking, target);
+    let prepare = |i: usize, whole: Option<&pipeline::Pool>| {
+        pipeline::prepare(&source, &tensors[i], codec, chunking, target, whole)
+    };
     // With one thread there is nothing to overlap: the two take turns.
     let overlap = rayon::current_num_threads() > 1;
     let prepared = pipeline::Prepared::new(tensors.len());
-    let mut bufs = pipeline::Buffers::default();
+    let pool = pipeline::Pool::default();
+    let mut stream = pipeline::Stream::new(&source, &mut w, target, progress, &pool);
     rayon::in_place_scope(|s| {
         for (i, t) in tensors.iter().enumerate() {
             if overlap {
+                let mut elements = 0;
                 let ahead = (i + 1..tensors.len())
                     .filter(|&k| encoded(k))
-                    .take(PREPARED_AHEAD);
-                for k in ahead {
+                    .enumerate()
+                    .take_while(|&(j, k)| {
+                        elements += tensors[k].numel();
+                        j < PREPARED_AHEAD || elements <= AHEAD_ELEMENTS
+                    });
+                for (_, k) in ahead {
                     if prepared.claim(k) {
+                        let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
                         let (prepared, prepare) = (&prepared, &prepare);
-                        s.spawn(move |_| prepared.finish(k, prepare(k)));
+                        s.spawn(move |_| prepared.finish(k, prepare(k, whole)));
                     }
                 }
             }
             if encoded(i) {
-                let f = prepared.take(i, || prepare(i))?;
-                pipeline::emit(&source, t, f, &mut bufs, &mut w, target, progress)?;
+                let f = prepared.take(i, || prepare(i, None))?;
+                stream.emit(t, f)?;
             } else {
-                pipeline::copy_raw(&source, t, &mut w, target, progress)?;
+                stream.copy_raw(t)?;
             }
-            progress.tensor_done(&t.name);
         }
-        Ok::<(), ConvertError>(())
+        stream.flush()
     })?;
     progress.end();
     let ws = w

@@ -14,18 +14,22 @@
 //! codec's functions ([`scan_bytes`], [`Quantizer::encode_bytes`], [`RowMaxima::scan_bytes`])
 //! work on the bit patterns (F32, BF16 or F16) and give what the f32 forms give for the
 //! converted values, so nothing is converted unless a row scale divides it, and then a block of
-//! a few thousand values at a time. While the workers encode a window, the previous window's
-//! codes are written (the writer checksums them as they pass), so the write is hidden behind
-//! the encoding. What is resident at once is one window of source bytes and two of codes (and
-//! the row scales), whatever the model's size, and the bytes written depend neither on the
-//! chunking nor on the number of threads.
+//! a few thousand values at a time. The writes run one part behind ([`Stream`]): while the
+//! workers encode a window, the part before it is written (the writer checksums it as it
+//! passes), whether that part is the previous window of the same tensor, the last window of the
+//! tensor before, or a window of a raw tensor; so the writes hide behind the encoding, and no
+//! core waits at a tensor's end. What is resident at once is one window of source bytes and two
+//! of codes (and the row scales), plus what is prepared ahead (below), whatever the model's
+//! size; and the bytes written depend neither on the chunking nor on the number of threads.
 //!
 //! The passes before writing ([`prepare`]: row scales, statistics, the fit) and the writing pass
-//! ([`emit`], or [`copy_raw`] for a raw tensor) are separate so that the converter can prepare
-//! the next encoded tensors ([`Prepared`], two ahead) while it writes the ones before them: the
-//! fits and a raw copy, serial on their own, then share the cores with parallel work and with
-//! each other. That triples at most what is resident (three tensors' windows), not more;
-//! [`Buffers`] are reused from tensor to tensor.
+//! ([`Stream::emit`], or [`Stream::copy_raw`] for a raw tensor) are separate so that the
+//! converter can prepare the next encoded tensors ([`Prepared`]) while it writes the ones before
+//! them: the fits, serial each, then share the cores with parallel work and with each other. A
+//! tensor prepared ahead that is small enough is encoded whole too, into buffers from a
+//! [`Pool`], so that while a raw tensor is copied (a serial write) the other cores encode the
+//! tensors after it; how far ahead is bounded by elements, which bounds that memory. The code
+//! buffers are reused from tensor to tensor ([`Buffers`], [`Pool`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -34,7 +38,7 @@ use qins_format::Codec;
 use qins_write::{WriteError, Writer};
 use rayon::prelude::*;
 
-use crate::source::{HfSource, SourceTensor};
+use crate::source::{Bytes, HfSource, SourceTensor};
 use crate::{ConvertError, Progress};
 
 /// Bytes per window when copying a raw tensor.
@@ -81,34 +85,13 @@ impl Chunking {
     }
 }
 
-/// Copies a raw tensor's bytes to the writer, a window at a time.
-pub(crate) fn copy_raw(
-    src: &HfSource,
-    t: &SourceTensor,
-    w: &mut Writer,
-    target: &std::path::Path,
-    progress: &dyn Progress,
-) -> Result<(), ConvertError> {
-    // At least one call: a tensor of zero bytes is completed by one empty part.
-    let mut at = 0;
-    loop {
-        let end = (at + RAW_WINDOW).min(t.len);
-        let bytes = src.read(t, at..end)?;
-        w.write_raw_part(&bytes)
-            .map_err(|e| ConvertError::from_write(target, e))?;
-        progress.advance(end - at);
-        at = end;
-        if at == t.len {
-            return Ok(());
-        }
-    }
-}
-
-/// A tensor's encoding, fitted by [`prepare`] and not yet written by [`emit`].
+/// A tensor's encoding, fitted by [`prepare`] and not yet written by [`Stream::emit`].
 pub(crate) struct Fitted {
     q: Quantizer,
     scales: Option<Vec<f32>>,
     ch: Chunking,
+    /// The whole tensor's codes and signs, if [`prepare`] was asked to encode it too.
+    encoded: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What [`prepare`] and [`emit`] share about one tensor: its chunking, windows and how an
@@ -145,6 +128,31 @@ impl Job<'_> {
             .map_err(|e| self.fail(e))
     }
 
+    /// Encodes elements `a..b` (their source `bytes`) into `codes` and `signs`, a chunk per
+    /// rayon job; the first bad element in the window's order is reported.
+    fn encode_window(
+        &self,
+        q: &Quantizer,
+        rs: Option<&RowScales<'_>>,
+        a: u64,
+        bytes: &[u8],
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), ConvertError> {
+        let (t, ch) = (self.t, self.ch);
+        codes
+            .par_chunks_mut(ch.chunk as usize)
+            .zip(signs.par_chunks_mut((ch.chunk / 8) as usize))
+            .zip(bytes.par_chunks(self.chunk_bytes()))
+            .enumerate()
+            .map(|(k, ((c, s), part))| {
+                q.encode_bytes(t.dtype, part, a + k as u64 * ch.chunk, rs, c, s)
+            })
+            .collect::<Vec<Result<(), EncodeError>>>()
+            .into_iter()
+            .try_for_each(|p| p.map_err(|e| self.fail(e)))
+    }
+
     fn fail(&self, e: EncodeError) -> ConvertError {
         match e {
             EncodeError::NonFinite { index, value } => ConvertError::NonFinite {
@@ -165,13 +173,16 @@ impl Job<'_> {
 }
 
 /// The passes that come before writing: the row scales if the codec has them, the statistics,
-/// and the fitted [`Quantizer`]. Reads the source only; writes nothing.
+/// and the fitted [`Quantizer`]; and given a `whole` pool, the encoding too, into buffers of
+/// the tensor's size from it (for a tensor prepared ahead while other tensors are written, so
+/// that its write is a copy). Reads the source only; writes nothing.
 pub(crate) fn prepare(
     src: &HfSource,
     t: &SourceTensor,
     codec: Codec,
     ch: Chunking,
     target: &std::path::Path,
+    whole: Option<&Pool>,
 ) -> Result<Fitted, ConvertError> {
     let n = t.numel();
     let job = Job {
@@ -232,7 +243,30 @@ pub(crate) fn prepare(
     }
 
     let q = Quantizer::new(codec, &stats);
-    Ok(Fitted { q, scales, ch })
+    let encoded = if let Some(pool) = whole {
+        let (mut codes, mut signs) = pool.get(n as usize);
+        for (a, b) in windows() {
+            let bytes = src.read(t, a * es..b * es)?;
+            let (a8, b8) = ((a / 8) as usize, (b as usize).div_ceil(8));
+            job.encode_window(
+                &q,
+                rs,
+                a,
+                &bytes,
+                &mut codes[a as usize..b as usize],
+                &mut signs[a8..b8],
+            )?;
+        }
+        Some((codes, signs))
+    } else {
+        None
+    };
+    Ok(Fitted {
+        q,
+        scales,
+        ch,
+        encoded,
+    })
 }
 
 /// The preparations of a conversion's encoded tensors, one slot per tensor: a rayon task runs
@@ -318,100 +352,249 @@ impl Prepared {
     }
 }
 
-/// The two pairs of code and sign buffers that [`emit`] encodes into and writes from, kept from
-/// one tensor to the next: fresh buffers for every tensor cost a page fault and the zeroing of
-/// each page, about as many pages as the file has codes, twice.
+/// Code and sign buffers for whole tensors encoded ahead, given back once written: fresh
+/// buffers would cost a page fault and a zeroed page for every 4 KiB of codes, and their
+/// unmapping, when freed, a TLB flush on every core.
 #[derive(Default)]
-pub(crate) struct Buffers([(Vec<u8>, Vec<u8>); 2]);
+pub(crate) struct Pool(Mutex<Vec<(Vec<u8>, Vec<u8>)>>);
+
+impl Pool {
+    /// A pair holding `n` codes and their signs, their old bytes left in place: the smallest
+    /// kept that is large enough, else the largest, grown.
+    fn get(&self, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = |p: &&(Vec<u8>, Vec<u8>)| p.0.capacity() >= n;
+        let best = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| fits(p))
+            .min_by_key(|(_, p)| p.0.capacity())
+            .or_else(|| kept.iter().enumerate().max_by_key(|(_, p)| p.0.capacity()))
+            .map(|(i, _)| i);
+        let (mut codes, mut signs) = best.map(|i| kept.swap_remove(i)).unwrap_or_default();
+        drop(kept);
+        codes.resize(n, 0);
+        signs.resize(n.div_ceil(8), 0);
+        (codes, signs)
+    }
+
+    fn put(&self, pair: (Vec<u8>, Vec<u8>)) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pair);
+    }
+}
+
+/// The two pairs of code and sign buffers that the [`Stream`] encodes into and writes from,
+/// kept from one tensor to the next: fresh buffers for every tensor cost a page fault and the
+/// zeroing of each page, about as many pages as the file has codes, twice.
+#[derive(Default)]
+struct Buffers([(Vec<u8>, Vec<u8>); 2]);
 
 impl Buffers {
-    /// Both pairs, grown to hold `cap` codes and their signs. What they held before is not
-    /// cleared: [`emit`] overwrites every byte it writes.
-    fn with_capacity(&mut self, cap: usize) -> &mut [(Vec<u8>, Vec<u8>); 2] {
+    /// Grows both pairs to hold `cap` codes and their signs. What they held is kept (a pair may
+    /// hold a part not yet written); [`Stream::emit`] overwrites every byte it writes.
+    fn reserve(&mut self, cap: usize) {
         for (codes, signs) in &mut self.0 {
             if codes.len() < cap {
                 codes.resize(cap, 0);
                 signs.resize(cap.div_ceil(8), 0);
             }
         }
-        &mut self.0
     }
 }
 
-/// Pass 2 of a tensor [`prepare`]d: encodes each window and writes it; the write of one window
-/// runs beside the encoding of the next, into the other pair of buffers.
-pub(crate) fn emit(
-    src: &HfSource,
-    t: &SourceTensor,
-    f: Fitted,
-    bufs: &mut Buffers,
-    w: &mut Writer,
-    target: &std::path::Path,
-    progress: &dyn Progress,
-) -> Result<(), ConvertError> {
-    let Fitted { q, scales, ch } = f;
-    let job = Job {
-        src,
-        t,
-        target,
-        ch,
-        es: u64::from(t.dtype.bits() / 8),
-        n: t.numel(),
-    };
-    let (es, n) = (job.es, job.n);
-    let fail = |e| job.fail(e);
-    let chunk_bytes = job.chunk_bytes();
-    let windows = || job.windows();
-    let rs = job.row_scales(scales.as_deref())?;
-    let rs = rs.as_ref();
-    w.begin_encoded(&q, scales.as_deref())
-        .map_err(|e| ConvertError::from_write(target, e))?;
-    let bufs = bufs.with_capacity(ch.window.min(n) as usize);
-    let write = |w: &mut Writer, (codes, signs): (&[u8], &[u8])| {
-        w.write_encoded_part(codes, signs)
-            .map_err(|e| ConvertError::from_write(target, e))
-    };
-    // The window encoded last and not yet written: its elements and which buffers hold it.
-    let mut pending: Option<(u64, u64, usize)> = None;
-    for (k, (a, b)) in windows().enumerate() {
-        let len = (b - a) as usize;
-        let bytes = src.read(t, a * es..b * es)?;
-        let [x, y] = &mut *bufs;
-        let ((codes, signs), other) = if k % 2 == 0 { (x, &*y) } else { (y, &*x) };
-        let (codes, signs) = (&mut codes[..len], &mut signs[..len.div_ceil(8)]);
-        let (written, encoded) = rayon::join(
-            || match pending {
-                Some((pa, pb, _)) => {
-                    let plen = (pb - pa) as usize;
-                    write(w, (&other.0[..plen], &other.1[..plen.div_ceil(8)]))
-                }
+/// A part produced and not yet written.
+enum Part {
+    /// A window of codes and signs: `len` elements in buffer pair `buf`.
+    Codes { buf: usize, len: usize },
+    /// A window of a raw tensor's bytes, as mapped.
+    Raw(Bytes),
+    /// A whole tensor's codes and signs, encoded ahead.
+    Whole(Vec<u8>, Vec<u8>),
+}
+
+/// A [`Part`] waiting for its write, with what its write reports to the [`Progress`].
+struct Pending<'a> {
+    part: Part,
+    /// The source bytes it stands for.
+    source_bytes: u64,
+    /// The tensor it completes, if it is that tensor's last part.
+    completes: Option<&'a str>,
+}
+
+/// The tensors' parts on their way to the writer, in file order, each written while the next
+/// is produced: the codes of a window are written while the next window is encoded, whether
+/// it belongs to the same tensor or to the next one, and a raw window while the next is
+/// mapped. So the write of a tensor's last window (for most tensors, their only one) shares
+/// the time of the next tensor's encoding instead of leaving the other cores idle.
+pub(crate) struct Stream<'a> {
+    src: &'a HfSource,
+    w: &'a mut Writer,
+    target: &'a std::path::Path,
+    progress: &'a dyn Progress,
+    bufs: Buffers,
+    pool: &'a Pool,
+    pending: Option<Pending<'a>>,
+}
+
+impl<'a> Stream<'a> {
+    pub(crate) fn new(
+        src: &'a HfSource,
+        w: &'a mut Writer,
+        target: &'a std::path::Path,
+        progress: &'a dyn Progress,
+        pool: &'a Pool,
+    ) -> Stream<'a> {
+        Stream {
+            src,
+            w,
+            target,
+            progress,
+            bufs: Buffers::default(),
+            pool,
+            pending: None,
+        }
+    }
+
+    /// Writes part `p` (its codes, if any, are in `codes`).
+    fn write(
+        w: &mut Writer,
+        target: &std::path::Path,
+        p: &Part,
+        codes: &(Vec<u8>, Vec<u8>),
+    ) -> Result<(), ConvertError> {
+        match p {
+            Part::Codes { len, .. } => {
+                w.write_encoded_part(&codes.0[..*len], &codes.1[..len.div_ceil(8)])
+            }
+            Part::Raw(bytes) => w.write_raw_part(bytes),
+            Part::Whole(codes, signs) => w.write_encoded_part(codes, signs),
+        }
+        .map_err(|e| ConvertError::from_write(target, e))
+    }
+
+    /// Runs `produce` with the buffer pair that the pending part does not use (its index given
+    /// too), beside the write of the pending part; the write's outcome first, as if the two had
+    /// run one after the other. The progress hears of the write once it is done.
+    fn beside_write<T: Send>(
+        &mut self,
+        produce: impl FnOnce(usize, &mut (Vec<u8>, Vec<u8>)) -> T + Send,
+    ) -> Result<T, ConvertError> {
+        let free = match &self.pending {
+            Some(Pending {
+                part: Part::Codes { buf, .. },
+                ..
+            }) => 1 - buf,
+            _ => 0,
+        };
+        let [x, y] = &mut self.bufs.0;
+        let (free_pair, other) = if free == 0 { (x, &*y) } else { (y, &*x) };
+        let (w, target) = (&mut *self.w, self.target);
+        let pending = self.pending.take();
+        let (written, produced) = rayon::join(
+            || match &pending {
+                Some(p) => Self::write(w, target, &p.part, other),
                 None => Ok(()),
             },
-            || {
-                codes
-                    .par_chunks_mut(ch.chunk as usize)
-                    .zip(signs.par_chunks_mut((ch.chunk / 8) as usize))
-                    .zip(bytes.par_chunks(chunk_bytes))
-                    .enumerate()
-                    .map(|(k, ((c, s), part))| {
-                        q.encode_bytes(t.dtype, part, a + k as u64 * ch.chunk, rs, c, s)
-                    })
-                    .collect::<Vec<Result<(), EncodeError>>>()
-            },
+            || produce(free, free_pair),
         );
-        // The earlier window's outcome first, as if the two had run one after the other.
         written?;
-        if let Some((pa, pb, _)) = pending {
-            progress.advance((pb - pa) * es);
+        if let Some(p) = pending {
+            if let Part::Whole(codes, signs) = p.part {
+                self.pool.put((codes, signs));
+            }
+            self.progress.advance(p.source_bytes);
+            if let Some(name) = p.completes {
+                self.progress.tensor_done(name);
+            }
         }
-        encoded.into_iter().try_for_each(|p| p.map_err(fail))?;
-        pending = Some((a, b, k % 2));
+        Ok(produced)
     }
-    if let Some((pa, pb, i)) = pending {
-        let plen = (pb - pa) as usize;
-        let (codes, signs) = &bufs[i];
-        write(w, (&codes[..plen], &signs[..plen.div_ceil(8)]))?;
-        progress.advance((pb - pa) * es);
+
+    /// Writes the part still pending, if any.
+    pub(crate) fn flush(&mut self) -> Result<(), ConvertError> {
+        self.beside_write(|_, _| ())
     }
-    Ok(())
+
+    /// Copies a raw tensor's bytes to the writer, a window at a time.
+    pub(crate) fn copy_raw(&mut self, t: &'a SourceTensor) -> Result<(), ConvertError> {
+        // At least one part: a tensor of zero bytes is completed by one empty part.
+        let mut at = 0;
+        loop {
+            let end = (at + RAW_WINDOW).min(t.len);
+            let src = self.src;
+            let bytes = self.beside_write(|_, _| src.read(t, at..end))??;
+            self.pending = Some(Pending {
+                part: Part::Raw(bytes),
+                source_bytes: end - at,
+                completes: (end == t.len).then_some(t.name.as_str()),
+            });
+            at = end;
+            if at == t.len {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pass 2 of a tensor [`prepare`]d: encodes each window into the free buffer pair while the
+    /// part before it is written (or, for a tensor encoded ahead, passes its codes on).
+    pub(crate) fn emit(&mut self, t: &'a SourceTensor, f: Fitted) -> Result<(), ConvertError> {
+        let Fitted {
+            q,
+            scales,
+            ch,
+            encoded,
+        } = f;
+        let job = Job {
+            src: self.src,
+            t,
+            target: self.target,
+            ch,
+            es: u64::from(t.dtype.bits() / 8),
+            n: t.numel(),
+        };
+        let (es, n) = (job.es, job.n);
+        let rs = job.row_scales(scales.as_deref())?;
+        let rs = rs.as_ref();
+        let begin = |w: &mut Writer| {
+            w.begin_encoded(&q, scales.as_deref())
+                .map_err(|e| ConvertError::from_write(job.target, e))
+        };
+        if n == 0 {
+            // No window: the writer completes the tensor when it begins.
+            self.flush()?;
+            begin(self.w)?;
+            self.progress.tensor_done(&t.name);
+            return Ok(());
+        }
+        if let Some((codes, signs)) = encoded {
+            self.flush()?;
+            begin(self.w)?;
+            self.pending = Some(Pending {
+                part: Part::Whole(codes, signs),
+                source_bytes: n * es,
+                completes: Some(t.name.as_str()),
+            });
+            return Ok(());
+        }
+        self.bufs.reserve(ch.window.min(n) as usize);
+        for (k, (a, b)) in job.windows().enumerate() {
+            let len = (b - a) as usize;
+            let bytes = self.src.read(t, a * es..b * es)?;
+            let (buf, encoded) = self.beside_write(|buf, (codes, signs)| {
+                let (codes, signs) = (&mut codes[..len], &mut signs[..len.div_ceil(8)]);
+                (buf, job.encode_window(&q, rs, a, &bytes, codes, signs))
+            })?;
+            // The tensor begins once the parts before it are written.
+            if k == 0 {
+                begin(self.w)?;
+            }
+            encoded?;
+            self.pending = Some(Pending {
+                part: Part::Codes { buf, len },
+                source_bytes: (b - a) * es,
+                completes: (b == n).then_some(t.name.as_str()),
+            });
+        }
+        Ok(())
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use qins_convert::source::{HfSource, SkipReason};
-use qins_convert::{plan, ConvertOptions, Decision, RawReason};
+use qins_convert::{convert, plan, ConvertOptions, Decision, Progress, RawReason};
 use qins_format::Codec;
 use qins_synth::SynthDtype;
 
@@ -540,6 +540,85 @@ fn zero_and_tiny_rows_convert_under_every_codec() {
             assert_eq!(b.to_f32_vec().unwrap(), tiny);
             let c = q.tensor("c.weight").unwrap();
             assert_eq!(c.row_scales().unwrap(), [1.0; 3]);
+        }
+    }
+}
+
+/// Records what a conversion tells its [`Progress`].
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Event>>);
+
+#[derive(Debug, PartialEq)]
+enum Event {
+    Begin(usize, u64),
+    Advance(u64),
+    Done(String),
+    End,
+}
+
+impl Progress for Recorder {
+    fn begin(&self, tensors: usize, bytes: u64) {
+        self.0.lock().unwrap().push(Event::Begin(tensors, bytes));
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.lock().unwrap().push(Event::Advance(bytes));
+    }
+    fn tensor_done(&self, name: &str) {
+        self.0.lock().unwrap().push(Event::Done(name.into()));
+    }
+    fn end(&self) {
+        self.0.lock().unwrap().push(Event::End);
+    }
+}
+
+/// The progress hears of every tensor once, in file order, each after the bytes that complete
+/// it, and of every source byte once, whatever the threads and the chunking: the writes run
+/// one part behind the encoding, across tensors, and tensors prepared ahead are encoded whole.
+#[test]
+fn progress_reports_each_tensor_after_its_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    synth(&src, SynthDtype::F32, 2, false);
+    let planned = plan(&ConvertOptions::new(src.clone(), tmp.path().join("p.qins"))).unwrap();
+    assert!(planned.tensors.iter().any(|t| !t.decision.is_encoded()));
+    let total: u64 = planned.tensors.iter().map(|t| t.source_bytes).sum();
+    for (threads, chunk) in [(1, 1 << 20), (1, 64), (2, 64), (2, 1 << 20), (3, 8)] {
+        for &codec in Codec::ALL {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut o = ConvertOptions::new(src.clone(), tmp.path().join("x.qins"));
+            (o.chunk_elements, o.overwrite, o.policy.codec) = (chunk, true, codec);
+            let rec = Recorder::default();
+            pool.install(|| convert(&o, &rec)).unwrap();
+            let events = rec.0.into_inner().unwrap();
+            let case = format!("{threads} threads, chunks of {chunk}, {codec}");
+            assert_eq!(
+                events.first(),
+                Some(&Event::Begin(planned.tensors.len(), total)),
+                "{case}"
+            );
+            assert_eq!(events.last(), Some(&Event::End), "{case}");
+            // Bytes advanced before each tensor is done: exactly the tensors up to it.
+            let (mut advanced, mut done) = (0, 0);
+            for e in &events[1..events.len() - 1] {
+                match e {
+                    Event::Advance(b) => advanced += b,
+                    Event::Done(name) => {
+                        let t = &planned.tensors[done];
+                        assert_eq!(name, &t.name, "{case}: tensor {done}");
+                        let upto: u64 = planned.tensors[..=done]
+                            .iter()
+                            .map(|t| t.source_bytes)
+                            .sum();
+                        assert_eq!(advanced, upto, "{case}: bytes when {name} is done");
+                        done += 1;
+                    }
+                    other => panic!("{case}: {other:?} in the middle"),
+                }
+            }
+            assert_eq!((done, advanced), (planned.tensors.len(), total), "{case}");
         }
     }
 }
