@@ -65,6 +65,7 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use qins_format::layout::Cursor;
 use qins_format::{alignment_is_valid, section_lengths, Storage, DEFAULT_ALIGNMENT, LUT_BYTES};
@@ -395,33 +396,46 @@ pub fn convert(
     let prepared = pipeline::Prepared::new(tensors.len());
     let pool = pipeline::Pool::default();
     let mut stream = pipeline::Stream::new(&source, &mut w, target, progress, &pool);
+    // Set when the conversion fails: the preparations that have not started then never do
+    // (their slots stay claimed, and nobody takes them), so a failure does not wait for the
+    // encoding of everything ahead.
+    let failed = AtomicBool::new(false);
     rayon::in_place_scope(|s| {
-        for (i, t) in tensors.iter().enumerate() {
-            if overlap {
-                let mut elements = 0;
-                let ahead = (i + 1..tensors.len())
-                    .filter(|&k| encoded(k))
-                    .enumerate()
-                    .take_while(|&(j, k)| {
-                        elements += tensors[k].numel();
-                        j < PREPARED_AHEAD || elements <= AHEAD_ELEMENTS
-                    });
-                for (_, k) in ahead {
-                    if prepared.claim(k) {
-                        let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
-                        let (prepared, prepare) = (&prepared, &prepare);
-                        s.spawn(move |_| prepared.finish(k, prepare(k, whole)));
+        let mut run = || {
+            for (i, t) in tensors.iter().enumerate() {
+                if overlap {
+                    let mut elements = 0;
+                    let ahead = (i + 1..tensors.len())
+                        .filter(|&k| encoded(k))
+                        .enumerate()
+                        .take_while(|&(j, k)| {
+                            elements += tensors[k].numel();
+                            j < PREPARED_AHEAD || elements <= AHEAD_ELEMENTS
+                        });
+                    for (_, k) in ahead {
+                        if prepared.claim(k) {
+                            let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
+                            let (prepared, prepare, failed) = (&prepared, &prepare, &failed);
+                            s.spawn(move |_| {
+                                if !failed.load(Ordering::Relaxed) {
+                                    prepared.finish(k, prepare(k, whole));
+                                }
+                            });
+                        }
                     }
                 }
+                if encoded(i) {
+                    let f = prepared.take(i, || prepare(i, None))?;
+                    stream.emit(t, f)?;
+                } else {
+                    stream.copy_raw(t)?;
+                }
             }
-            if encoded(i) {
-                let f = prepared.take(i, || prepare(i, None))?;
-                stream.emit(t, f)?;
-            } else {
-                stream.copy_raw(t)?;
-            }
-        }
-        stream.flush()
+            stream.flush()
+        };
+        let r = run();
+        failed.store(r.is_err(), Ordering::Relaxed);
+        r
     })?;
     progress.end();
     let ws = w
