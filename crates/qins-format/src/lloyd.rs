@@ -440,33 +440,32 @@ fn ward(pts: &Points) -> Vec<f64> {
 
 /// A tournament tree over `len` keys: the position of the smallest `(key, position)`.
 struct Tournament {
-    keys: Vec<u64>,
-    /// `win[i]` for `i` in `1..size`: the winning position below node `i`; leaves are
-    /// `size..2 × size`.
-    win: Vec<u32>,
+    /// `node[i]` for `i` in `1..size`: the winning `(key, position)` below node `i`; the
+    /// leaves are `size..2 × size`. Each node holds its winner's key, so that a match reads
+    /// its two children and nothing that depends on them.
+    node: Vec<(u64, u32)>,
     size: usize,
 }
 
 impl Tournament {
     fn new(len: usize, key: impl Fn(usize) -> u64) -> Tournament {
         let size = len.next_power_of_two().max(1);
-        let mut keys: Vec<u64> = (0..len).map(key).collect();
-        keys.resize(size, u64::MAX);
-        let mut win = vec![0u32; 2 * size];
+        let mut node = vec![(u64::MAX, 0u32); 2 * size];
         for i in 0..size {
-            win[size + i] = i as u32;
+            let k = if i < len { key(i) } else { u64::MAX };
+            node[size + i] = (k, i as u32);
         }
-        let mut t = Tournament { keys, win, size };
         for i in (1..size).rev() {
-            t.win[i] = t.better(t.win[2 * i], t.win[2 * i + 1]);
+            node[i] = Self::better(node[2 * i], node[2 * i + 1]);
         }
-        t
+        Tournament { node, size }
     }
 
+    /// The winner of a match: the smaller key; on equal keys the smaller position, which is
+    /// always the left one (`x`) here.
     #[inline]
-    fn better(&self, x: u32, y: u32) -> u32 {
-        // The smaller key; on equal keys the smaller position, which is always `x` here.
-        if self.keys[y as usize] < self.keys[x as usize] {
+    fn better(x: (u64, u32), y: (u64, u32)) -> (u64, u32) {
+        if y.0 < x.0 {
             y
         } else {
             x
@@ -474,15 +473,15 @@ impl Tournament {
     }
 
     fn min(&self) -> usize {
-        self.win[1.min(2 * self.size - 1)] as usize
+        self.node[1.min(2 * self.size - 1)].1 as usize
     }
 
     fn set(&mut self, pos: usize, key: u64) {
-        self.keys[pos] = key;
-        let mut i = (self.size + pos) / 2;
-        while i >= 1 {
-            self.win[i] = self.better(self.win[2 * i], self.win[2 * i + 1]);
+        let mut i = self.size + pos;
+        self.node[i] = (key, pos as u32);
+        while i > 1 {
             i /= 2;
+            self.node[i] = Self::better(self.node[2 * i], self.node[2 * i + 1]);
         }
     }
 }
