@@ -111,7 +111,8 @@ for dt in f32 bf16; do
         "$bin/qins-convert -q $src $out --threads 2 --codec log"
     )
     # Without the writer's fsync (eatmydata turns fsync into a no-op), to compare with cp.
-    command -v eatmydata >/dev/null && cmds+=("eatmydata $bin/qins-convert -q $src $out --threads 2")
+    command -v eatmydata >/dev/null && cmds+=("eatmydata $bin/qins-convert -q $src $out --threads 2"
+        "eatmydata $bin/qins-convert -q $src $out --threads 2 --codec log")
     hyperfine --runs "$runs" --warmup 1 --style basic --export-json "$data/convert-$dt.json" \
         --prepare "rm -f $out $cpout; sync" "${cmds[@]}"
     j="$data/convert-$dt.json"
@@ -121,6 +122,7 @@ for dt in f32 bf16; do
     t1="$(median "$j" 3)"
     tl="$(median "$j" 4)"
     tn="$(command -v eatmydata >/dev/null && median "$j" 5 || echo '?')"
+    tnl="$(command -v eatmydata >/dev/null && median "$j" 6 || echo '?')"
     row "convert $dt 1GB: cp" "$cp_s s (CPU $(cputime "$j" 0) s)" "-" "cp model.safetensors X"
     row "convert $dt 1GB: cp + fsync" "$cps_s s (CPU $(cputime "$j" 1) s)" "-" "cp model.safetensors X && sync X"
     row "convert $dt 1GB, lloyd-rows, 2 threads" "$t2 s = $(ratio "$t2" "$cp_s") x cp, $(mps "$n" "$t2") (CPU $(cputime "$j" 2) s)" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2"
@@ -128,6 +130,7 @@ for dt in f32 bf16; do
     row "convert $dt 1GB, scaling 1 -> 2 threads" "$(ratio "$t1" "$t2") x" "~2 x" "(the two rows above)"
     row "convert $dt 1GB, log, 2 threads" "$tl s = $(ratio "$tl" "$cp_s") x cp, $(mps "$n" "$tl") (CPU $(cputime "$j" 4) s)" "<= 1.5 x cp" "qins-convert -q DIR OUT --threads 2 --codec log"
     [ "$tn" != '?' ] && row "convert $dt 1GB, lloyd-rows, no fsync" "$tn s = $(ratio "$tn" "$cp_s") x cp (CPU $(cputime "$j" 5) s)" "-" "eatmydata qins-convert -q DIR OUT --threads 2"
+    [ "$tnl" != '?' ] && row "convert $dt 1GB, log, no fsync" "$tnl s = $(ratio "$tnl" "$cp_s") x cp (CPU $(cputime "$j" 6) s)" "-" "eatmydata qins-convert -q DIR OUT --threads 2 --codec log"
     row "convert $dt 1GB, lloyd-rows vs cp + fsync" "$(ratio "$t2" "$cps_s") x" "-" "(rows above)"
     rm -f "$out" "$cpout"
 done
