@@ -359,22 +359,25 @@ impl Prepared {
 pub(crate) struct Pool(Mutex<Vec<(Vec<u8>, Vec<u8>)>>);
 
 impl Pool {
-    /// A pair holding `n` codes and their signs, their old bytes left in place: the smallest
-    /// kept that is large enough, else the largest, grown.
+    /// A pair holding at least `n` codes and their signs (its first `n` and `ceil(n / 8)`
+    /// bytes are the caller's), their old bytes left in place: the shortest kept that is long
+    /// enough, else the longest, grown. A pair is never shortened, so that reusing it never
+    /// zeroes bytes that are about to be overwritten.
     fn get(&self, n: usize) -> (Vec<u8>, Vec<u8>) {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = |p: &&(Vec<u8>, Vec<u8>)| p.0.capacity() >= n;
         let best = kept
             .iter()
             .enumerate()
-            .filter(|(_, p)| fits(p))
-            .min_by_key(|(_, p)| p.0.capacity())
-            .or_else(|| kept.iter().enumerate().max_by_key(|(_, p)| p.0.capacity()))
+            .filter(|(_, p)| p.0.len() >= n)
+            .min_by_key(|(_, p)| p.0.len())
+            .or_else(|| kept.iter().enumerate().max_by_key(|(_, p)| p.0.len()))
             .map(|(i, _)| i);
         let (mut codes, mut signs) = best.map(|i| kept.swap_remove(i)).unwrap_or_default();
         drop(kept);
-        codes.resize(n, 0);
-        signs.resize(n.div_ceil(8), 0);
+        if codes.len() < n {
+            codes.resize(n, 0);
+            signs.resize(n.div_ceil(8), 0);
+        }
         (codes, signs)
     }
 
@@ -408,8 +411,13 @@ enum Part {
     Codes { buf: usize, len: usize },
     /// A window of a raw tensor's bytes, as mapped.
     Raw(Bytes),
-    /// A whole tensor's codes and signs, encoded ahead.
-    Whole(Vec<u8>, Vec<u8>),
+    /// A whole tensor's `len` codes and their signs, encoded ahead into the front of a pair
+    /// from the [`Pool`].
+    Whole {
+        codes: Vec<u8>,
+        signs: Vec<u8>,
+        len: usize,
+    },
 }
 
 /// A [`Part`] waiting for its write, with what its write reports to the [`Progress`].
@@ -467,7 +475,9 @@ impl<'a> Stream<'a> {
                 w.write_encoded_part(&codes.0[..*len], &codes.1[..len.div_ceil(8)])
             }
             Part::Raw(bytes) => w.write_raw_part(bytes),
-            Part::Whole(codes, signs) => w.write_encoded_part(codes, signs),
+            Part::Whole { codes, signs, len } => {
+                w.write_encoded_part(&codes[..*len], &signs[..len.div_ceil(8)])
+            }
         }
         .map_err(|e| ConvertError::from_write(target, e))
     }
@@ -499,7 +509,7 @@ impl<'a> Stream<'a> {
         );
         written?;
         if let Some(p) = pending {
-            if let Part::Whole(codes, signs) = p.part {
+            if let Part::Whole { codes, signs, .. } = p.part {
                 self.pool.put((codes, signs));
             }
             self.progress.advance(p.source_bytes);
@@ -570,7 +580,11 @@ impl<'a> Stream<'a> {
             self.flush()?;
             begin(self.w)?;
             self.pending = Some(Pending {
-                part: Part::Whole(codes, signs),
+                part: Part::Whole {
+                    codes,
+                    signs,
+                    len: n as usize,
+                },
                 source_bytes: n * es,
                 completes: Some(t.name.as_str()),
             });
@@ -596,5 +610,33 @@ impl<'a> Stream<'a> {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool;
+
+    /// The pool gives the shortest pair long enough, never shortens one, and grows the longest
+    /// when none is long enough.
+    #[test]
+    fn pool_reuses_the_best_fit() {
+        let pool = Pool::default();
+        let (c, s) = pool.get(100);
+        assert_eq!((c.len(), s.len()), (100, 13));
+        pool.put((c, s));
+        pool.put((vec![7; 40], vec![7; 5]));
+        // The shortest that is long enough, with its old bytes.
+        let (c, s) = pool.get(30);
+        assert_eq!((c.len(), s.len(), c[0]), (40, 5, 7));
+        // Now only the 100 fits 50; with it taken, 120 grows the longest left (the 40).
+        let big = pool.get(50);
+        assert_eq!(big.0.len(), 100);
+        pool.put((c, s));
+        let (c, s) = pool.get(120);
+        assert_eq!((c.len(), s.len(), c[0], c[119]), (120, 15, 7, 0));
+        pool.put(big);
+        pool.put((c, s));
+        assert_eq!(pool.get(10).0.len(), 100);
     }
 }
