@@ -27,8 +27,8 @@
 //! converter can prepare the next encoded tensors ([`Prepared`]) while it writes the ones before
 //! them: the fits, serial each, then share the cores with parallel work and with each other. A
 //! tensor prepared ahead that is small enough is encoded whole too, into buffers from a
-//! [`Pool`], so that while a raw tensor is copied (a serial write) the other cores encode the
-//! tensors after it; how far ahead is bounded by elements, which bounds that memory. The code
+//! [`Pool`], its source mapped once for all its passes, so that while a raw tensor is copied (a
+//! serial write) the other cores encode the tensors after it; how far ahead is bounded by elements, which bounds that memory. The code
 //! buffers are reused from tensor to tensor ([`Buffers`], [`Pool`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -196,15 +196,34 @@ pub(crate) fn prepare(
     let (ch, es) = (job.ch, job.es);
     let fail = |e| job.fail(e);
     let chunk_bytes = job.chunk_bytes();
-    let windows = || job.windows();
+    // A tensor encoded whole here is mapped once for all its passes (each map costs page
+    // faults and an unmap); otherwise each pass maps each window in turn.
+    let held: Option<Vec<Bytes>> = match whole {
+        Some(_) => Some(
+            job.windows()
+                .map(|(a, b)| src.read(t, a * es..b * es))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => None,
+    };
+    // The windows, each with its bytes.
+    let windows = || {
+        job.windows().enumerate().map(|(k, (a, b))| {
+            let bytes = match &held {
+                Some(h) => Window::Held(&h[k]),
+                None => Window::Mapped(src.read(t, a * es..b * es)?),
+            };
+            Ok::<_, ConvertError>((a, b, bytes))
+        })
+    };
 
     // Pass 0, for a codec with row scales: each row's largest magnitude. The maxima of the
     // chunks are merged pairwise (max is exact, so the order does not matter; pairwise keeps
     // the cost proportional to rows × log(chunks) even for very short rows).
     let scales: Option<Vec<f32>> = if codec.uses_row_scales() {
         let mut maxima: Vec<RowMaxima> = Vec::new();
-        for (a, b) in windows() {
-            let bytes = src.read(t, a * es..b * es)?;
+        for w in windows() {
+            let (a, _, bytes) = w?;
             let parts: Vec<Result<RowMaxima, EncodeError>> = bytes
                 .par_chunks(chunk_bytes)
                 .enumerate()
@@ -229,8 +248,8 @@ pub(crate) fn prepare(
 
     // Pass 1: check every value and gather the statistics.
     let mut stats = Stats::EMPTY;
-    for (a, b) in windows() {
-        let bytes = src.read(t, a * es..b * es)?;
+    for w in windows() {
+        let (a, _, bytes) = w?;
         let parts: Vec<Result<Stats, EncodeError>> = bytes
             .par_chunks(chunk_bytes)
             .enumerate()
@@ -245,8 +264,8 @@ pub(crate) fn prepare(
     let q = Quantizer::new(codec, &stats);
     let encoded = if let Some(pool) = whole {
         let (mut codes, mut signs) = pool.get(n as usize);
-        for (a, b) in windows() {
-            let bytes = src.read(t, a * es..b * es)?;
+        for w in windows() {
+            let (a, b, bytes) = w?;
             let (a8, b8) = ((a / 8) as usize, (b as usize).div_ceil(8));
             job.encode_window(
                 &q,
@@ -267,6 +286,22 @@ pub(crate) fn prepare(
         ch,
         encoded,
     })
+}
+
+/// A window's source bytes: mapped for one pass, or held for all of them.
+enum Window<'h> {
+    Mapped(Bytes),
+    Held(&'h Bytes),
+}
+
+impl std::ops::Deref for Window<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Window::Mapped(b) => b,
+            Window::Held(b) => b,
+        }
+    }
 }
 
 /// The preparations of a conversion's encoded tensors, one slot per tensor: a rayon task runs
