@@ -28,8 +28,9 @@
 //! them: the fits, serial each, then share the cores with parallel work and with each other. A
 //! tensor prepared ahead that is small enough is encoded whole too, into buffers from a
 //! [`Pool`], its source mapped once for all its passes, so that while a raw tensor is copied (a
-//! serial write) the other cores encode the tensors after it; how far ahead is bounded by elements, which bounds that memory. The code
-//! buffers are reused from tensor to tensor ([`Buffers`], [`Pool`]).
+//! serial write) the other cores encode the tensors after it; how far ahead is bounded by
+//! elements, which bounds that memory. The code buffers are reused from tensor to tensor
+//! ([`Buffers`], [`Pool`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -94,7 +95,7 @@ pub(crate) struct Fitted {
     encoded: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// What [`prepare`] and [`emit`] share about one tensor: its chunking, windows and how an
+/// What [`prepare`] and [`Stream::emit`] share about one tensor: its chunking, windows and how an
 /// [`EncodeError`] becomes a [`ConvertError`] naming the file, the tensor and the target.
 struct Job<'a> {
     src: &'a HfSource,
