@@ -450,8 +450,7 @@ enum Part {
     /// A whole tensor's `len` codes and their signs, encoded ahead into the front of a pair
     /// from the [`Pool`].
     Whole {
-        codes: Vec<u8>,
-        signs: Vec<u8>,
+        pair: (Vec<u8>, Vec<u8>),
         len: usize,
     },
 }
@@ -499,23 +498,24 @@ impl<'a> Stream<'a> {
         }
     }
 
-    /// Writes part `p` (its codes, if any, are in `codes`).
+    /// Writes part `p` (a window of codes is in `window`).
     fn write(
         w: &mut Writer,
         target: &std::path::Path,
         p: &Part,
-        codes: &(Vec<u8>, Vec<u8>),
+        window: &(Vec<u8>, Vec<u8>),
     ) -> Result<(), ConvertError> {
-        match p {
-            Part::Codes { len, .. } => {
-                w.write_encoded_part(&codes.0[..*len], &codes.1[..len.div_ceil(8)])
+        let ((codes, signs), len) = match p {
+            Part::Codes { len, .. } => (window, *len),
+            Part::Whole { pair, len } => (pair, *len),
+            Part::Raw(bytes) => {
+                return w
+                    .write_raw_part(bytes)
+                    .map_err(|e| ConvertError::from_write(target, e))
             }
-            Part::Raw(bytes) => w.write_raw_part(bytes),
-            Part::Whole { codes, signs, len } => {
-                w.write_encoded_part(&codes[..*len], &signs[..len.div_ceil(8)])
-            }
-        }
-        .map_err(|e| ConvertError::from_write(target, e))
+        };
+        w.write_encoded_part(&codes[..len], &signs[..len.div_ceil(8)])
+            .map_err(|e| ConvertError::from_write(target, e))
     }
 
     /// Runs `produce` with the buffer pair that the pending part does not use (its index given
@@ -545,8 +545,8 @@ impl<'a> Stream<'a> {
         );
         written?;
         if let Some(p) = pending {
-            if let Part::Whole { codes, signs, .. } = p.part {
-                self.pool.put((codes, signs));
+            if let Part::Whole { pair, .. } = p.part {
+                self.pool.put(pair);
             }
             self.progress.advance(p.source_bytes);
             if let Some(name) = p.completes {
@@ -612,13 +612,12 @@ impl<'a> Stream<'a> {
             self.progress.tensor_done(&t.name);
             return Ok(());
         }
-        if let Some((codes, signs)) = encoded {
+        if let Some(pair) = encoded {
             self.flush()?;
             begin(self.w)?;
             self.pending = Some(Pending {
                 part: Part::Whole {
-                    codes,
-                    signs,
+                    pair,
                     len: n as usize,
                 },
                 source_bytes: n * es,

@@ -601,17 +601,14 @@ fn progress_reports_each_tensor_after_its_bytes() {
             );
             assert_eq!(events.last(), Some(&Event::End), "{case}");
             // Bytes advanced before each tensor is done: exactly the tensors up to it.
-            let (mut advanced, mut done) = (0, 0);
+            let (mut advanced, mut upto, mut done) = (0, 0, 0);
             for e in &events[1..events.len() - 1] {
                 match e {
                     Event::Advance(b) => advanced += b,
                     Event::Done(name) => {
                         let t = &planned.tensors[done];
                         assert_eq!(name, &t.name, "{case}: tensor {done}");
-                        let upto: u64 = planned.tensors[..=done]
-                            .iter()
-                            .map(|t| t.source_bytes)
-                            .sum();
+                        upto += t.source_bytes;
                         assert_eq!(advanced, upto, "{case}: bytes when {name} is done");
                         done += 1;
                     }
