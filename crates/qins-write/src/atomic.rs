@@ -2,10 +2,13 @@
 //! background as it grows, synced, and renamed into place only when complete; and the removal
 //! of the temporary files that writers killed while writing left behind.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+
+use qins_stdx::{remove_stale, Temporary};
 
 use crate::WriteError;
 
@@ -15,7 +18,7 @@ use crate::Writer;
 /// The temporary file `.NAME.XXXXXX.tmp` beside the target `NAME`, of its final size, written
 /// at offsets. Dropping it before [`AtomicFile::commit`] removes it and leaves the target
 /// untouched. It holds a lock on itself, so that [`remove_stale`] run by another writer of the
-/// same target leaves it alone.
+/// same target leaves it alone; it runs it itself, before it creates its file.
 pub(crate) struct AtomicFile {
     target: PathBuf,
     overwrite: bool,
@@ -42,7 +45,13 @@ impl AtomicFile {
             path: path.into(),
             source,
         };
-        remove_stale(dir, stem);
+        // The temporaries that writers of this target killed while writing left behind.
+        remove_stale(
+            dir,
+            OsStr::new(&format!(".{stem}.")),
+            OsStr::new(".tmp"),
+            Temporary::File,
+        );
         // Mode 0666 filtered by the umask, as any new file: the temporary file becomes the
         // output by a rename, so its mode is the output's.
         let tmp = tempfile::Builder::new()
@@ -181,47 +190,12 @@ impl Flusher {
     }
 }
 
-/// How long a temporary file must have gone unmodified before [`remove_stale`] considers it:
-/// longer than a new writer takes between creating its file and locking it.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Removes the temporary files `.STEM.XXXXXX.tmp` in `dir` that writers killed while writing
-/// left behind: regular files of exactly that name, unmodified for [`STALE_AFTER`], that no
-/// process holds locked (a running writer holds its own). Best effort: a file that cannot be
-/// read, locked or removed stays.
-fn remove_stale(dir: &Path, stem: &str) {
-    let prefix = format!(".{stem}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let ours = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".tmp"))
-            .is_some_and(|mid| mid.len() == 6 && mid.bytes().all(|b| b.is_ascii_alphanumeric()));
-        let old = entry.metadata().is_ok_and(|m| {
-            m.is_file()
-                && m.modified()
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER))
-        });
-        if !(ours && old) {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(file) = std::fs::File::open(&path) {
-            if file.try_lock().is_ok() {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Plan, TensorSpec, Writer};
     use qins_format::{Dtype, Storage};
+    use qins_stdx::STALE_AFTER;
 
     #[test]
     fn stale_temporary_files_are_removed_and_live_ones_kept() {
