@@ -25,6 +25,7 @@ import gguf  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 import gguf_to_hf  # noqa: E402
+from check_smollm_tokenizer import byte_chars  # noqa: E402
 
 HIDDEN, HEADS, KV_HEADS, INTER, LAYERS = 32, 4, 2, 64, 2
 HEAD_DIM = HIDDEN // HEADS
@@ -32,21 +33,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
             "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
 
-
-def byte_alphabet() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + n)
-            n += 1
-    return [chars[b] for b in range(256)]
-
-
-TOKENS = SPECIALS + byte_alphabet() + ["Ġt", "he", "Ġthe"]
+TOKENS = SPECIALS + list(byte_chars().values()) + ["Ġt", "he", "Ġthe"]
 MERGES = ["Ġ t", "h e", "Ġt he"]
 
 
