@@ -89,9 +89,9 @@ struct Cli {
 const AFTER_HELP: &str = "\
 Weights: model.safetensors.index.json (the allowlist: every tensor it lists found exactly once, in
 the shard it names), else model.safetensors, else every top-level *.safetensors file. Plus, for a
-sentence-transformers model, the weights of each module that modules.json lists (DIR/model.safetensors,
-or DIR/model.safetensors.index.json and its shards), as tensors named DIR/NAME (2_Dense/linear.weight;
-spec §18.1); qins-export puts them back.
+sentence-transformers model, the weights of each module that modules.json lists
+(DIR/model.safetensors, or DIR/model.safetensors.index.json and its shards), as tensors named
+DIR/NAME (2_Dense/linear.weight; spec §18.1); qins-export puts them back.
 
 Assets: every regular file under HF_DIR (symlinks followed, at most 8 levels deep), except hidden
 entries (.git, .cache, ...), safetensors weights and indexes, weights in other formats (*.bin *.pt
