@@ -171,8 +171,8 @@ fn bert_tensors() -> Vec<(String, &'static str, Vec<u64>, Vec<u8>)> {
 /// a one-layer BERT at the top (`model.safetensors`, F32 matrices, an I64 `position_ids`,
 /// `config.json`, `tokenizer.json`, `sentence_bert_config.json`), `modules.json` listing the
 /// transformer (path `""`), `1_Pooling` (mean pooling, a config only), `2_Dense` (a 32 → 16
-/// projection: `config.json` and `model.safetensors` with `linear.weight` [16, 32] and
-/// `linear.bias` [16]) and `3_Normalize` (an empty directory).
+/// projection: `config.json` and `model.safetensors` with `linear.weight` of shape `[16, 32]`
+/// and `linear.bias` of shape `[16]`) and `3_Normalize` (an empty directory).
 pub fn sentence_transformers(dir: &Path) {
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     std::fs::create_dir_all(dir.join("2_Dense")).unwrap();
