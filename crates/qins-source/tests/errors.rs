@@ -367,47 +367,42 @@ fn tensor_the_format_cannot_hold() {
 }
 
 /// `/proc/self/mem` is a regular file (to `stat`) that cannot be read at offset 0.
-fn unreadable(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    std::os::unix::fs::symlink("/proc/self/mem", path).unwrap();
-}
+const UNREADABLE: &str = "/proc/self/mem";
 
 #[test]
 fn unreadable_input() {
-    let c = case();
-    sharded_model(&c.src);
-    let idx = c.path("model.safetensors.index.json");
-    unreadable(&idx);
-    let (e, msg) = c.fails();
-    assert!(matches!(e, SourceError::Read { .. }), "{e:?}");
-    has(&msg, &[idx.to_str().unwrap(), "cannot read"]);
-
-    // modules.json, and a module's weights: the index, and a weight file that is a broken
-    // link (a download cut short: the module's weights must not be dropped silently).
-    let c = case();
-    st_model(&c.src);
-    let modules = c.path("modules.json");
-    unreadable(&modules);
-    let (e, msg) = c.fails();
-    assert!(matches!(e, SourceError::Read { .. }), "{e:?}");
-    has(&msg, &[modules.to_str().unwrap(), "cannot read"]);
-
-    let c = case();
-    st_model(&c.src);
-    let idx = c.path("2_Dense/model.safetensors.index.json");
-    unreadable(&idx);
-    let (e, msg) = c.fails();
-    assert!(matches!(e, SourceError::Read { .. }), "{e:?}");
-    has(&msg, &[idx.to_str().unwrap(), "cannot read"]);
-
-    let c = case();
-    st_model(&c.src);
-    let w = c.path("2_Dense/model.safetensors");
-    std::fs::remove_file(&w).unwrap();
-    std::os::unix::fs::symlink(c.path("2_Dense/no-such-blob"), &w).unwrap();
-    let (e, msg) = c.fails();
-    assert!(matches!(e, SourceError::Read { .. }), "{e:?}");
-    has(&msg, &[w.to_str().unwrap(), "cannot read", "No such file"]);
+    // The top-level index; modules.json; a module's index; and a module's weight file that is
+    // a broken link (a download cut short: the module's weights must not be dropped silently).
+    for (make, file, link_to, cause) in [
+        (
+            sharded_model as fn(&Path),
+            "model.safetensors.index.json",
+            UNREADABLE,
+            "",
+        ),
+        (st_model, "modules.json", UNREADABLE, ""),
+        (
+            st_model,
+            "2_Dense/model.safetensors.index.json",
+            UNREADABLE,
+            "",
+        ),
+        (
+            st_model,
+            "2_Dense/model.safetensors",
+            "no-such-blob",
+            "No such file",
+        ),
+    ] {
+        let c = case();
+        make(&c.src);
+        let path = c.path(file);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(link_to, &path).unwrap();
+        let (e, msg) = c.fails();
+        assert!(matches!(e, SourceError::Read { .. }), "{file}: {e:?}");
+        has(&msg, &[path.to_str().unwrap(), "cannot read", cause]);
+    }
 }
 
 #[test]

@@ -3,30 +3,29 @@
 
 use std::path::Path;
 
-/// Writes a safetensors file from `(name, dtype, shape, bytes)`, with a hand-made header (so
-/// that tests can make files the safetensors crate's writer refuses).
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+/// Writes a safetensors file from `(name, dtype, shape, bytes)` with the `safetensors`
+/// crate's own writer, creating its directory.
 pub fn write_safetensors(path: &Path, tensors: &[(&str, &str, &[u64], &[u8])]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let start = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut h = serde_json::to_vec(&header).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut file = (h.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&h);
-    file.extend_from_slice(&data);
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .map(|&(name, dtype, shape, bytes)| {
+            let dtype = match dtype {
+                "F32" => Dtype::F32,
+                "BF16" => Dtype::BF16,
+                "I64" => Dtype::I64,
+                other => panic!("no dtype {other} in these tests"),
+            };
+            let shape = shape.iter().map(|&d| d as usize).collect();
+            (name, TensorView::new(dtype, shape, bytes).unwrap())
+        })
+        .collect();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap();
     }
-    std::fs::write(path, file).unwrap();
+    safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
 /// F32 little-endian bytes.
