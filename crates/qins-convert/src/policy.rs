@@ -230,7 +230,7 @@ struct PolicyRecord<'a> {
 /// The rule order, as recorded in `qins.policy`.
 pub const RULES: &str =
     "first match: dtype not F32/F16/BF16 -> raw; no elements -> raw; exclude -> raw; \
-     include -> encode; rank < 2 -> raw; in a module of modules and not encode_embeddings -> raw; \
+     include -> encode; rank < 2 -> raw; tensor of a module in modules and not encode_embeddings -> raw; \
      embedding_patterns and not encode_embeddings -> raw; else encode";
 
 impl Policy {
@@ -520,7 +520,10 @@ mod tests {
             serde_json::json!(["2_Dense", "2_Dense/inner"])
         );
         assert!(j["module_rule"].as_str().unwrap().contains("modules.json"));
-        assert!(j["rules"].as_str().unwrap().contains("in a module"));
+        assert!(j["rules"]
+            .as_str()
+            .unwrap()
+            .contains("of a module in modules"));
     }
 
     #[test]
