@@ -2,7 +2,7 @@
 //! when divided), and the magnitudes' range, counts and histogram gathered into [`Stats`],
 //! chunk by chunk, so that chunks merge into the tensor's statistics whatever the split.
 
-use super::fastcode::magnitude_range;
+use super::fastcode::{magnitude_range, Word};
 use super::lloyd::{self, Histogram};
 use super::rows::{for_each_row_run, for_each_scaled, RowScales};
 use super::words::Words;
@@ -184,6 +184,102 @@ fn scan_scaled(
     Ok(st)
 }
 
+/// A bfloat16 magnitude pattern (in a `u32`) as f32.
+fn bf16_from(m: u32) -> f32 {
+    bf16_to_f32(m as u16)
+}
+
+/// A float16 magnitude pattern (in a `u32`) as f32.
+fn f16_from(m: u32) -> f32 {
+    f16_to_f32(m as u16)
+}
+
+/// The statistics of a chunk with row scales from the source's words (`word` reads one,
+/// `value` gives the f32 value of a magnitude pattern), without a buffer of scaled values:
+/// division by a row's scale `s > 0` rounds monotonically, so a row's smallest non-zero and
+/// largest scaled magnitudes are its smallest non-zero and largest magnitudes, found on the
+/// bit patterns, divided by `s`; the histogram, if `hist`, divides each element again, a block
+/// at a time. `None` when a value is not finite, overflows or underflows to 0 when scaled:
+/// the caller then checks each scaled value (and reports the first fault).
+fn scan_rows<T: Copy, W: Word>(
+    words: &[T],
+    word: impl Fn(T) -> W + Copy,
+    value: impl Fn(u32) -> f32 + Copy,
+    first: u64,
+    rs: &RowScales<'_>,
+    hist: bool,
+) -> Option<Stats> {
+    let (mut lo, mut hi, mut nonzero) = (u32::MAX, 0u32, 0u64);
+    let mut usual = true;
+    let _ = for_each_row_run(words, first, rs, |run, s, _| {
+        let (a, b, n) = magnitude_range(run, word);
+        if n > 0 {
+            let (small, large) = (value(a) / s, value(b) / s);
+            usual &= value(b).is_finite() && large.is_finite() && small != 0.0;
+            lo = lo.min(small.to_bits());
+            hi = hi.max(large.to_bits());
+            nonzero += n;
+        }
+        Ok::<(), ()>(())
+    });
+    if !usual {
+        return None;
+    }
+    let mut st = Stats::EMPTY;
+    st.count = words.len() as u64;
+    if nonzero > 0 {
+        st.min_nonzero = f32::from_bits(lo);
+        st.max_abs = f32::from_bits(hi);
+        st.nonzero = nonzero;
+        if hist {
+            let mags = ScaledWords {
+                words,
+                word,
+                value,
+                first,
+                rs,
+            };
+            st.hist = Histogram::build(&mags, lo, hi, words.len());
+        }
+    }
+    Some(st)
+}
+
+/// The non-zero scaled magnitudes of a chunk of source words, each weighted by its row's
+/// weight, divided a block at a time.
+struct ScaledWords<'a, 's, T, F, V> {
+    words: &'a [T],
+    word: F,
+    value: V,
+    first: u64,
+    rs: &'s RowScales<'s>,
+}
+
+impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Magnitudes
+    for ScaledWords<'_, '_, T, F, V>
+{
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        const BLOCK: usize = 256;
+        let mut u = [0f32; BLOCK];
+        let _ = for_each_row_run(self.words, self.first, self.rs, |run, s, _| {
+            let w = self.rs.weight(s);
+            for block in run.chunks(BLOCK) {
+                for (u, &x) in u.iter_mut().zip(block) {
+                    *u = (self.value)((self.word)(x).magnitude().widen()) / s;
+                }
+                for u in &u[..block.len()] {
+                    let b = u.to_bits();
+                    if b != 0 {
+                        f(b, w);
+                    }
+                }
+            }
+            Ok::<(), ()>(())
+        });
+    }
+}
+
 impl lloyd::Magnitudes for Words<'_> {
     /// The magnitudes of a 16-bit source take at most 2^15 values: in a chunk of more elements
     /// than that, each is counted first and given once with its count as weight, which adds up
@@ -243,8 +339,17 @@ pub fn scan_bytes(
     let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
     if let Some(rs) = scales {
         rs.check_chunk(first, words.len())?;
-        // The scaled magnitudes are f32 values whatever the source, computed straight from
-        // the bytes, row by row.
+        let hist = codec.fits_histogram();
+        let fast = match words {
+            Words::F32(w) => scan_rows(w, u32::from_le_bytes, f32::from_bits, first, rs, hist),
+            Words::Bf16(w) => scan_rows(w, u16::from_le_bytes, bf16_from, first, rs, hist),
+            Words::F16(w) => scan_rows(w, u16::from_le_bytes, f16_from, first, rs, hist),
+        };
+        if let Some(st) = fast {
+            return Ok(st);
+        }
+        // A fault to report, or a value that underflows when scaled: the scaled values
+        // computed into a buffer, each checked.
         let u = words.scaled(first, rs);
         return scan_scaled(&u, first, rs, codec.fits_histogram(), || words.to_vec());
     }
