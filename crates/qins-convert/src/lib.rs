@@ -98,11 +98,15 @@ pub struct ConvertOptions {
     /// Elements per parallel job when encoding (rounded up to a multiple of 8). Changes
     /// speed and memory, never the output.
     pub chunk_elements: usize,
+    /// Sync the output to disk before renaming it into place (the default). Without, the
+    /// file is the same and the conversion ends sooner, but a crash of the machine can leave
+    /// the target empty or partial: for scratch output ([`qins_write::Writer::set_sync`]).
+    pub sync: bool,
 }
 
 impl ConvertOptions {
     /// Options with the defaults: the default policy ([`PolicyOptions::default`]: the
-    /// `lloyd-rows` codec, embeddings and heads raw), alignment 4096, no overwrite.
+    /// `lloyd-rows` codec, embeddings and heads raw), alignment 4096, no overwrite, synced.
     pub fn new(source: PathBuf, target: PathBuf) -> Self {
         ConvertOptions {
             source,
@@ -111,6 +115,7 @@ impl ConvertOptions {
             alignment: DEFAULT_ALIGNMENT,
             overwrite: false,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+            sync: true,
         }
     }
 }
@@ -368,6 +373,7 @@ pub fn convert(
     };
     let mut w = Writer::create(target, wplan, opts.overwrite)
         .map_err(|e| ConvertError::from_write(target, e))?;
+    w.set_sync(opts.sync);
     let chunking = pipeline::Chunking::new(opts.chunk_elements);
     progress.begin(
         plan.tensors.len(),
