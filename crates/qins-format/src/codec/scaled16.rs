@@ -167,7 +167,14 @@ type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 /// The tables a quantizer has built, by format and scale, shared by every chunk (and thread)
 /// that encodes its tensor. Its memory is bounded: past [`MAX_CACHED_BYTES`] it starts again.
 #[derive(Default, Debug)]
-pub(super) struct ScaleCache(Mutex<(KeyMap<(u8, u32), Arc<ScaleTable>>, usize)>);
+pub(super) struct ScaleCache(Mutex<Cached>);
+
+/// What a [`ScaleCache`] holds: the tables by format and scale bits, and their bytes.
+#[derive(Default, Debug)]
+struct Cached {
+    tables: KeyMap<(u8, u32), Arc<ScaleTable>>,
+    bytes: usize,
+}
 
 /// Bytes of tables a [`ScaleCache`] holds at most: 256 tables of 64 KiB.
 const MAX_CACHED_BYTES: usize = 16 << 20;
@@ -182,21 +189,21 @@ impl Clone for ScaleCache {
 impl ScaleCache {
     fn get<H: Half>(&self, breaks: &Breaks, s: f32) -> Arc<ScaleTable> {
         let key = (H::KIND, s.to_bits());
-        if let Some(t) = self.lock().0.get(&key) {
+        if let Some(t) = self.lock().tables.get(&key) {
             return Arc::clone(t);
         }
         // Built outside the lock: another thread may build the same table meanwhile, and one
         // of the two is kept.
         let t = Arc::new(ScaleTable::new::<H>(breaks, s));
         let mut cache = self.lock();
-        if cache.1 + t.size() > MAX_CACHED_BYTES {
-            *cache = Default::default();
+        if cache.bytes + t.size() > MAX_CACHED_BYTES {
+            *cache = Cached::default();
         }
-        cache.1 += t.size();
-        Arc::clone(cache.0.entry(key).or_insert(t))
+        cache.bytes += t.size();
+        Arc::clone(cache.tables.entry(key).or_insert(t))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (KeyMap<(u8, u32), Arc<ScaleTable>>, usize)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         // Nothing is left half-done under the lock: a poisoned one is still consistent.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
