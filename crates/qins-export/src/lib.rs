@@ -160,10 +160,14 @@ pub struct ExportOptions {
     pub max_shard_size: u64,
     /// Replace an existing non-empty output directory (only once the new one is complete).
     pub force: bool,
+    /// Sync the weight files to disk before the directory is renamed into place (the
+    /// default). Without, the files are the same and the export ends sooner, but a crash of
+    /// the machine can leave them empty or partial: for scratch output.
+    pub sync: bool,
 }
 
 impl ExportOptions {
-    /// Options with the defaults: source dtypes, 5 GB shards, no replacing.
+    /// Options with the defaults: source dtypes, 5 GB shards, no replacing, synced.
     pub fn new(input: PathBuf, output: PathBuf) -> Self {
         ExportOptions {
             input,
@@ -171,6 +175,7 @@ impl ExportOptions {
             dtype: OutputDtype::Source,
             max_shard_size: DEFAULT_MAX_SHARD_SIZE,
             force: false,
+            sync: true,
         }
     }
 }
@@ -423,7 +428,8 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
         let path = staging.file_path(name, "write")?;
-        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &file)?;
+        let file_bytes =
+            st::write_file(&path, header, f, &mut scratch, progress, &file, opts.sync)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
             file: name.clone(),
