@@ -97,6 +97,13 @@ fn pow2(e: i32) -> f64 {
 /// the weight of each, in any order, skipping zeros.
 pub(crate) trait Magnitudes {
     fn for_each(&self, f: impl FnMut(u32, u64));
+
+    /// Calls `f(block, w)` for blocks of magnitudes of one weight `w` each, zeros included
+    /// (to be skipped): what [`Magnitudes::for_each`] gives, in blocks where the source has
+    /// them, so that a histogram can check its sums' headroom once per block.
+    fn for_each_block(&self, mut f: impl FnMut(&[u32], u64)) {
+        self.for_each(|b, w| f(&[b], w));
+    }
 }
 
 /// A histogram of non-zero f32 magnitudes with fixed bins (§12.3.1): its non-empty bins in
@@ -144,23 +151,41 @@ impl Histogram {
                 }
             };
             let mut budget = BUDGET;
-            mags.for_each(|b, w| {
-                if w >= budget {
-                    flush(&mut table, &mut total);
-                    budget = BUDGET;
-                    if w >= BUDGET {
-                        // A single weight this large goes straight into the totals.
-                        let t = &mut total[((b >> BIN_SHIFT) - first) as usize];
-                        t[0] += u128::from(w);
-                        t[1] += u128::from(w) * u128::from(b & OFFSET_MASK);
-                        return;
+            // One more entry, which zeros (pattern 0, below every bin of the span) add to
+            // without a branch, and which is never read.
+            table.push([0; 2]);
+            let zero = span as usize;
+            mags.for_each_block(|block, w| {
+                for part in block.chunks(256) {
+                    // The most this part adds to any sum, against the headroom left.
+                    let most = (w as u128) * part.len() as u128;
+                    if most >= u128::from(budget) {
+                        flush(&mut table, &mut total);
+                        budget = BUDGET;
+                        if most >= u128::from(BUDGET) {
+                            // Weights this large go straight into the totals.
+                            for &b in part.iter().filter(|&&b| b != 0) {
+                                let t = &mut total[((b >> BIN_SHIFT) - first) as usize];
+                                t[0] += u128::from(w);
+                                t[1] += u128::from(w) * u128::from(b & OFFSET_MASK);
+                            }
+                            continue;
+                        }
+                    }
+                    budget -= most as u64;
+                    for &b in part {
+                        let i = if b == 0 {
+                            zero
+                        } else {
+                            ((b >> BIN_SHIFT) - first) as usize
+                        };
+                        let e = &mut table[i];
+                        e[0] += w;
+                        e[1] += w * u64::from(b & OFFSET_MASK);
                     }
                 }
-                budget -= w;
-                let e = &mut table[((b >> BIN_SHIFT) - first) as usize];
-                e[0] += w;
-                e[1] += w * u64::from(b & OFFSET_MASK);
             });
+            table.pop();
             flush(&mut table, &mut total);
             out.extend(
                 total

@@ -260,20 +260,24 @@ impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Ma
 {
     #[inline]
     fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        self.for_each_block(|block, w| {
+            for &b in block.iter().filter(|&&b| b != 0) {
+                f(b, w);
+            }
+        });
+    }
+
+    #[inline]
+    fn for_each_block(&self, mut f: impl FnMut(&[u32], u64)) {
         const BLOCK: usize = 256;
-        let mut u = [0f32; BLOCK];
+        let mut u = [0u32; BLOCK];
         let _ = for_each_row_run(self.words, self.first, self.rs, |run, s, _| {
             let w = self.rs.weight(s);
             for block in run.chunks(BLOCK) {
                 for (u, &x) in u.iter_mut().zip(block) {
-                    *u = (self.value)((self.word)(x).magnitude().widen()) / s;
+                    *u = ((self.value)((self.word)(x).magnitude().widen()) / s).to_bits();
                 }
-                for u in &u[..block.len()] {
-                    let b = u.to_bits();
-                    if b != 0 {
-                        f(b, w);
-                    }
-                }
+                f(&u[..block.len()], w);
             }
             Ok::<(), ()>(())
         });
