@@ -1,7 +1,7 @@
 //! The reader's errors: one variant per error kind of `spec/qins-v1.md` §17 and §21.6, plus
 //! I/O, and [`ReadError::In`] for an error inside one file of a set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use qins_format::names::NameProblem;
 
@@ -287,12 +287,12 @@ pub enum ReadError {
     // --- Sets of shards (§21).
     /// An error inside one file of a set (a shard, or the index): its kind is the inner
     /// error's (§21.5).
-    #[error("{}: {source}", file.display())]
+    #[error("{}: {inner}", file.display())]
     In {
         /// The shard or index.
         file: PathBuf,
-        /// What is wrong with it.
-        source: Box<ReadError>,
+        /// What is wrong with it (its message is part of this one's).
+        inner: Box<ReadError>,
     },
     /// The index is not UTF-8 JSON or breaks a rule of §21.2.
     #[error("not a valid set index: {reason} (§21.2)")]
@@ -312,11 +312,11 @@ pub enum ReadError {
     )]
     MissingIndex {
         /// The shard opened.
-        shard: PathBuf,
+        shard: Box<Path>,
         /// Its set id.
-        set_id: String,
+        set_id: Box<str>,
         /// Where its index should be; `None` if it names no valid file name.
-        index: Option<PathBuf>,
+        index: Option<Box<Path>>,
     },
     /// A shard the index lists is not in the index's directory (§21.5).
     #[error("shard {k} of {n}, {}, is missing: the index lists it, but there is no such file; \
@@ -335,26 +335,24 @@ pub enum ReadError {
              shard.display(), found.as_deref().map_or("absent".to_string(), |f| format!("{f:?}")))]
     ForeignShard {
         /// The shard.
-        shard: PathBuf,
+        shard: Box<Path>,
         /// Its `qins.set.id`, if any.
-        found: Option<String>,
+        found: Option<Box<str>>,
         /// The index's `set_id`.
-        expected: String,
+        expected: Box<str>,
     },
     /// A shard of the set at another position, or of a set of another size (§21.3).
-    #[error("{} says it is shard {found_k} of {found_n}, the index lists it as shard {k} of {n}: \
-             shards renamed or swapped, or an index of another size (§21.5)", shard.display())]
+    #[error("{} says it is shard {found}, the index lists it as shard {k} of {n}: shards \
+             renamed or swapped, or an index of another size (§21.5)", shard.display())]
     MisplacedShard {
         /// The shard.
         shard: PathBuf,
-        /// Its `qins.set.shard`, as found.
-        found_k: String,
-        /// Its `qins.set.shard_count`, as found.
-        found_n: String,
+        /// Its `qins.set.shard` and `qins.set.shard_count`, as found: `K of N`.
+        found: Box<str>,
         /// Its position in the index, from 1.
-        k: usize,
+        k: u32,
         /// The index's number of shards.
-        n: usize,
+        n: u32,
     },
     /// A shard's size or header CRC differs from the index, or the weight map disagrees with
     /// the shards (§21.2, §21.5).
@@ -369,7 +367,7 @@ pub enum ReadError {
     #[error("{}: asset {asset:?} in shard {k}: a set's assets are in shard 1 only (§21.4)", shard.display())]
     MisplacedAsset {
         /// The shard.
-        shard: PathBuf,
+        shard: Box<Path>,
         /// Its position, from 1.
         k: usize,
         /// The first asset in it.
@@ -379,11 +377,11 @@ pub enum ReadError {
     #[error("tensor {tensor:?} is in {} and again in {} (§21.4)", first.display(), shard.display())]
     DuplicateTensor {
         /// The tensor.
-        tensor: String,
+        tensor: Box<str>,
         /// The shard that holds it first.
-        first: PathBuf,
+        first: Box<Path>,
         /// The later shard that holds it too.
-        shard: PathBuf,
+        shard: Box<Path>,
     },
     /// The shard a set was opened from is not listed by its index (§21.5).
     #[error("{} is not listed by its index {}: an extra or renamed shard, or one of another \
@@ -431,7 +429,7 @@ impl ReadError {
             ReadError::NonZeroPadding { .. } => "NonZeroPadding",
             ReadError::StraySignBits { .. } => "StraySignBits",
             ReadError::BadScale { .. } => "BadScale",
-            ReadError::In { source, .. } => source.kind(),
+            ReadError::In { inner, .. } => inner.kind(),
             ReadError::BadIndex { .. } => "BadIndex",
             ReadError::MissingIndex { .. } => "MissingIndex",
             ReadError::MissingShard { .. } => "MissingShard",
@@ -447,29 +445,29 @@ impl ReadError {
     /// The file that the error names (§21.5): for a set, the shard or index it concerns, or
     /// the missing file; for an I/O error, its path. `None` for an error inside a single file,
     /// which its caller names.
-    pub fn file(&self) -> Option<&std::path::Path> {
+    pub fn file(&self) -> Option<&Path> {
         match self {
             ReadError::In { file, .. } | ReadError::IndexMismatch { file, .. } => Some(file),
             ReadError::Io { path, .. } => Some(path),
             ReadError::MissingShard { shard, .. }
-            | ReadError::ForeignShard { shard, .. }
             | ReadError::MisplacedShard { shard, .. }
-            | ReadError::MisplacedAsset { shard, .. }
-            | ReadError::DuplicateTensor { shard, .. }
             | ReadError::UnlistedShard { shard, .. } => Some(shard),
+            ReadError::ForeignShard { shard, .. }
+            | ReadError::MisplacedAsset { shard, .. }
+            | ReadError::DuplicateTensor { shard, .. } => Some(shard),
             ReadError::MissingIndex { shard, index, .. } => Some(index.as_deref().unwrap_or(shard)),
             _ => None,
         }
     }
 
     /// `self` inside `file`: [`ReadError::In`] unless it names its file already.
-    pub(crate) fn within(self, file: &std::path::Path) -> ReadError {
+    pub(crate) fn within(self, file: &Path) -> ReadError {
         if self.file().is_some() {
             return self;
         }
         ReadError::In {
             file: file.into(),
-            source: Box::new(self),
+            inner: Box::new(self),
         }
     }
 }

@@ -285,6 +285,12 @@ fn read_index(path: &Path) -> Result<Index, ReadError> {
         source,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     if meta.len() > limits::MAX_INDEX_SIZE {
         return Err(ReadError::LimitExceeded {
             what: "the index's length".into(),
@@ -297,11 +303,13 @@ fn read_index(path: &Path) -> Result<Index, ReadError> {
     Index::parse(&bytes).map_err(|e| e.within(path))
 }
 
-/// Whether the file at `path` starts with the `.qins` magic (§3).
+/// Whether `path` is a regular file that starts with the `.qins` magic (§3). Anything else is
+/// not opened here (opening a FIFO would wait for a writer).
 fn has_magic(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 8];
-    std::fs::File::open(path)
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| head == qins_format::MAGIC)
 }
@@ -352,8 +360,8 @@ pub fn open_model(path: &Path) -> Result<MappedModel, ReadError> {
         _ => {
             return Err(ReadError::MissingIndex {
                 shard: path.into(),
-                set_id,
-                index: index_path,
+                set_id: set_id.into(),
+                index: index_path.map(PathBuf::into_boxed_path),
             })
         }
     };
@@ -440,8 +448,8 @@ impl MappedModel {
             if id != Some(&index.set_id) {
                 return Err(ReadError::ForeignShard {
                     shard: path.into(),
-                    found: id.cloned(),
-                    expected: index.set_id.clone(),
+                    found: id.map(|s| s.as_str().into()),
+                    expected: index.set_id.as_str().into(),
                 });
             }
             let found = |key| m.get(key).cloned().unwrap_or_else(|| "(none)".into());
@@ -450,10 +458,9 @@ impl MappedModel {
             if position != Some(k as u64 + 1) || count != Some(n as u64) {
                 return Err(ReadError::MisplacedShard {
                     shard: path.into(),
-                    found_k: found(KEY_SHARD),
-                    found_n: found(KEY_SHARD_COUNT),
-                    k: k + 1,
-                    n,
+                    found: format!("{} of {}", found(KEY_SHARD), found(KEY_SHARD_COUNT)).into(),
+                    k: k as u32 + 1,
+                    n: n as u32,
                 });
             }
             let (size, crc) = (q.file_size(), q.header_crc32());

@@ -156,6 +156,14 @@ fn io_errors_name_the_path() {
     assert_eq!(e.file(), Some(missing.as_path()));
     let e = open_model(d.path()).unwrap_err();
     assert_eq!(e.kind(), "Io", "a directory: {e}");
+    // A FIFO, named as an index or as a file: refused without opening it (which would wait).
+    for name in ["fifo.qins.index.json", "fifo.qins"] {
+        let fifo = d.path().join(name);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let e = open_model(&fifo).unwrap_err();
+        assert_eq!(e.kind(), "Io", "{name}: {e}");
+    }
 }
 
 /// Every invalid set of the conformance suite is refused with a message that names the file at
@@ -190,4 +198,15 @@ fn messages_name_the_file_and_the_rule() {
             dir.display()
         );
     }
+}
+
+/// The set variants keep `ReadError` as small as the file variants made it, so that errors
+/// holding one stay cheap to return (clippy's `result_large_err`).
+#[test]
+fn read_errors_stay_small() {
+    assert!(
+        std::mem::size_of::<ReadError>() <= 56,
+        "{}",
+        std::mem::size_of::<ReadError>()
+    );
 }
