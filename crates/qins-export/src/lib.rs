@@ -31,6 +31,10 @@
 //!
 //! # Guarantees
 //!
+//! - **Sets**: the input may be a set of shards (spec §21), given by its index or any shard
+//!   ([`qins_read::open_model`]): the whole model is exported, its tensors in the set's order,
+//!   its assets from shard 1, every shard verified, and an error names the shard at fault. A
+//!   set and the single file its converter would have written export to the same bytes.
 //! - **Verified as read**: everything outside the tensors is verified (spec §14) before
 //!   anything is written, each tensor just before it is decoded; a damaged file exports
 //!   nothing and the error names the bad section.
@@ -305,8 +309,8 @@ fn safetensors_metadata(meta: &BTreeMap<String, String>) -> BTreeMap<String, Str
 pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
     let start = Instant::now();
     let input = opts.input.as_path();
-    let file = qins_read::open(input).map_err(|e| ExportError::input(input.into(), e))?;
-    let qins = file
+    let mapped = qins_read::open_model(input).map_err(|e| ExportError::input(input.into(), e))?;
+    let model = mapped
         .parse()
         .map_err(|e| ExportError::input(input.into(), e))?;
 
@@ -314,18 +318,21 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     // removed again if anything below fails.
     let staging = target::Staging::new(&opts.output, opts.force, input)?;
     // The tensors are verified one by one as they are written (in `st`); the rest now.
-    progress.verifying(qins.file_size() - qins.tensors().map(|t| t.stored_bytes()).sum::<u64>());
-    qins.verify_frame()
+    progress.verifying(model.total_size() - model.tensors().map(|t| t.stored_bytes()).sum::<u64>());
+    model
+        .verify_frame()
         .map_err(|e| ExportError::damaged(input.into(), e))?;
 
-    let tensors: Vec<st::OutTensor<'_>> = qins
+    let paths: Vec<&std::path::Path> = model.paths().collect();
+    let tensors: Vec<st::OutTensor<'_>> = model
         .tensors()
         .map(|t| {
             let dtype = match t.storage() {
                 Storage::Raw => t.dtype(),
                 Storage::Encoded { .. } => opts.dtype.for_encoded(t.dtype()),
             };
-            st::OutTensor::new(t, dtype)
+            let file = paths[model.file_of(t.name()).unwrap_or(0)];
+            st::OutTensor::new(t, dtype, file)
         })
         .collect();
     let sizes: Vec<u64> = tensors.iter().map(|t| t.bytes).collect();
@@ -340,14 +347,14 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     for f in &mut files {
         st::data_order(f);
     }
-    let metadata = safetensors_metadata(qins.metadata());
+    let metadata = safetensors_metadata(model.metadata());
     // Every header is built, and its size checked, before any file is written.
     let headers = files
         .iter()
         .zip(&names)
         .map(|(f, name)| st::header(name, f, &metadata))
         .collect::<Result<Vec<_>, _>>()?;
-    let (assets, skipped): (Vec<_>, Vec<_>) = qins
+    let (assets, skipped): (Vec<_>, Vec<_>) = model
         .assets()
         .partition(|(name, _)| !is_weight_file_name(name));
 
@@ -358,7 +365,7 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
         let path = staging.path().join(name);
-        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &file)?;
+        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &mapped)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
             file: name.clone(),

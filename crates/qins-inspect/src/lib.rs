@@ -13,6 +13,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Sets of shards
+//!
+//! A model stored as a set (spec §21) is opened with [`qins_read::open_model`], from its index
+//! or any shard, and shown by [`inspect_model`]: the set (index, id, shards), then each shard's
+//! report as for a single file; in JSON, one [`SetReport`]
+//! (`{"set": {"index", "set_id", "format_version", "total_size", "tensors", "shards": [{"file",
+//! "size", "header_crc32", "tensors", "assets"}], "verified"}, "shards": [report, ...]}`).
+//! With `--verify` every shard is verified; with `--against` every tensor of every shard is
+//! compared ([`inspect_model_against`]). A single file is shown exactly as before.
+//!
 //! # Honest accounting
 //!
 //! Every size comes from the section lengths in the header, which the reader has checked
@@ -96,6 +106,7 @@ pub mod against;
 mod layout;
 mod report;
 mod sections;
+mod set;
 mod text;
 mod units;
 
@@ -106,13 +117,16 @@ use qins_convert::source::HfSource;
 use qins_read::{Qins, ReadError};
 use serde::Serialize;
 
-pub use against::{compare, write_against_text, Against, AgainstError};
+pub use against::{compare, compare_model, write_against_text, Against, AgainstError};
 pub use layout::write_layout;
 pub use report::{
     AssetReport, ByteCounts, HeaderFields, Params, Report, Section, TensorBytes, TensorReport,
     Totals, Version,
 };
 pub use sections::Category;
+pub use set::{
+    inspect_model, inspect_model_against, write_set_text, SetInfo, SetReport, ShardInfo,
+};
 pub use text::write_text;
 pub use units::human_size;
 
