@@ -310,8 +310,8 @@ fn has_magic(path: &Path) -> bool {
     let mut head = [0u8; 8];
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
         && std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| head == qins_format::MAGIC)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|()| head == qins_format::MAGIC)
 }
 
 /// The files of a model, mapped: one `.qins` file, or a set's index and shards. Made by

@@ -159,7 +159,10 @@ fn io_errors_name_the_path() {
     // A FIFO, named as an index or as a file: refused without opening it (which would wait).
     for name in ["fifo.qins.index.json", "fifo.qins"] {
         let fifo = d.path().join(name);
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let e = open_model(&fifo).unwrap_err();
         assert_eq!(e.kind(), "Io", "{name}: {e}");
