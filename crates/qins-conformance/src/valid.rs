@@ -200,7 +200,7 @@ pub fn cases() -> Vec<ValidCase> {
         },
         ValidCase {
             name: "writer_rules_unchecked",
-            covers: "files that break writer-only rules (§12, §18.1), which readers accept: a \
+            covers: "files that break writer-only rules (§12, §18.2), which readers accept: a \
                      `lloyd` tensor with row scales, a `lloyd-rows` tensor without them and with \
                      max_abs 2.0, `-0.0` parameters where the constraints compare with 0 (§4)",
             source: writer_rules_unchecked,

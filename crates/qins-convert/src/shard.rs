@@ -17,8 +17,8 @@ use qins_write::{Plan, WriteSummary, Writer};
 use serde::Serialize;
 
 use crate::report::{OutputBytes, TensorPlan};
-use crate::source::AssetFile;
 use crate::ConvertError;
+use qins_source::AssetFile;
 
 /// One shard of a planned set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -7,8 +7,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use qins_convert::source::HfSource;
 use qins_read::Model;
+use qins_source::HfSource;
 use serde::{Deserialize, Serialize};
 
 use crate::units::{human_size, Table};
