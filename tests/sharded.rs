@@ -170,6 +170,28 @@ fn a_three_shard_set_exports_exactly_as_the_single_file() {
         assert_eq!(v["shards"].as_array().unwrap().len(), 3);
         assert_eq!(v["set"]["tensors"], one.tensor_count());
     }
+    // --against compares every tensor of every shard with the source.
+    let index = p("set/model.qins.index.json");
+    let text = ok("qins-inspect", &[&index, Path::new("--against"), &p("src")]);
+    assert!(text.starts_with("set:") && text.contains("SNR"), "{text}");
+    let json = ok(
+        "qins-inspect",
+        &[
+            &index,
+            Path::new("--against"),
+            &p("src"),
+            Path::new("--json"),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let compared = v["against"]["encoded"].as_array().unwrap().len()
+        + v["against"]["raw"].as_array().unwrap().len();
+    assert_eq!(
+        compared,
+        one.tensor_count(),
+        "every tensor of every shard compared"
+    );
+    assert!(v["against"]["source_only"].as_array().unwrap().is_empty());
 }
 
 #[test]

@@ -194,12 +194,53 @@ fn failure_message(dir: &str, cause: &AgainstError) -> String {
     }
 }
 
-/// The JSON document of [`inspect_against`]: the report's keys, then `against`.
+/// The JSON document of [`inspect_against`] (and [`inspect_model_against`]): the report's
+/// keys, then `against`.
 #[derive(Serialize)]
-struct WithAgainst<'a> {
+struct WithAgainst<'a, R> {
     #[serde(flatten)]
-    report: &'a Report,
+    report: &'a R,
     against: &'a Against,
+}
+
+/// Writes `report` (as JSON, or as text by `text`) with the comparison `against` of the files
+/// with `source`, then fails if raw tensors differ from the source.
+fn write_with_against<R: Serialize>(
+    report: &R,
+    text: impl FnOnce(&R, &mut dyn Write) -> io::Result<()>,
+    against: Against,
+    opts: &Options,
+    source: &Path,
+    out: &mut dyn Write,
+) -> Result<Against, Error> {
+    match opts.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &WithAgainst {
+                    report,
+                    against: &against,
+                },
+            )
+            .map_err(io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Text | Format::Layout => {
+            text(report, out)?;
+            write_against_text(&against, out)?;
+        }
+    }
+    out.flush()?;
+    let mismatches = against.mismatches();
+    if !mismatches.is_empty() {
+        let cause = AgainstError::RawMismatch { mismatches };
+        return Err(AgainstFailure {
+            dir: source.display().to_string(),
+            cause,
+        }
+        .into());
+    }
+    Ok(against)
 }
 
 /// Inspects a validated file shown as `name` and compares it with the Hugging Face directory
@@ -228,29 +269,7 @@ pub fn inspect_against(
     let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
     let against = compare(file, &src).map_err(fail)?;
     let report = Report::new(file, name, opts.verify);
-    match opts.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &WithAgainst {
-                    report: &report,
-                    against: &against,
-                },
-            )
-            .map_err(io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Text | Format::Layout => {
-            write_text(&report, out)?;
-            write_against_text(&against, out)?;
-        }
-    }
-    out.flush()?;
-    let mismatches = against.mismatches();
-    if !mismatches.is_empty() {
-        return Err(fail(AgainstError::RawMismatch { mismatches }).into());
-    }
-    Ok(against)
+    write_with_against(&report, write_text, against, opts, source, out)
 }
 
 /// Inspects a validated file shown as `name`: verifies it if asked, then writes the view that

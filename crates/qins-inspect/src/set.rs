@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{human_size, Table};
 use crate::{
-    compare_model, write_against_text, write_layout, write_text, Against, AgainstError,
-    AgainstFailure, Error, Format, Options, Report,
+    compare_model, write_layout, write_text, Against, AgainstError, AgainstFailure, Error, Format,
+    Options, Report,
 };
 
 /// What `qins-inspect` reports about a set: the index, then each shard's [`Report`].
@@ -208,14 +208,6 @@ pub fn inspect_model(
     Ok(())
 }
 
-/// The JSON document of [`inspect_model_against`] for a set.
-#[derive(Serialize)]
-struct SetWithAgainst<'a> {
-    #[serde(flatten)]
-    report: &'a SetReport,
-    against: &'a Against,
-}
-
 /// [`crate::inspect_against`] for a model opened with [`qins_read::open_model`]: for a set,
 /// every tensor of every shard is compared with `source`, and the set's view is followed by
 /// the comparison (or, in JSON, the [`SetReport`] gets the `against` key).
@@ -238,28 +230,9 @@ pub fn inspect_model_against(
     }
     let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
     let against = compare_model(model, &src).map_err(fail)?;
-    match opts.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &SetWithAgainst {
-                    report: &r,
-                    against: &against,
-                },
-            )
-            .map_err(io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Text | Format::Layout => {
-            write_set_text(&r, out)?;
-            writeln!(out)?;
-            write_against_text(&against, out)?;
-        }
-    }
-    out.flush()?;
-    let mismatches = against.mismatches();
-    if !mismatches.is_empty() {
-        return Err(fail(AgainstError::RawMismatch { mismatches }).into());
-    }
-    Ok(against)
+    let text = |r: &SetReport, out: &mut dyn Write| {
+        write_set_text(r, out)?;
+        writeln!(out)
+    };
+    crate::write_with_against(&r, text, against, opts, source, out)
 }
