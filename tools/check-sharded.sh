@@ -24,7 +24,7 @@ timed() { # timed LABEL CMD...: runs CMD, prints LABEL, wall seconds and peak RS
     local label="$1"; shift
     /usr/bin/time -v -o "$work/time.txt" "$@" >"$work/out.txt"
     awk -v l="$label" '/Elapsed \(wall clock\)/ {w=$NF} /Maximum resident set size/ {r=$NF}
-        END {printf "%-34s %10s wall  %8.1f MiB peak RSS\n", l, w, r/1024}' "$work/time.txt"
+        END {printf "%-38s %10s wall  %8.1f MiB peak RSS\n", l, w, r/1024}' "$work/time.txt" >&2
 }
 
 timed "qins-synth --dtype bf16 $size" "$bin/qins-synth" "$work/src" --dtype bf16 \
