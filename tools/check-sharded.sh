@@ -29,7 +29,7 @@ timed() { # timed LABEL CMD...: runs CMD, prints LABEL, wall seconds and peak RS
 
 timed "qins-synth --dtype bf16 $size" "$bin/qins-synth" "$work/src" --dtype bf16 \
     --target-size "$size" --shards 2
-du -sb "$work/src" | awk '{printf "source: %d bytes\n", $1}'
+du -sb "$work/src" | awk '{printf "source: %s bytes\n", $1}'
 timed "convert to one file" "$bin/qins-convert" "$work/src" "$work/one/model.qins" \
     --quiet --max-shard-size 1TB
 single=$(stat -c %s "$work/one/model.qins")
@@ -74,7 +74,7 @@ hash_export() { # hash_export NAME INPUT: exports INPUT, prints one digest of ev
     local dir="$work/exp-$1"
     timed "export ($1)" "$bin/qins-export" "$2" "$dir" --quiet
     (cd "$dir" && find . -type f | sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
-    du -sb "$dir" | awk '{printf "  %d bytes exported\n", $1}' >&2
+    du -sb "$dir" | awk '{printf "  %s bytes exported\n", $1}' >&2
     rm -rf "$dir"
 }
 h1=$(hash_export one "$work/one/model.qins")
