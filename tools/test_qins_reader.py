@@ -1218,7 +1218,7 @@ class TestErrors(TmpMixin, unittest.TestCase):
     def test_zz_every_kind_tested(self):
         # Runs last in this class (alphabetical order); covers every §17 kind.
         for name in dir(self):
-            if set(qr.ERROR_KINDS) <= TESTED_KINDS:
+            if set(qr.FILE_ERROR_KINDS) <= TESTED_KINDS:
                 break  # the class ran in full, alphabetically, before this test
             if name.startswith("test_") and name != "test_zz_every_kind_tested":
                 self.setUp()
@@ -1226,8 +1226,8 @@ class TestErrors(TmpMixin, unittest.TestCase):
                     getattr(self, name)()
                 finally:
                     self.tearDown()
-        self.assertEqual(set(qr.ERROR_KINDS) - TESTED_KINDS, set())
-        self.assertEqual(len(qr.ERROR_KINDS), 30)
+        self.assertEqual(set(qr.FILE_ERROR_KINDS) - TESTED_KINDS, set())
+        self.assertEqual(len(qr.FILE_ERROR_KINDS), 30)
 
 
 # --------------------------------------------------------------------------------------------
