@@ -1728,6 +1728,233 @@ class TestCheckOrder(TmpMixin, unittest.TestCase):
 
 
 # --------------------------------------------------------------------------------------------
+# Rules 1.1 states or clarifies for a single file
+# --------------------------------------------------------------------------------------------
+
+SPEC = os.path.join(os.path.dirname(HERE), "spec")
+
+
+def xxd_reverse(text: str) -> bytes:
+    """``xxd -r`` of a dump in xxd's format, where a ``*`` line repeats the line before it up
+    to the next line's offset (spec/example.md, "The whole file")."""
+    out = bytearray()
+    prev = None
+    pending_star = False
+    for line in text.splitlines():
+        if line.strip() == "*":
+            pending_star = True
+            continue
+        off_s, rest = line.split(":", 1)
+        off = int(off_s, 16)
+        hexpart = rest[1:40].replace(" ", "")
+        data = bytes.fromhex(hexpart)
+        if pending_star:
+            while len(out) < off:
+                out += prev
+            pending_star = False
+        if len(out) != off:
+            raise ValueError(f"offset {off:#x} after {len(out):#x} bytes")
+        out += data
+        prev = data
+    return bytes(out)
+
+
+class TestSpec11(TmpMixin, unittest.TestCase):
+    def test_worked_example(self):
+        # §19 / spec/example.md: the whole file in hex, with what it holds
+        with open(os.path.join(SPEC, "example.md"), encoding="utf-8") as f:
+            md = f.read()
+        part = md.split("## The whole file", 1)[1]
+        dump = part.split("```text\n", 1)[1].split("```", 1)[0]
+        data = xxd_reverse(dump)
+        self.assertEqual(len(data), 1799)
+        q = self.open(data)
+        q.verify()
+        self.assertEqual((q.version, q.alignment, q.header_size), ((1, 0), 64, 542))
+        self.assertEqual([(t.name, t.dtype, t.shape, t.codec) for t in q.tensors],
+                         [("proj.weight", "F32", (2, 3), "log"),
+                          ("norm.weight", "BF16", (3,), "raw")])
+        self.assertEqual(q.tensors[0].param0, math.log(0.03125))
+        self.assertEqual(q.tensors[0].param1, 0.0)
+        # the table of "How proj.weight was encoded": codes, signs and decoded values
+        self.assertEqual(q.codes("proj.weight").tolist(), [52, 103, 0, 153, 1, 255])
+        self.assertEqual(q.sign_bits("proj.weight").tolist(),
+                         [False, True, False, False, True, False])
+        want = np.array(["0.4986374", "-0.24863926", "0", "0.1256841", "-1", "0.03125"],
+                        dtype=np.float32)
+        self.assertEqual(q.decode("proj.weight").reshape(-1).tolist(), want.tolist())
+        self.assertEqual(q.raw_values("norm.weight").tolist(), [1.0, 0.5, -2.0])
+        self.assertEqual(q.metadata, {"qins.writer": "example"})
+        self.assertEqual([(a.name, q.asset_bytes(a)) for a in q.assets],
+                         [("config.json", b'{"a":1}')])
+        # the section map's CRCs
+        self.assertEqual(q.header_crc, 0x8CE4C67B)
+        self.assertEqual([s.crc for _l, s in q.used_sections()],
+                         [0xE51D80AD, 0xC3E012F6, 0x21BB9EC5, 0x3850FA31, 0x561BACAF])
+
+    def test_sign_bit_on_code_zero(self):
+        # §11.2: not checked; decodes to -LUT[0] = -0.0, times its row scale still -0.0
+        b = build_qins([{"name": "r", "shape": [2, 3], "codec": "log", "row_scales": True,
+                         "values": np.array([0.0, 1.0, -2.0, 0.0, 0.0, 4.0], np.float32)},
+                        {"name": "l", "shape": [9], "codec": "lloyd",
+                         "values": np.array([0, 1, 0, 2, 0, 3, 0, 4, 0], np.float32)}])
+        buf = b.data
+        so = b.tensors[0]["sections"][1][0]
+        buf[so] |= 0b011001                               # elements 0, 3, 4 have code 0
+        fix_section_crc(buf, TREC(0) + SIGNS)
+        so = b.tensors[1]["sections"][1][0]
+        buf[so] |= 0b01010101                             # elements 0, 2, 4, 6 have code 0
+        buf[so + 1] |= 0b1                                # element 8: code 0, last sign byte
+        fix_section_crc(buf, TREC(1) + SIGNS)
+        q = self.open(buf)
+        q.verify()
+        r = q.decode("r").reshape(-1).view(np.uint32).tolist()
+        self.assertEqual([r[i] for i in (0, 3, 4)], [0x80000000] * 3)
+        self.assertEqual(q.decode("r").reshape(-1)[[1, 2, 5]].tolist(), [1.0, -2.0, 4.0])
+        d = q.decode("l").view(np.uint32).tolist()
+        self.assertEqual([d[i] for i in (0, 2, 4, 6, 8)], [0x80000000] * 5)
+
+    def test_writer_only_rules_are_not_checked(self):
+        # §18.1: a file that breaks a writer-only rule is valid and decodes by §11.4
+        b = build_qins([{"name": "rows", "shape": [2, 4], "codec": "lloyd-rows",
+                         "row_scales": True,
+                         "values": np.array([1, -2, 3, 4, 0.5, 0.25, 0, -1], np.float32)},
+                        {"name": "lut", "shape": [4], "codec": "log",
+                         "values": np.array([1, 2, 3, 4], np.float32)}])
+        buf = b.data
+        put(buf, TREC(0) + 80, "<d", 2.0)                 # lloyd-rows max_abs 2.0 (not 1.0)
+        sc = b.tensors[0]["sections"][2][0]
+        struct.pack_into("<f", buf, sc, 3.0)              # a scale that is not the row's max
+        fix_section_crc(buf, TREC(0) + SCALES)
+        lo = b.lut_offset + 1024                          # table 1: a decreasing entry
+        struct.pack_into("<f", buf, lo + 4 * 200, 1e30)
+        fix_section_crc(buf, 64)
+        q = self.open(buf)
+        q.verify()
+        self.assertEqual(q.tensor("rows").param0, 2.0)
+        self.assertEqual(float(q.lut("lut")[200]), np.float32(1e30))
+        rec = dict(b.tensors[0], scales=np.array([3.0, b.tensors[0]["scales"][1]], np.float32))
+        self.assertEqual(q.decode("rows").astype("<f4").tobytes(), expected_decode_bytes(rec))
+        # a -0.0 parameter where the constraint is ">= 0" or "= 0.0" (§4)
+        for off in (TREC(0) + 80, TREC(0) + 88):
+            buf2 = bytearray(buf)
+            put(buf2, off, "<d", -0.0)
+            self.open(buf2).verify()
+
+    def test_unsupported_version_message(self):
+        buf = base_file().data
+        put(buf, 8, "<H", 2, fix=False)
+        put(buf, 10, "<H", 3, fix=False)
+        with self.assertRaises(qr.ERRORS["UnsupportedVersion"]) as cm:
+            self.open(buf)
+        self.assertIn("unsupported format version 2.3: this reader implements 1.x",
+                      cm.exception.message)
+
+    def test_errors_name_their_file(self):
+        buf = base_file().data
+        buf[0] = 0
+        p = self.write(buf)
+        with self.assertRaises(qr.QinsError) as cm:
+            qr.QinsFile(p)
+        self.assertEqual(cm.exception.file, p)
+        self.assertIn(p, str(cm.exception))
+        buf = base_file().data
+        buf[-1] ^= 1
+        p = self.write(buf)
+        with qr.QinsFile(p) as q:
+            with self.assertRaises(qr.ERRORS["DataChecksum"]) as cm:
+                q.verify()
+            self.assertEqual(cm.exception.file, p)
+
+    # §13.3, §13.4 ----------------------------------------------------------------------------
+
+    def test_sub_byte_packing(self):
+        # §13.4: F4 element 2k is the low nibble of byte k, 2k + 1 the high nibble
+        self.assertEqual(qr.unpack_elements(bytes([0x21, 0x43, 0x05]), 4, 5).tolist(),
+                         [1, 2, 3, 4, 5])
+        # F6: byte 0 = e0 | (e1 & 3) << 6, byte 1 = e1 >> 2 | (e2 & 0xF) << 4,
+        #     byte 2 = e2 >> 4 | e3 << 2
+        r = np.random.default_rng(9)
+        for _ in range(50):
+            e = r.integers(0, 64, 4).tolist()
+            packed = bytes([e[0] | (e[1] & 3) << 6, e[1] >> 2 | (e[2] & 0xF) << 4,
+                            e[2] >> 4 | e[3] << 2])
+            self.assertEqual(qr.unpack_elements(packed, 6, 4).tolist(), e)
+        # the general rule: element i at stream bits i*b .. i*b + b - 1, LSB first
+        for bits in (1, 2, 3, 4, 5, 6, 7, 8):
+            vals = r.integers(0, 1 << bits, 37).tolist()
+            stream = 0
+            for i, v in enumerate(vals):
+                stream |= v << (i * bits)
+            data = stream.to_bytes((37 * bits + 7) // 8, "little")
+            self.assertEqual(qr.unpack_elements(data, bits, 37).tolist(), vals)
+        # through a file: raw_elements and raw_values of F4 and F6 tensors
+        b = build_qins([{"name": "f4", "dtype": "F4", "shape": [2, 2], "raw": b"\x2f\x7a"},
+                        {"name": "f6", "dtype": "F6_E2M3", "shape": [4],
+                         "raw": bytes([0x0F | 0x1 << 6, 0x0 | 0x5 << 4, 0x1 | 0x3F << 2])}])
+        q = self.open(b.data)
+        self.assertEqual(q.raw_elements("f4").tolist(), [[0xF, 0x2], [0xA, 0x7]])
+        self.assertEqual(q.raw_values("f4").tolist(), [[-6.0, 1.0], [-1.0, 6.0]])
+        self.assertEqual(q.raw_elements("f6").tolist(), [0x0F, 0x01, 0x15, 0x3F])
+        self.assertEqual(q.raw_values("f6").tolist(), [1.875, 0.125, 3.25, -7.5])
+
+    def test_small_float_formats(self):
+        # §13.3: the "largest finite" column follows from the rule and the specials
+        largest = {"F8_E5M2": 57344, "F8_E4M3": 448, "F8_E4M3FNUZ": 240,
+                   "F8_E5M2FNUZ": 57344, "F8_E8M0": 2.0 ** 127, "F6_E2M3": 7.5, "F6_E3M2": 28,
+                   "F4": 6}
+        for dtype, top in largest.items():
+            bits = sum(qr.SMALL_FLOATS[dtype][:3])
+            v = qr.small_float_values(np.arange(1 << bits), dtype)
+            finite = v[np.isfinite(v)]
+            with self.subTest(dtype=dtype):
+                self.assertEqual(finite.max(), top)
+                if qr.SMALL_FLOATS[dtype][0]:
+                    self.assertEqual(finite.min(), -top)
+        sv = qr.small_float_values
+        # F8_E5M2 (IEEE-like): 0x7C is +inf, 0xFC -inf, 0x7D..0x7F NaN; 0x01 the least subnormal
+        self.assertEqual(sv([0x7C, 0xFC], "F8_E5M2").tolist(), [math.inf, -math.inf])
+        self.assertTrue(np.isnan(sv([0x7D, 0x7F, 0xFE], "F8_E5M2")).all())
+        self.assertEqual(sv([0x01, 0x04, 0x3C, 0x80], "F8_E5M2").tolist(),
+                         [2.0 ** -16, 2.0 ** -14, 1.0, -0.0])
+        # F8_E4M3: only S.1111.111 is NaN; 0x78 (e = 15, m = 0) is 256; no infinities
+        self.assertTrue(np.isnan(sv([0x7F, 0xFF], "F8_E4M3")).all())
+        self.assertEqual(sv([0x78, 0x7E, 0x38, 0x01, 0x80], "F8_E4M3").tolist(),
+                         [256.0, 448.0, 1.0, 2.0 ** -9, -0.0])
+        # FNUZ: 0x80 is the only NaN, there is no -0, e = max is normal
+        for dtype in ("F8_E4M3FNUZ", "F8_E5M2FNUZ"):
+            v = sv(np.arange(256), dtype)
+            self.assertEqual(np.flatnonzero(np.isnan(v)).tolist(), [0x80])
+            self.assertFalse(np.isinf(v).any())
+            self.assertEqual(int(np.sum(v == 0)), 1)
+            self.assertFalse(np.signbit(v[v == 0]).any())
+        self.assertEqual(sv([0x40, 0x08], "F8_E4M3FNUZ").tolist(), [1.0, 2.0 ** -7])
+        self.assertEqual(sv([0x40, 0x04], "F8_E5M2FNUZ").tolist(), [1.0, 2.0 ** -15])
+        # F8_E8M0: 2^(e - 127), no zero, 0xFF NaN
+        self.assertEqual(sv([0, 127, 254], "F8_E8M0").tolist(),
+                         [2.0 ** -127, 1.0, 2.0 ** 127])
+        self.assertTrue(math.isnan(sv([0xFF], "F8_E8M0")[0]))
+        # FP6 and FP4 (OCP MX): every encoding is a number; subnormals below 2^(1 - B)
+        self.assertFalse(np.isnan(sv(np.arange(64), "F6_E2M3")).any())
+        self.assertEqual(sv([0x01, 0x08, 0x20], "F6_E2M3").tolist(), [0.125, 1.0, -0.0])
+        self.assertEqual(sv([0x01, 0x04, 0x0C], "F6_E3M2").tolist(), [0.0625, 0.25, 1.0])
+        self.assertEqual(sv(np.arange(8), "F4").tolist(), [0, 0.5, 1, 1.5, 2, 3, 4, 6])
+
+    def test_raw_values_of_every_dtype(self):
+        vals = {"BOOL": (b"\x00\x01\x02", [False, True, True]),
+                "BF16": (np.array([0x3F80, 0xFF80], "<u2").tobytes(), [1.0, -math.inf]),
+                "I16": (np.array([-2, 7], "<i2").tobytes(), [-2, 7]),
+                "C64": (np.array([1 - 2j], "<c8").tobytes(), [1 - 2j]),
+                "F8_E4M3": (bytes([0x38, 0xB8]), [1.0, -1.0])}
+        b = build_qins([{"name": k, "dtype": k, "shape": [len(v)], "raw": d}
+                        for k, (d, v) in vals.items()])
+        q = self.open(b.data)
+        for k, (_d, v) in vals.items():
+            self.assertEqual(q.raw_values(k).tolist(), v, k)
+        self.assertEqual(q.raw_values("BF16").dtype, np.float32)
+
+
+# --------------------------------------------------------------------------------------------
 # Sets (§21): valid sets opened from the index and from every shard, and every §21.6 kind
 # --------------------------------------------------------------------------------------------
 
@@ -2399,72 +2626,162 @@ DEL = object()
 SUITE = os.path.join(os.path.dirname(HERE), "conformance")
 
 
+def _crc_hex(b) -> str:
+    return f"{zlib.crc32(b):08x}"
+
+
+def check_against_expected(tc: unittest.TestCase, q, exp: dict, *, decode=None, raw=None,
+                           asset=None) -> None:
+    """§20.2.1 item 1: what a `qins-conformance-expected/1` object lists, found in the open
+    file ``q`` (a QinsFile). ``decode``/``raw``/``asset`` fetch a tensor's values or bytes and
+    an asset's bytes by name (default: from ``q``; a set passes its model's, §20.5.1)."""
+    decode = decode or q.decode
+    raw = raw or q.raw_bytes
+    asset = asset or q.asset_bytes
+    tc.assertEqual(list(q.version), exp["version"])
+    tc.assertEqual(q.alignment, exp["alignment"])
+    tc.assertEqual(q.metadata, exp["metadata"])
+    tc.assertEqual(q.actual_size, exp["file_size"])
+    tc.assertEqual(len(q.tensors), len(exp["tensors"]))
+    for t, e in zip(q.tensors, exp["tensors"]):
+        tc.assertEqual((t.name, t.dtype, list(t.shape), t.codec, t.row_scales),
+                       (e["name"], e["dtype"], e["shape"], e["storage"], e["row_scales"]))
+        if e["storage"] == "raw":
+            tc.assertNotIn("params", e)
+            payload = raw(t.name)
+            if "hex" in e:
+                tc.assertEqual(payload.hex(), e["hex"])
+        else:
+            tc.assertEqual([f"{t.param0_bits:016x}", f"{t.param1_bits:016x}"], e["params"])
+            payload = decode(t.name).astype("<f4").tobytes()
+            if "values" in e:
+                bits = [f"{x:08x}" for x in np.frombuffer(payload, dtype="<u4").tolist()]
+                tc.assertEqual(bits, e["values"], t.name)
+        tc.assertEqual((len(payload), _crc_hex(payload)), (e["bytes"], e["crc32"]), t.name)
+    tc.assertEqual([(a.name, a.size, _crc_hex(asset(a.name))) for a in q.assets],
+                   [(a["name"], a["size"], a["crc32"]) for a in exp["assets"]])
+    for a, e in zip(q.assets, exp["assets"]):
+        if "hex" in e:
+            tc.assertEqual(asset(a.name).hex(), e["hex"])
+
+
+def rejection(open_fn, path):
+    """(stage, kind, file) of the reader's rejection of ``path``, or ("accepted", None, None)."""
+    try:
+        m = open_fn(path)
+    except qr.QinsError as e:
+        return ("open", e.kind, e.file)
+    try:
+        m.verify()
+    except qr.QinsError as e:
+        return ("verify", e.kind, e.file)
+    finally:
+        m.close()
+    return ("accepted", None, None)
+
+
 @unittest.skipUnless(os.path.isdir(os.path.join(SUITE, "valid")), "no conformance/ suite")
 class TestConformanceSuite(unittest.TestCase):
     def test_valid_goldens(self):
-        crc = lambda b: f"{zlib.crc32(b):08x}"  # noqa: E731
         vdir = os.path.join(SUITE, "valid")
         names = sorted(f for f in os.listdir(vdir) if f.endswith(".expected.json"))
         self.assertTrue(names)
         for en in names:
             with open(os.path.join(vdir, en), encoding="utf-8") as fh:
                 exp = json.load(fh)
+            self.assertEqual(exp["schema"], "qins-conformance-expected/1")
             path = os.path.join(vdir, exp["file"])
             with self.subTest(file=exp["file"]):
                 with open(path, "rb") as fh:
                     data = fh.read()
-                self.assertEqual((len(data), crc(data)), (exp["file_size"], exp["file_crc32"]))
+                self.assertEqual((len(data), _crc_hex(data)),
+                                 (exp["file_size"], exp["file_crc32"]))
                 with qr.QinsFile(path) as q:
                     q.verify()
-                    self.assertEqual(list(q.version), exp["version"])
-                    self.assertEqual(q.alignment, exp["alignment"])
-                    self.assertEqual(q.metadata, exp["metadata"])
-                    self.assertEqual(len(q.tensors), len(exp["tensors"]))
-                    for t, e in zip(q.tensors, exp["tensors"]):
-                        self.assertEqual((t.name, t.dtype, list(t.shape), t.codec, t.row_scales),
-                                         (e["name"], e["dtype"], e["shape"], e["storage"],
-                                          e["row_scales"]))
-                        if e["storage"] == "raw":
-                            self.assertNotIn("params", e)
-                            payload = q.raw_bytes(t)
-                            if "hex" in e:
-                                self.assertEqual(payload.hex(), e["hex"])
-                        else:
-                            self.assertEqual([f"{t.param0_bits:016x}", f"{t.param1_bits:016x}"],
-                                             e["params"])
-                            payload = q.decode(t).astype("<f4").tobytes()
-                            if "values" in e:
-                                bits = [f"{x:08x}" for x in
-                                        np.frombuffer(payload, dtype="<u4").tolist()]
-                                self.assertEqual(bits, e["values"], t.name)
-                        self.assertEqual((len(payload), crc(payload)), (e["bytes"], e["crc32"]))
-                    self.assertEqual(
-                        [(a.name, a.size, crc(q.asset_bytes(a))) for a in q.assets],
-                        [(a["name"], a["size"], a["crc32"]) for a in exp["assets"]])
-                    for a, e in zip(q.assets, exp["assets"]):
-                        if "hex" in e:
-                            self.assertEqual(q.asset_bytes(a).hex(), e["hex"])
+                    check_against_expected(self, q, exp)
+                # the model API opens a file that is not a shard as itself (§21.3)
+                with qr.open_model(path) as m:
+                    self.assertFalse(m.is_set)
+                    m.verify()
+                    check_against_expected(self, m.file(1), exp, decode=m.decode,
+                                           raw=m.raw_bytes, asset=m.asset_bytes)
 
     def test_negative_goldens(self):
         idir = os.path.join(SUITE, "invalid")
         with open(os.path.join(idir, "manifest.json"), encoding="utf-8") as fh:
             manifest = json.load(fh)
         self.assertEqual(manifest["schema"], "qins-conformance-invalid/1")
+        self.assertTrue(manifest["cases"])
         for case in manifest["cases"]:
+            path = os.path.join(idir, case["file"])
             with self.subTest(file=case["file"]):
-                got = None
-                try:
-                    q = qr.QinsFile(os.path.join(idir, case["file"]))
-                except qr.QinsError as e:
-                    got = ("open", e.kind)
-                else:
-                    try:
-                        q.verify()
-                    except qr.QinsError as e:
-                        got = ("verify", e.kind)
-                    finally:
-                        q.close()
-                self.assertEqual(got, (case["stage"], case["kind"]), case["description"])
+                want = (case["stage"], case["kind"], path)
+                self.assertEqual(rejection(qr.QinsFile, path), want, case["description"])
+                self.assertEqual(rejection(qr.open_model, path), want, case["description"])
+
+
+SETS = os.path.join(SUITE, "sets")
+
+
+@unittest.skipUnless(os.path.isdir(SETS), "no conformance/sets/ suite")
+class TestConformanceSets(unittest.TestCase):
+    """§20.5: every valid set opened from its index and from each shard, every invalid set
+    rejected with the manifest's kind, at its stage, naming its file."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(SETS, "manifest.json"), encoding="utf-8") as fh:
+            cls.manifest = json.load(fh)
+
+    def test_manifest(self):
+        self.assertEqual(self.manifest["schema"], "qins-conformance-sets/1")
+        self.assertTrue(self.manifest["valid"])
+        self.assertTrue(self.manifest["invalid"])
+        kinds = {c["kind"] for c in self.manifest["invalid"]}
+        self.assertEqual(set(qr.SET_ERROR_KINDS) - kinds, set())  # §20.1: every §21.6 kind
+
+    def test_valid_sets(self):
+        for case in self.manifest["valid"]:
+            with open(os.path.join(SETS, case["expected"]), encoding="utf-8") as fh:
+                exp = json.load(fh)
+            self.assertEqual(exp["schema"], "qins-conformance-set-expected/1")
+            d = os.path.join(SETS, case["dir"])
+            self.assertEqual(sorted(os.listdir(d)), sorted([case["index"]] + case["shards"]))
+            want = [t["name"] for s in exp["shards"] for t in s["tensors"]]
+            for start in [case["index"]] + case["shards"]:
+                with self.subTest(set=case["dir"], start=start):
+                    with qr.open_model(os.path.join(d, start)) as m:
+                        m.verify()
+                        self.assertTrue(m.is_set)
+                        self.assertEqual(m.index.name, exp["index"])
+                        self.assertEqual(m.set_id, exp["set_id"])
+                        self.assertEqual(list(m.version), exp["format_version"])
+                        self.assertEqual([st.file for st in m.shards], case["shards"])
+                        self.assertEqual([t.name for t in m.tensors], want)
+                        self.assertEqual(len(m.shards), len(exp["shards"]))
+                        for st, e in zip(m.shards, exp["shards"]):
+                            self.assertEqual(st.file, e["file"])
+                            check_against_expected(self, m.file(st.k), e, decode=m.decode,
+                                                   raw=m.raw_bytes, asset=m.asset_bytes)
+                        # the set's assets and metadata are shard 1's; every tensor by name
+                        self.assertEqual(m.metadata, exp["shards"][0]["metadata"])
+                        self.assertEqual([a.name for a in m.assets],
+                                         [a["name"] for a in exp["shards"][0]["assets"]])
+                        for k, e in enumerate(exp["shards"], 1):
+                            for t in e["tensors"]:
+                                self.assertEqual(m.shard_of(t["name"]), k)
+                                self.assertEqual(m.tensor(t["name"]).name, t["name"])
+
+    def test_invalid_sets(self):
+        for case in self.manifest["invalid"]:
+            d = os.path.join(SETS, case["dir"])
+            with self.subTest(set=case["dir"], open=case["open"]):
+                stage, kind, file = rejection(qr.open_model, os.path.join(d, case["open"]))
+                got = (stage, kind, file and os.path.basename(file))
+                self.assertEqual(got, (case["stage"], case["kind"], case["file"]),
+                                 case["description"])
+                if file is not None:
+                    self.assertEqual(os.path.dirname(file), d)
 
 
 class TestFuzz(TmpMixin, unittest.TestCase):
@@ -2596,6 +2913,48 @@ class TestCli(TmpMixin, unittest.TestCase):
                 self.assertEqual(payload, expected_decode_bytes(rec))
         self.assertEqual(man[2]["dtype"], "F16")
         self.assertEqual(man[0]["shape"], [3, 5])
+
+    def test_sets(self):
+        s = set_fixture(self.tmp)
+        for p in (s.index_path, s.path(2)):
+            r = self.run_cli("verify", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"QINS set 1.1 ({s.set_id}), 3 shards, 5 tensors, 2 assets", r.stdout)
+            r = self.run_cli("list", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for word in s.files + ["embed", "layer.0.b", "head", "shard 3", "config.json",
+                                   "qins.set.id = " + s.set_id]:
+                self.assertIn(word, r.stdout)
+            r = self.run_cli("dump", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            d = json.loads(r.stdout)
+            self.assertEqual([t["name"] for t in d["tensors"]],
+                             ["embed", "norm", "layer.0.w", "layer.0.b", "head"])
+            self.assertEqual(d["set"]["set_id"], s.set_id)
+            self.assertEqual([x["file"] for x in d["set"]["shards"]], s.files)
+            self.assertEqual(d["metadata"], s.shard_metadata(1))
+            self.assertEqual([a["name"] for a in d["assets"]],
+                             ["config.json", "1_Pooling/config.json"])
+            out = os.path.join(self.tmp, "out" + os.path.basename(p))
+            r = self.run_cli("decode", p, out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+                man = json.load(f)["tensors"]
+            self.assertEqual([x["name"] for x in man],
+                             ["embed", "norm", "layer.0.w", "layer.0.b", "head"])
+            with open(os.path.join(out, man[4]["file"]), "rb") as f:
+                self.assertEqual(f.read(), expected_decode_bytes(s.built[2].tensors[0]))
+        # an error names its kind and its file
+        os.unlink(s.path(3))
+        r = self.run_cli("verify", s.path(1))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith(f"error: MissingShard: {s.path(3)}: "), r.stderr)
+        r = self.run_cli("list", s.index_path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("MissingShard", r.stderr)
+        # the file API view of a shard is not reachable from the CLI: a shard is its set
+        r = self.run_cli("dump", s.path(1))
+        self.assertEqual(r.returncode, 1)
 
     def test_decode_names_with_slashes(self):
         b = build_qins([{"name": "a/b", "dtype": "U8", "shape": [1], "raw": b"\1"},
