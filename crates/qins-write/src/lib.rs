@@ -22,6 +22,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod set;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -35,7 +37,7 @@ use qins_format::names::{check_asset_name, check_tensor_name, NameProblem};
 use qins_format::{
     alignment_is_valid, header_size, limits, section_lengths, AssetRecord, Dtype, Preamble,
     SectionRef, Storage, TensorRecord, DEFAULT_ALIGNMENT, FLAG_ROW_SCALES, LUT_BYTES, MAGIC,
-    MAX_RANK, VERSION_MAJOR, VERSION_MINOR,
+    MAX_RANK, VERSION_MAJOR,
 };
 use zerocopy::IntoBytes;
 
@@ -176,6 +178,8 @@ pub struct WriteSummary {
     pub asset_bytes: u64,
     /// Zero padding.
     pub padding_bytes: u64,
+    /// The header CRC (§8), which a set's index records for each shard (§21.2).
+    pub header_crc32: u32,
 }
 
 /// The state of the tensor being written.
@@ -683,7 +687,9 @@ impl Writer {
         let header = self.header_bytes();
         debug_assert_eq!(header.len() as u64, self.header_size);
         self.write_at(0, &header)?;
-        let summary = self.summary();
+        let mut summary = self.summary();
+        let crc = &header[header.len() - 4..];
+        summary.header_crc32 = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         let io_err = |path: &Path, source| WriteError::Io {
             path: path.into(),
             source,
@@ -720,7 +726,8 @@ impl Writer {
         let preamble = Preamble {
             magic: MAGIC,
             version_major: VERSION_MAJOR.into(),
-            version_minor: VERSION_MINOR.into(),
+            // 1 in a shard of a set, 0 otherwise (§15.2).
+            version_minor: qins_format::set::minor_version(self.plan.metadata.keys()).into(),
             alignment: self.plan.alignment.into(),
             required_features: 0.into(),
             file_size: self.file_size.into(),
