@@ -1521,8 +1521,11 @@ class QinsModel:
                                   f"a file name (§21.2, §21.3)", path)
         ipath = os.path.join(d, iname)
         if not os.path.isfile(ipath):
-            _fail("MissingIndex", f"{SET_INDEX_FILE_KEY} names {iname!r}, which is not a "
-                                  f"regular file in {d} (§21.3, §21.5)", path)
+            # the error names the index the shard names, as MissingShard names the missing
+            # shard (the conformance suite's missing_index); with no valid name, the shard
+            _fail("MissingIndex", f"the shard {os.path.basename(path)!r} names its index "
+                                  f"{iname!r} ({SET_INDEX_FILE_KEY}), which is not a regular "
+                                  f"file in {d} (§21.3, §21.5)", ipath)
         idx = read_index(ipath)                                       # step 3
         # step 4: P's file name is the file of one of the index's shards
         pname = os.fsencode(os.path.basename(path))

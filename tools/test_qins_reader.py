@@ -2496,22 +2496,29 @@ class TestSets(SetCase):
     # from a shard: the index and the shard's place in it ---------------------------------------
 
     def test_missing_index(self):
+        # qins.set.index_file absent, or not a file name: the error names the shard
         p = self.s.path(2)
         for override in ({"index_file": None}, {"index_file": ""}, {"index_file": "a/b.json"},
                          {"index_file": ".."}, {"index_file": "."}, {"index_file": "a\\b"},
-                         {"index_file": "x" * 256}, {"index_file": "nothere.json"}):
+                         {"index_file": "x" * 256}):
             with self.subTest(override=override):
                 self.s.write_shard(2, metadata=self.s.shard_metadata(2, **override))
                 self.assertSetError(p, "MissingIndex", self.s.files[1])
+        # a file name that names no file: the error names the index it names
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, index_file="nothere.json"))
+        self.assertSetError(p, "MissingIndex", "nothere.json")
+        # 255 bytes is a file name (§21.7)
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, index_file="x" * 255))
+        self.assertSetError(p, "MissingIndex", "x" * 255)
         # the index deleted: every shard reports it; opening from the index is impossible
         self.s.write_shard(2)
         os.unlink(self.s.index_path)
         for k in (1, 2, 3):
-            self.assertSetError(self.s.path(k), "MissingIndex", self.s.files[k - 1],
-                                contains=self.s.index_name)
+            self.assertSetError(self.s.path(k), "MissingIndex", self.s.index_name,
+                                contains=self.s.files[k - 1])
         # the index is a directory
         os.mkdir(self.s.index_path)
-        self.assertSetError(self.s.path(1), "MissingIndex", self.s.files[0])
+        self.assertSetError(self.s.path(1), "MissingIndex", self.s.index_name)
 
     def test_missing_index_not_checked_from_the_index(self):
         # a reader that opens the set from its index does not look at qins.set.index_file
@@ -2520,7 +2527,7 @@ class TestSets(SetCase):
         self.s.write_index()
         self.model(self.s.index_path).verify()
         self.model(self.s.path(1)).verify()
-        self.assertSetError(self.s.path(2), "MissingIndex", self.s.files[1])
+        self.assertSetError(self.s.path(2), "MissingIndex", "other.json")
         # ... and an index of that name that lists the shard opens the set
         self.s.write_index(name="other.json")
         self.model(self.s.path(2)).verify()
@@ -2548,7 +2555,7 @@ class TestSets(SetCase):
         with open(p, "wb") as f:
             f.write(data)
         # it names "big.qins.index.json", absent here
-        self.assertSetError(p, "MissingIndex", p)
+        self.assertSetError(p, "MissingIndex", other.index_name)
         md = other.shard_metadata(1)
         md["qins.set.index_file"] = self.s.index_name
         with open(p, "wb") as f:
