@@ -897,6 +897,10 @@ class QinsFile:
         except KeyError:
             raise KeyError(f"no asset named {name!r}") from None
 
+    def metadata_bytes(self) -> bytes:
+        """The metadata exactly as stored (§7): ``metadata_size`` bytes after the strings."""
+        return self._mm[self._metadata_off: self._metadata_off + self.metadata_size]
+
     def _t(self, t) -> TensorInfo:
         return t if isinstance(t, TensorInfo) else self.tensor(t)
 

@@ -347,6 +347,14 @@ def canonical_index(index: dict) -> bytes:
     return (json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def canonical_metadata(md: dict) -> bytes:
+    """§7 canonical form: no bytes for no keys, else Python's compact sorted json.dumps."""
+    if not md:
+        return b""
+    return json.dumps(md, separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True).encode("utf-8")
+
+
 def header_crc_of(data) -> int:
     return get(data, get(data, 32, "<Q") - 4, "<I")
 
@@ -1841,6 +1849,34 @@ class TestSpec11(TmpMixin, unittest.TestCase):
             put(buf2, off, "<d", -0.0)
             self.open(buf2).verify()
 
+    def test_metadata_canonical_form_is_pythons(self):
+        # §7 says Python's json.dumps(m, separators=(",", ":"), ensure_ascii=False,
+        # sort_keys=True) writes the canonical form; the rule, written out, agrees
+        short = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r",
+                 0x22: '\\"', 0x5C: "\\\\"}
+
+        def string(x):
+            out = []
+            for ch in x:
+                c = ord(ch)
+                out.append(short.get(c) or (f"\\u00{c:02x}" if c < 0x20 else ch))
+            return '"' + "".join(out) + '"'
+
+        def canonical(md):
+            keys = sorted(md, key=lambda k: k.encode("utf-8"))
+            return ("{" + ",".join(string(k) + ":" + string(md[k]) for k in keys)
+                    + "}").encode("utf-8")
+
+        chars = "".join(chr(c) for c in range(0x80)) + "é/\u2028\ufffd\U0001F600\uff61"
+        md = {ch: ch * 2 for ch in chars}
+        md.update({"": "", "qins.writer": "x", "\uff61": "a", "\U0001F600": "b"})
+        self.assertEqual(canonical_metadata(md), canonical(md))
+        # code point order, not UTF-16 order: U+FF61 sorts before U+1F600
+        self.assertLess(canonical(md).index("\uff61".encode()), canonical(md).index(
+            "\U0001F600".encode()))
+        b = build_qins([], metadata=md)
+        self.assertEqual(self.open(b.data).metadata, md)
+
     def test_unsupported_version_message(self):
         buf = base_file().data
         put(buf, 8, "<H", 2, fix=False)
@@ -2706,6 +2742,10 @@ class TestConformanceSuite(unittest.TestCase):
                 with qr.QinsFile(path) as q:
                     q.verify()
                     check_against_expected(self, q, exp)
+                    # §7: writers write the metadata in canonical form, which is what Python's
+                    # json.dumps writes (reader_leniency is patched on purpose)
+                    if exp["file"] != "reader_leniency.qins":
+                        self.assertEqual(q.metadata_bytes(), canonical_metadata(q.metadata))
                 # the model API opens a file that is not a shard as itself (§21.3)
                 with qr.open_model(path) as m:
                     self.assertFalse(m.is_set)
@@ -2754,6 +2794,15 @@ class TestConformanceSets(unittest.TestCase):
             self.assertEqual(exp["schema"], "qins-conformance-set-expected/1")
             d = os.path.join(SETS, case["dir"])
             self.assertEqual(sorted(os.listdir(d)), sorted([case["index"]] + case["shards"]))
+            # §21.2: the index in canonical form, what Python's json.dumps writes
+            with open(os.path.join(d, case["index"]), "rb") as fh:
+                text = fh.read()
+            self.assertEqual(text, canonical_index(json.loads(text)), case["index"])
+            # §21.1: the writer's file names (writer-only; the suite's writer follows it)
+            n = len(case["shards"])
+            stem = case["index"][: -len(".qins.index.json")]
+            self.assertEqual(case["shards"],
+                             [f"{stem}-{k:05d}-of-{n:05d}.qins" for k in range(1, n + 1)])
             want = [t["name"] for s in exp["shards"] for t in s["tensors"]]
             for start in [case["index"]] + case["shards"]:
                 with self.subTest(set=case["dir"], start=start):
