@@ -853,7 +853,7 @@ class QinsFile:
         for key, value in obj.items():
             if not isinstance(value, str):
                 _fail("BadMetadata", f"metadata key {key!r} has a non-string value "
-                                     f"{_json_repr(value)[:80]} (§7)")
+                                     f"{_json_repr(value)} (§7)")
         return obj
 
     def _read_luts(self) -> np.ndarray:
@@ -1181,8 +1181,10 @@ def _strict_json(text: str):
     return obj
 
 
-def _json_repr(value) -> str:
-    return json.dumps(value, default=repr, ensure_ascii=False)
+def _json_repr(value, limit: int = 80) -> str:
+    """``value`` as JSON text for a message, at most ``limit`` characters."""
+    text = json.dumps(value, default=repr, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _has_lone_surrogate(s: str) -> bool:
@@ -1433,7 +1435,7 @@ def _read_index(path: str) -> SetIndex:
                    f"{MAX_NAME_LEN})")
             bad(f"weight_map key {tname[:80]!r} is not a tensor name: it {why} (§4)")
         if not isinstance(fname, str) or fname not in files:
-            bad(f"weight_map maps tensor {tname[:80]!r} to {_json_repr(fname)[:80]}, which is "
+            bad(f"weight_map maps tensor {tname[:80]!r} to {_json_repr(fname)}, which is "
                 f"not the file of a listed shard")
     return SetIndex(path=path, format_version=(major, minor), set_id=set_id,
                     total_size=total_size, shards=shards, weight_map=wm)

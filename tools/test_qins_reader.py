@@ -2287,7 +2287,7 @@ class TestSets(SetCase):
         # "Integers are JSON numbers without sign, fraction or exponent, below 2^64" (§21.2)
         good = self.idx()
         size = self.s.index["shards"][0]["size"]
-        for lit in (f"{size}.0", f"{size}e0", f"{size}E+0", f"-0", f"{size}.00"):
+        for lit in (f"{size}.0", f"{size}e0", f"{size}E+0", "-0", f"{size}.00"):
             text = good.replace(f'"size": {size}'.encode(), f'"size": {lit}'.encode(), 1)
             with self.subTest(literal=lit):
                 self.bad_index(text)
