@@ -2849,6 +2849,36 @@ class TestFuzz(TmpMixin, unittest.TestCase):
     def test_random_mutations_lloyd(self):
         self.mutate(lloyd_file(), 4321)
 
+    def test_random_index_damage(self):
+        # any damage to an index, or a shard swapped for another file, gives a QinsError
+        s = set_fixture(self.tmp)
+        with open(s.index_path, "rb") as f:
+            good = f.read()
+        r = np.random.default_rng(77)
+        kinds = set()
+        for it in range(400):
+            buf = bytearray(good)
+            mode = it % 3
+            if mode == 0:    # a few bytes changed
+                for _ in range(int(r.integers(1, 4))):
+                    buf[int(r.integers(0, len(buf)))] = int(r.integers(0, 256))
+            elif mode == 1:  # a printable character changed: more often still JSON
+                i = int(r.integers(0, len(buf)))
+                alphabet = b'0123456789abcdef"{}[],: -.eE\\'
+                buf[i] = alphabet[int(r.integers(0, len(alphabet)))]
+            else:            # cut
+                buf = buf[: int(r.integers(0, len(buf)))]
+            s.write_index(text=bytes(buf))
+            for p in (s.index_path, s.path(int(r.integers(1, 4)))):
+                try:
+                    with qr.open_model(p) as m:
+                        m.verify()
+                except qr.QinsError as e:
+                    self.assertIn(e.kind, qr.ERROR_KINDS)
+                    self.assertIsNotNone(e.file)
+                    kinds.add(e.kind)
+        self.assertGreaterEqual(len(kinds), 3)
+
     def mutate(self, b, seed):
         r = np.random.default_rng(seed)
         hs = b.header_size
