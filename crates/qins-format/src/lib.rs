@@ -15,9 +15,7 @@
 pub mod codec;
 pub mod decode;
 mod dtype;
-mod fastcode;
 pub mod layout;
-mod lloyd;
 pub mod names;
 pub mod set;
 

@@ -8,7 +8,9 @@
 //! ([`SetWriter::begin_shard`], then [`SetWriter::finish_shard`]); [`SetWriter::finish`]
 //! writes the index ([`index_json`]) and renames the shards, then the index, into place. So the
 //! index appears only beside complete shards; a failure before that leaves no file at any
-//! target, and a failure during the renames removes those already made.
+//! target, and a failure during the renames removes those already made. A staging directory
+//! left by a process killed while writing is removed by the next set writer of the same index
+//! (`qins_stdx::remove_stale`).
 //!
 //! ```no_run
 //! use qins_format::{Dtype, Storage};
@@ -42,6 +44,7 @@ use qins_format::set::{
     index_file_name, shard_file_name, INDEX_FORMAT, INDEX_FORMAT_VERSION, KEY_INDEX_FILE,
     KEY_SET_ID, KEY_SHARD, KEY_SHARD_COUNT,
 };
+use qins_stdx::{remove_stale, Temporary};
 use serde::Serialize;
 
 use crate::{invalid, Plan, WriteError, WriteSummary, Writer};
@@ -192,13 +195,6 @@ pub struct SetSummary {
     pub shards: Vec<(PathBuf, WriteSummary)>,
 }
 
-/// How long a staging directory must have gone unmodified before a new [`SetWriter`] for the
-/// same index may remove it (as for the temporary files of a `Writer`).
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The lock file inside a staging directory, held while its writer runs.
-const LOCK: &str = ".lock";
-
 /// A set being written: see the [module documentation](self).
 pub struct SetWriter {
     dir: PathBuf,
@@ -207,7 +203,7 @@ pub struct SetWriter {
     plans: std::vec::IntoIter<Plan>,
     overwrite: bool,
     staging: tempfile::TempDir,
-    /// Held locked until the writer is dropped: the staging directory is in use.
+    /// The staging directory opened and locked until the writer is dropped: it is in use.
     _lock: File,
     set_id: String,
     done: Vec<(ShardEntry, WriteSummary)>,
@@ -268,18 +264,21 @@ impl SetWriter {
             path: dir.join(&index_name),
             source,
         };
-        remove_stale_staging(dir, &index_name);
+        let parent = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{index_name}.");
+        // A staging directory left by a set writer killed while writing.
+        remove_stale(parent, prefix.as_ref(), ".tmp".as_ref(), Temporary::Dir);
         let staging = tempfile::Builder::new()
-            .prefix(&format!(".{index_name}."))
+            .prefix(&prefix)
             .suffix(".tmp")
-            .tempdir_in(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            })
+            .tempdir_in(parent)
             .map_err(io_err)?;
-        let lock = File::create(staging.path().join(LOCK)).map_err(io_err)?;
-        // Tells a later writer's `remove_stale_staging` that this directory is in use.
+        let lock = File::open(staging.path()).map_err(io_err)?;
+        // Tells a later writer's `remove_stale` that this directory is in use.
         let _ = lock.try_lock();
         Ok(SetWriter {
             dir: dir.into(),
@@ -420,42 +419,6 @@ fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<(), WriteError> {
             }
         }
     })
-}
-
-/// Removes the staging directories `.INDEX.XXXXXX.tmp` in `dir` that set writers killed while
-/// writing left behind: unmodified for a minute, with a lock file no process holds. Best
-/// effort, as for files.
-fn remove_stale_staging(dir: &Path, index_name: &str) {
-    let prefix = format!(".{index_name}.");
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let ours = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".tmp"))
-            .is_some_and(|mid| mid.len() == 6 && mid.bytes().all(|b| b.is_ascii_alphanumeric()));
-        let old = entry.metadata().is_ok_and(|m| {
-            m.is_dir()
-                && m.modified()
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER))
-        });
-        if !(ours && old) {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(lock) = File::open(path.join(LOCK)) {
-            if lock.try_lock().is_ok() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
