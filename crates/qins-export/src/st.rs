@@ -479,7 +479,7 @@ mod tests {
         w.encode_tensor(&[], None).unwrap();
         w.finish().unwrap();
 
-        let file = qins_read::open(&path).unwrap();
+        let file = qins_read::open_model(&path).unwrap();
         let qins = file.parse().unwrap();
         for dtype in [Dtype::F32, Dtype::BF16] {
             let outs: Vec<OutTensor<'_>> = qins
@@ -490,7 +490,7 @@ mod tests {
                     } else {
                         t.dtype()
                     };
-                    OutTensor::new(t, t.name(), d)
+                    OutTensor::new(t, t.name(), d, &path)
                 })
                 .collect();
             let refs: Vec<&OutTensor<'_>> = outs.iter().collect();
