@@ -80,6 +80,30 @@ impl Stats {
         hist: Histogram::EMPTY,
     };
 
+    /// The statistics of `count` elements of which `nonzero` are not 0, their magnitudes'
+    /// f32 bit patterns ranging over `lo..=hi`, with the histogram of `mags` if `hist` (built
+    /// now that the range is known; the magnitudes must be finite).
+    fn of_range(
+        count: u64,
+        (lo, hi, nonzero): (u32, u32, u64),
+        hist: bool,
+        mags: &impl lloyd::Magnitudes,
+    ) -> Stats {
+        let mut st = Stats {
+            count,
+            ..Stats::EMPTY
+        };
+        if nonzero > 0 {
+            st.min_nonzero = f32::from_bits(lo);
+            st.max_abs = f32::from_bits(hi);
+            st.nonzero = nonzero;
+            if hist {
+                st.hist = Histogram::build(mags, lo, hi, count as usize);
+            }
+        }
+        st
+    }
+
     /// The statistics of two disjoint chunks together.
     pub fn merge(self, other: Stats) -> Stats {
         Stats {
@@ -118,10 +142,10 @@ fn scan_with(
         });
         return scan_scaled(&u, first, rs, hist, || values.to_vec());
     }
-    let mut st = Stats::EMPTY;
     // On the magnitudes' bit patterns, which order like the magnitudes: branch-free integer
     // minima and maxima that the compiler vectorises.
-    let (lo, hi, nonzero) = magnitude_range(values, f32::to_bits);
+    let range = magnitude_range(values, f32::to_bits);
+    let hi = range.1;
     if hi >= 0x7F80_0000 {
         let (i, &x) = values
             .iter()
@@ -133,18 +157,9 @@ fn scan_with(
             value: x,
         });
     }
-    st.count = values.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = f32::from_bits(lo);
-        st.max_abs = f32::from_bits(hi);
-        st.nonzero = nonzero;
-        if hist {
-            // Every value is finite: the second pass bins the non-zero magnitudes' bit
-            // patterns, now that their range is known.
-            st.hist = Histogram::build(&Plain(values), lo, hi, values.len());
-        }
-    }
-    Ok(st)
+    // Every value is finite: the second pass bins the non-zero magnitudes' bit patterns.
+    let count = values.len() as u64;
+    Ok(Stats::of_range(count, range, hist, &Plain(values)))
 }
 
 /// The statistics of a chunk with row scales, from its scaled values `u` (each value divided by
@@ -158,9 +173,8 @@ fn scan_scaled(
     hist: bool,
     values: impl FnOnce() -> Vec<f32>,
 ) -> Result<Stats, EncodeError> {
-    let mut st = Stats::EMPTY;
-    let (lo, hi, nonzero) = magnitude_range(u, f32::to_bits);
-    if hi >= 0x7F80_0000 {
+    let range = magnitude_range(u, f32::to_bits);
+    if range.1 >= 0x7F80_0000 {
         for_each_scaled(&values(), first, Some(rs), |i, x, u| {
             let index = first + i as u64;
             if !x.is_finite() {
@@ -172,16 +186,8 @@ fn scan_scaled(
             Ok(())
         })?;
     }
-    st.count = u.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = f32::from_bits(lo);
-        st.max_abs = f32::from_bits(hi);
-        st.nonzero = nonzero;
-        if hist {
-            st.hist = Histogram::build(&Scaled { u, first, rs }, lo, hi, u.len());
-        }
-    }
-    Ok(st)
+    let mags = Scaled { u, first, rs };
+    Ok(Stats::of_range(u.len() as u64, range, hist, &mags))
 }
 
 /// A bfloat16 magnitude pattern (in a `u32`) as f32.
@@ -225,24 +231,15 @@ fn scan_rows<T: Copy, W: Word>(
     if !usual {
         return None;
     }
-    let mut st = Stats::EMPTY;
-    st.count = words.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = f32::from_bits(lo);
-        st.max_abs = f32::from_bits(hi);
-        st.nonzero = nonzero;
-        if hist {
-            let mags = ScaledWords {
-                words,
-                word,
-                value,
-                first,
-                rs,
-            };
-            st.hist = Histogram::build(&mags, lo, hi, words.len());
-        }
-    }
-    Some(st)
+    let mags = ScaledWords {
+        words,
+        word,
+        value,
+        first,
+        rs,
+    };
+    let count = words.len() as u64;
+    Some(Stats::of_range(count, (lo, hi, nonzero), hist, &mags))
 }
 
 /// The non-zero scaled magnitudes of a chunk of source words, each weighted by its row's
@@ -368,9 +365,7 @@ pub fn scan_bytes(
             f16_to_f32(b as u16)
         }),
     };
-    let mut st = Stats::EMPTY;
-    let max_abs = cvt(hi);
-    if !max_abs.is_finite() {
+    if !cvt(hi).is_finite() {
         let i = (0..words.len())
             .find(|&i| !words.value(i).is_finite())
             .expect("the largest magnitude is not finite");
@@ -379,15 +374,13 @@ pub fn scan_bytes(
             value: words.value(i),
         });
     }
-    st.count = words.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = cvt(lo);
-        st.max_abs = max_abs;
-        st.nonzero = nonzero;
-        if codec.fits_histogram() {
-            let (lo, hi) = (st.min_nonzero.to_bits(), st.max_abs.to_bits());
-            st.hist = Histogram::build(&words, lo, hi, words.len());
-        }
-    }
-    Ok(st)
+    // The range as f32 patterns (a 16-bit pattern converts exactly, keeping the order).
+    let range = (cvt(lo).to_bits(), cvt(hi).to_bits(), nonzero);
+    let count = words.len() as u64;
+    Ok(Stats::of_range(
+        count,
+        range,
+        codec.fits_histogram(),
+        &words,
+    ))
 }
