@@ -27,23 +27,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WriteFailure + '_ {
     }
 }
 
-/// Writes `bytes` as the asset `name` under `dir` and returns the file's path.
+/// Writes the assets `(name, bytes)` under `dir` and returns the files' paths.
 ///
-/// `dir` is created if missing. The asset's path stays inside it: every segment of `name` must
-/// be a plain name (the reader has refused any other, §5; this checks again), and a directory
-/// on the way that exists must be a real directory, not a symbolic link, which could lead out.
-/// The file is written to a temporary file beside it and renamed into place; an existing file
-/// is replaced only if `overwrite`.
-pub fn write(
+/// `dir` is created if missing. Every asset's path stays inside it: every segment of a name
+/// must be a plain name (the reader has refused any other, §5; this checks again), and a
+/// directory on the way that exists must be a real directory, not a symbolic link, which
+/// could lead out. All paths are checked before any file is written, so that a refusal
+/// leaves nothing behind. Each file is written to a temporary file beside it and renamed into
+/// place; an existing file is replaced only if `overwrite`.
+pub fn write_all(
     dir: &Path,
-    name: &str,
-    bytes: &[u8],
+    assets: &[(&str, &[u8])],
     overwrite: bool,
-) -> Result<PathBuf, WriteFailure> {
-    use std::io::ErrorKind;
+) -> Result<Vec<PathBuf>, WriteFailure> {
+    for (name, _) in assets {
+        place(dir, name, overwrite, false)?;
+    }
     fs::create_dir_all(dir).map_err(io(dir))?;
+    assets
+        .iter()
+        .map(|(name, bytes)| {
+            let path = place(dir, name, overwrite, true)?;
+            write(&path, bytes, overwrite)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// The path of asset `name` under `dir`, checked as [`write_all`] says; with `create`, the
+/// missing directories on the way are created.
+fn place(dir: &Path, name: &str, overwrite: bool, create: bool) -> Result<PathBuf, WriteFailure> {
+    use std::io::ErrorKind;
     let parts: Vec<&str> = name.split('/').collect();
     let mut path = dir.to_path_buf();
+    let mut missing = false;
     for (i, part) in parts.iter().enumerate() {
         let plain = matches!(
             Path::new(part).components().collect::<Vec<_>>()[..],
@@ -57,6 +74,10 @@ pub fn write(
             ));
         }
         path.push(part);
+        if missing {
+            // Below a directory that does not exist yet, nothing exists.
+            continue;
+        }
         let last = i + 1 == parts.len();
         match fs::symlink_metadata(&path) {
             Ok(m) if !last && m.is_dir() => {}
@@ -69,7 +90,11 @@ pub fn write(
                 return Err(fail(&path, ErrorKind::InvalidInput, what));
             }
             Err(e) if !last && e.kind() == ErrorKind::NotFound => {
-                fs::create_dir(&path).map_err(io(&path))?;
+                if create {
+                    fs::create_dir(&path).map_err(io(&path))?;
+                } else {
+                    missing = true;
+                }
             }
             Err(e) if !last => return Err(io(&path)(e)),
             Ok(m) if m.is_dir() => {
@@ -86,17 +111,22 @@ pub fn write(
             Ok(_) | Err(_) => {}
         }
     }
-    let parent = path.parent().unwrap_or(dir);
+    Ok(path)
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it to `path`; an existing
+/// file is replaced only if `overwrite`.
+fn write(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WriteFailure> {
+    let parent = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".qins-asset-")
         .tempfile_in(parent)
         .map_err(io(parent))?;
     tmp.write_all(bytes).map_err(io(tmp.path()))?;
     if overwrite {
-        tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
+        tmp.persist(path).map_err(|e| io(path)(e.error))?;
     } else {
-        tmp.persist_noclobber(&path)
-            .map_err(|e| io(&path)(e.error))?;
+        tmp.persist_noclobber(path).map_err(|e| io(path)(e.error))?;
     }
-    Ok(path)
+    Ok(())
 }

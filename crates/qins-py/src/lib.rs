@@ -228,13 +228,8 @@ impl File {
                 })
                 .collect::<PyResult<_>>()?,
         };
-        py.detach(|| {
-            chosen
-                .iter()
-                .map(|(name, bytes)| assets::write(&directory, name, bytes, overwrite))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| errors::write_failure(py, &self.path, e))
+        py.detach(|| assets::write_all(&directory, &chosen, overwrite))
+            .map_err(|e| errors::write_failure(py, &self.path, e))
     }
 
     /// Verifies every byte of the file (§14), as `qins-inspect --verify` does.

@@ -199,7 +199,11 @@ def _read(
         else:
             target = _torch_dtype(path, info.name, info.dtype)
             array = file.read(info.name, "raw", *args)
-            t = torch.from_numpy(array).view(target)
+            if array.size == 0:
+                # torch views no empty byte buffer as a wider dtype.
+                t = torch.empty(0, dtype=target)
+            else:
+                t = torch.from_numpy(array).view(target)
             if info.dtype == "F4":
                 # Two values per byte: torch's float4_e2m1fn_x2 counts bytes.
                 if not shape or shape[-1] % 2:
