@@ -16,3 +16,11 @@ cargo test --workspace --locked
 # and on a converted MiniLM.
 python3 -m unittest discover -s tools -p 'test_*.py'
 python3 tools/check_python_reader.py
+
+# The qins Python package: the project's venv (.cache/venv: numpy, pytest, torch, transformers,
+# sentence-transformers, pinned in tools/requirements.txt), the package built from this source
+# by pip (maturin, an abi3 wheel), then its tests against the golden files, the Rust tools
+# built above and the real model.
+py="$(./tools/venv.sh)"
+"$py" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./crates/qins-py
+"$py" -m pytest -q crates/qins-py/tests
