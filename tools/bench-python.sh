@@ -6,7 +6,7 @@
 #
 # 1. qins.torch.load_file of a .qins made from a BF16 source (qins-synth --dtype bf16
 #    --target-size $SIZE, converted with the default codec) against
-#    safetensors.torch.load_file of the source, page-cached (tools/bench_python.py).
+#    safetensors.torch.load_file of the source, page-cached (crates/qins-py/bench/bench_python.py).
 # 2. Decode throughput from Python (get_tensor of the largest tensor of the same weights coded
 #    with `log`) against the Rust benchmark, `cargo bench -p qins-export --bench decode`, whose
 #    paired pass prints weights/s decoding a `log` tensor on all cores.
@@ -54,7 +54,7 @@ fi
 ls -l "$data/src/model.safetensors" "$data/model.qins" "$data/model-log.qins"
 
 echo "== Python ($("$py" -c 'import qins, torch, safetensors; print(f"qins {qins.__version__}, torch {torch.__version__}, safetensors {safetensors.__version__}")')); load $(load)"
-"$py" tools/bench_python.py --source "$data/src/model.safetensors" --qins "$data/model.qins" \
+"$py" crates/qins-py/bench/bench_python.py --source "$data/src/model.safetensors" --qins "$data/model.qins" \
     --qins-log "$data/model-log.qins" --runs "$runs" --json "$data/python.json"
 echo "load after: $(load)"
 

@@ -1,7 +1,10 @@
 //! The target directory: built complete in a hidden sibling, then renamed into place.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+
+use qins_stdx::{remove_stale, Temporary};
 
 use crate::ExportError;
 
@@ -16,43 +19,6 @@ pub(crate) struct Staging {
     /// The temporary directory opened and locked while it is built, so that another export's
     /// [`remove_stale`] leaves it alone.
     _lock: Option<fs::File>,
-}
-
-/// How long a temporary directory must have gone unmodified before [`remove_stale`] considers
-/// it: longer than a new export takes between creating its directory and locking it.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Removes the temporary directories `PREFIX` + six letters or digits (`.NAME.tmp-XXXXXX`) in
-/// `parent` that exports killed while writing left behind: directories of exactly that name,
-/// unmodified for [`STALE_AFTER`], that no process holds locked (a running export holds its
-/// own). Never the `.NAME.old-XXXXXX` directory of a replaced target: that one may hold the
-/// user's previous files. Best effort: what cannot be read, locked or removed stays.
-fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = prefix.as_encoded_bytes();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let ours = name
-            .as_encoded_bytes()
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.len() == 6 && rest.iter().all(u8::is_ascii_alphanumeric));
-        let old = entry.metadata().is_ok_and(|m| {
-            m.is_dir()
-                && m.modified()
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER))
-        });
-        if !(ours && old) {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(dir) = fs::File::open(&path) {
-            if dir.try_lock().is_ok() {
-                let _ = fs::remove_dir_all(&path);
-            }
-        }
-    }
 }
 
 impl Staging {
@@ -118,7 +84,9 @@ impl Staging {
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(&name);
         prefix.push(".tmp-");
-        remove_stale(&parent, &prefix);
+        // Never the `.NAME.old-XXXXXX` directory of a replaced target: that one may hold the
+        // user's previous files.
+        remove_stale(&parent, &prefix, OsStr::new(""), Temporary::Dir);
         let dir = tempfile::Builder::new()
             .prefix(&prefix)
             .tempdir_in(&parent)
@@ -153,13 +121,20 @@ impl Staging {
     /// spec §5) inside the temporary directory, creating subdirectories. Each component is
     /// checked again here so that nothing is written outside the directory.
     pub(crate) fn write_asset(&self, name: &str, bytes: &[u8]) -> Result<(), ExportError> {
+        write_synced(&self.file_path(name, "write asset")?, bytes)
+    }
+
+    /// The path of `name` (a relative path with `/` separators) inside the temporary
+    /// directory, its subdirectories created; each component is checked so that nothing is
+    /// written outside the directory (`op` names what was being done in the error).
+    pub(crate) fn file_path(&self, name: &str, op: &'static str) -> Result<PathBuf, ExportError> {
         let mut path = self.path().to_path_buf();
         for part in name.split('/') {
             let ok = matches!(Path::new(part).components().collect::<Vec<_>>()[..], [Component::Normal(p)] if p == part);
             if !ok {
                 // The reader refuses such names (spec §5); this is a second line of defence.
                 return Err(ExportError::Io {
-                    op: "write asset",
+                    op,
                     path: PathBuf::from(name),
                     source: std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
@@ -172,7 +147,7 @@ impl Staging {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(ExportError::io("create directory", dir))?;
         }
-        write_synced(&path, bytes)
+        Ok(path)
     }
 
     /// Moves the complete directory into place. An existing target (empty, or replaced with
