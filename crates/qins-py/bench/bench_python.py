@@ -24,6 +24,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -47,11 +48,23 @@ def touch(tensors) -> None:
             flat[::step].sum()
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process, every thread."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+LAST_CPU = [0.0]
+
+
 def timed(fn) -> float:
+    """Wall seconds of `fn()`; its CPU seconds (all threads) are left in LAST_CPU[0]."""
     gc.collect()
+    cpu = cpu_seconds()
     start = time.perf_counter()
     result = fn()
     elapsed = time.perf_counter() - start
+    LAST_CPU[0] = cpu_seconds() - cpu
     del result
     gc.collect()
     return elapsed
@@ -86,10 +99,13 @@ def main() -> int:
         "qins.torch.load_file(verify=False)": lambda: qins.torch.load_file(args.qins, verify=False),
     }
     times = {k: [] for k in cases}
+    cpus = {k: [] for k in cases}
     for _ in range(args.runs):
         for name, fn in cases.items():
             times[name].append(timed(fn))
+            cpus[name].append(LAST_CPU[0])
     load = {k: statistics.median(v) for k, v in times.items()}
+    load_cpu = {k: statistics.median(v) for k, v in cpus.items()}
 
     with qins.safe_open(args.qins_log, framework="pt") as f:
         infos = {n: f.get_slice(n) for n in f.keys()}
@@ -111,33 +127,36 @@ def main() -> int:
             decode[label] = numel / statistics.median(samples)
     # The decode alone, estimated: get_tensor's time less the time to allocate an array of
     # that size and write it once on every core (torch's fill_), the part of a read that the
-    # Rust benchmark, decoding into buffers written before timing, does not pay.
+    # Rust benchmark, decoding into buffers written before timing, does not pay. The two are
+    # timed back to back in each round and the difference of each pair is taken, so that load
+    # drifting between rounds cancels out.
     with qins.safe_open(args.qins_log, framework="pt", verify=False) as f:
         for dtype in (torch.bfloat16, torch.float32):
-            fresh = statistics.median(
-                timed(lambda: torch.empty(numel, dtype=dtype).fill_(0)) for _ in range(args.runs)
-            )
-            read = statistics.median(
-                timed(lambda: f.get_tensor(name, dtype=dtype)) for _ in range(args.runs)
-            )
+            fresh, diffs = [], []
+            for _ in range(args.runs):
+                a = timed(lambda: torch.empty(numel, dtype=dtype).fill_(0))
+                b = timed(lambda: f.get_tensor(name, dtype=dtype))
+                fresh.append(a)
+                diffs.append(b - a)
             label = str(dtype).split(".")[-1]
-            decode[f"fresh memory {label} (empty + fill_)"] = numel / fresh
-            decode[f"decode only {label} (estimate)"] = numel / max(read - fresh, 1e-9)
+            decode[f"fresh memory {label} (empty + fill_)"] = numel / statistics.median(fresh)
+            d = statistics.median(diffs)
+            decode[f"decode only {label} (estimate)"] = numel / d if d > 0 else float("nan")
 
     st = load["safetensors.torch.load_file"]
-    rows = [(k, f"{v:.3f} s", f"{v / st:.2f}x") for k, v in load.items()]
+    rows = [(k, f"{v:.3f} s", f"{v / st:.2f}x", f"{load_cpu[k]:.3f} s") for k, v in load.items()]
     touch_ratio = load["qins.torch.load_file + touch"] / load["safetensors.torch.load_file + touch"]
     pread_ratio = load["qins.torch.load_file"] / load["safetensors.torch.load_file(backend='pread')"]
-    print(f"load, page-cached, median of {args.runs} (ratio to safetensors.torch.load_file):")
+    print(f"load, page-cached, median of {args.runs}: wall, ratio to safetensors.torch.load_file, CPU (all threads):")
     for r in rows:
-        print(f"  {r[0]:<48} {r[1]:>9}  {r[2]:>7}")
+        print(f"  {r[0]:<48} {r[1]:>9}  {r[2]:>7}  cpu {r[3]:>8}")
     print(f"  qins + touch / safetensors + touch: {touch_ratio:.2f}x; qins / safetensors pread: {pread_ratio:.2f}x")
     print(f"decode throughput, tensor {name!r} ({numel / 1e6:.1f} M weights), median of {args.runs}:")
     for k, v in decode.items():
         print(f"  {k:<48} {v / 1e9:6.2f} G weights/s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"load_s": load, "decode_weights_per_s": decode, "tensor": name,
+            json.dump({"load_s": load, "load_cpu_s": load_cpu, "decode_weights_per_s": decode, "tensor": name,
                        "numel": numel, "runs": args.runs}, fh, indent=1)
     return 0
 
