@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The `qins` Python package's speed, each figure beside its baseline in the same run:
 #
-#   tools/bench-python.sh              # a 1 GB BF16 checkpoint; about 5 minutes, ~3 GB under BENCH_DIR
+#   tools/bench-python.sh              # a 1 GB BF16 checkpoint; about 5 minutes, ~2 GB under BENCH_DIR
 #   tools/bench-python.sh --no-rust    # skip `cargo bench --bench decode` (the Rust yardstick)
 #
 # 1. qins.torch.load_file of a .qins made from a BF16 source (qins-synth --dtype bf16
 #    --target-size $SIZE, converted with the default codec) against
 #    safetensors.torch.load_file of the source, page-cached (crates/qins-py/bench/bench_python.py).
-# 2. Decode throughput from Python (get_tensor of the largest tensor of the same weights coded
-#    with `log`) against the Rust benchmark, `cargo bench -p qins-export --bench decode`, whose
-#    paired pass prints weights/s decoding a `log` tensor on all cores.
+# 2. Decode throughput from Python (get_tensor of one 8192 x 8192 BF16 tensor coded with `log`)
+#    against the Rust benchmark, `cargo bench -p qins-export --bench decode`, whose paired pass
+#    prints weights/s decoding a `log` tensor of that shape on all cores.
 #
 # Environment: BENCH_DIR (default target/bench-data/python: the checkpoint and the .qins files,
 # kept between runs), SIZE (default 1GB), RUNS (rounds per figure, default 5).
@@ -46,16 +46,22 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release"
 mkdir -p "$data"
 if [ ! -f "$data/src/model.safetensors" ] || [ "$(cat "$data/size" 2>/dev/null)" != "$size" ]; then
     "$bin/qins-synth" "$data/src" --dtype bf16 --target-size "$size" --force
-    rm -f "$data/model.qins" "$data/model-log.qins"
+    rm -f "$data/model.qins"
     echo "$size" >"$data/size"
 fi
 [ -f "$data/model.qins" ] || "$bin/qins-convert" "$data/src" "$data/model.qins" --quiet
-[ -f "$data/model-log.qins" ] || "$bin/qins-convert" "$data/src" "$data/model-log.qins" --codec log --quiet
-ls -l "$data/src/model.safetensors" "$data/model.qins" "$data/model-log.qins"
+if [ ! -f "$data/one.qins" ]; then
+    mkdir -p "$data/one"
+    "$py" -c 'import sys, torch; from safetensors.torch import save_file
+g = torch.Generator().manual_seed(0)
+save_file({"w": torch.randn(8192, 8192, generator=g).to(torch.bfloat16)}, sys.argv[1])' "$data/one/model.safetensors"
+    "$bin/qins-convert" "$data/one" "$data/one.qins" --codec log --quiet
+fi
+ls -l "$data/src/model.safetensors" "$data/model.qins" "$data/one.qins"
 
 echo "== Python ($("$py" -c 'import qins, torch, safetensors; print(f"qins {qins.__version__}, torch {torch.__version__}, safetensors {safetensors.__version__}")')); load $(load)"
 "$py" crates/qins-py/bench/bench_python.py --source "$data/src/model.safetensors" --qins "$data/model.qins" \
-    --qins-log "$data/model-log.qins" --runs "$runs" --json "$data/python.json"
+    --qins-log "$data/one.qins" --runs "$runs" --json "$data/python.json"
 echo "load after: $(load)"
 
 if [ "$rust" = 1 ]; then

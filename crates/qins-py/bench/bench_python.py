@@ -8,12 +8,11 @@ the same run. Run by tools/bench-python.sh, which makes the inputs; see its head
    qins decodes every tensor into memory of its own: so each is also timed followed by a touch
    of every page of every tensor (`+ touch`), the cost of the first use either way, and
    safetensors' eager `backend="pread"` is timed too.
-2. Decode throughput: the largest tensor of a `log`-coded file (the codec and layout of
-   `cargo bench -p qins-export --bench decode`) read with `get_tensor` as bfloat16 and as
-   float32, without and with checksum verification, in weights per second. Each read allocates
-   its array (fresh memory the kernel maps and zeroes on first touch), which the Rust
-   benchmark's buffers, written before timing, do not pay: that cost is timed on its own
-   (`fresh memory`: `torch.empty(n).fill_(0)`) and taken off to estimate the decode alone.
+2. Decode throughput: `get_tensor` of the one tensor of QINS_LOG (8192 x 8192 BF16 weights
+   coded with `log`: the shape and codec of `cargo bench -p qins-export --bench decode`) as
+   bfloat16 and as float32, without and with checksum verification, in weights per second.
+   Each read allocates its array, fresh memory that the kernel maps on first write, which the
+   Rust benchmark's buffers, written before timing, do not pay.
 
 Prints a table, and `--json FILE` writes the figures.
 """
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import resource
 import statistics
 import sys
@@ -74,7 +72,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="the BF16 model.safetensors")
     ap.add_argument("--qins", required=True, help="the same weights as a .qins")
-    ap.add_argument("--qins-log", required=True, help="the same weights as a .qins, codec log")
+    ap.add_argument("--qins-log", required=True, help="a .qins of one large log-coded tensor")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
@@ -125,24 +123,6 @@ def main() -> int:
                     samples.append(timed(lambda: f.get_tensor(name, dtype=dtype)))
             label = f"get_tensor {str(dtype).split('.')[-1]}" + (" + verify" if verify else "")
             decode[label] = numel / statistics.median(samples)
-    # The decode alone, estimated: get_tensor's time less the time to allocate an array of
-    # that size and write it once on every core (torch's fill_), the part of a read that the
-    # Rust benchmark, decoding into buffers written before timing, does not pay. The two are
-    # timed back to back in each round and the difference of each pair is taken, so that load
-    # drifting between rounds cancels out.
-    with qins.safe_open(args.qins_log, framework="pt", verify=False) as f:
-        for dtype in (torch.bfloat16, torch.float32):
-            fresh, diffs = [], []
-            for _ in range(args.runs):
-                a = timed(lambda: torch.empty(numel, dtype=dtype).fill_(0))
-                b = timed(lambda: f.get_tensor(name, dtype=dtype))
-                fresh.append(a)
-                diffs.append(b - a)
-            label = str(dtype).split(".")[-1]
-            decode[f"fresh memory {label} (empty + fill_)"] = numel / statistics.median(fresh)
-            d = statistics.median(diffs)
-            decode[f"decode only {label} (estimate)"] = numel / d if d > 0 else float("nan")
-
     st = load["safetensors.torch.load_file"]
     rows = [(k, f"{v:.3f} s", f"{v / st:.2f}x", f"{load_cpu[k]:.3f} s") for k, v in load.items()]
     touch_ratio = load["qins.torch.load_file + touch"] / load["safetensors.torch.load_file + touch"]
