@@ -11,6 +11,7 @@ The classes are grouped by who is at fault:
 
 - `FormatError`: the file is malformed, truncated, or of a version or feature this reader does
   not implement. Raised when the file is opened (`safe_open`, `load_file`).
+- `SetError` (a `FormatError`): a sharded set and its index disagree (§21).
 - `IntegrityError`: the file is well formed but its data is damaged (a checksum, padding, sign
   bits or row scales). Raised when the damaged part is read, or by `safe_open.verify()`.
 - `QinsIOError` (also an `OSError`): the file cannot be read, or an asset cannot be written.
@@ -62,6 +63,16 @@ __all__ = [
     "NonZeroPaddingError",
     "StraySignBitsError",
     "BadScaleError",
+    "SetError",
+    "BadIndexError",
+    "MissingIndexError",
+    "MissingShardError",
+    "ForeignShardError",
+    "MisplacedShardError",
+    "IndexMismatchError",
+    "MisplacedAssetError",
+    "DuplicateTensorError",
+    "UnlistedShardError",
     "ERRORS_BY_KIND",
 ]
 
@@ -360,7 +371,78 @@ class BadScaleError(IntegrityError):
     section = "§11.3, §14"
 
 
-#: The class of each error kind of the spec (§17), by the kind's name.
+# --- Sharded sets (§21): refused when a set is opened. This package opens single files today;
+# the classes are here so that every kind the reader names has one.
+
+
+class SetError(FormatError):
+    """A set of shards and its index disagree, or the index is malformed (§21)."""
+
+
+class BadIndexError(SetError):
+    """The index of a sharded set is not UTF-8 JSON or breaks a rule of §21.2 (§21.2)."""
+
+    kind = "BadIndex"
+    section = "§21.2"
+
+
+class MissingIndexError(SetError):
+    """A shard's `qins.set.index_file` is absent, not a plain file name, or names no file in its directory (§21.3)."""
+
+    kind = "MissingIndex"
+    section = "§21.3"
+
+
+class MissingShardError(SetError):
+    """A shard the index lists is not in the index's directory (§21.2)."""
+
+    kind = "MissingShard"
+    section = "§21.2"
+
+
+class ForeignShardError(SetError):
+    """A file the index lists is not a shard of this set (no `qins.set.id`, or another one) (§21.3)."""
+
+    kind = "ForeignShard"
+    section = "§21.3"
+
+
+class MisplacedShardError(SetError):
+    """A shard of this set is at another position, or belongs to a set of another size, than the index says (§21.3)."""
+
+    kind = "MisplacedShard"
+    section = "§21.3"
+
+
+class IndexMismatchError(SetError):
+    """A shard's length or header CRC differs from the index, or the weight map disagrees with the shards' tensors (§21.2)."""
+
+    kind = "IndexMismatch"
+    section = "§21.2"
+
+
+class MisplacedAssetError(SetError):
+    """A shard other than the first has assets (§21.4)."""
+
+    kind = "MisplacedAsset"
+    section = "§21.4"
+
+
+class DuplicateTensorError(SetError):
+    """Two shards hold tensors of the same name (§21.4)."""
+
+    kind = "DuplicateTensor"
+    section = "§21.4"
+
+
+class UnlistedShardError(SetError):
+    """The shard a set was opened from is not listed by its index (§21.5)."""
+
+    kind = "UnlistedShard"
+    section = "§21.5"
+
+
+#: The class of each error kind of the spec (§17, §21), by the kind's name.
 ERRORS_BY_KIND = {
     cls.kind: cls
     for cls in (
@@ -394,6 +476,15 @@ ERRORS_BY_KIND = {
         NonZeroPaddingError,
         StraySignBitsError,
         BadScaleError,
+        BadIndexError,
+        MissingIndexError,
+        MissingShardError,
+        ForeignShardError,
+        MisplacedShardError,
+        IndexMismatchError,
+        MisplacedAssetError,
+        DuplicateTensorError,
+        UnlistedShardError,
     )
 }
 
