@@ -173,31 +173,26 @@ impl SynthConfig {
         let es = dtype.size_bytes() as u64;
         let target_params = bytes / es;
         let shape_for = |h: usize| -> SynthConfig {
-            let head_dim = if h >= 2048 { 128 } else { 64 };
-            let heads = (h / head_dim).max(1);
-            let kv = if heads.is_multiple_of(4) {
-                heads / 4
-            } else {
-                heads
-            };
             let vocab_budget =
                 usize::try_from(target_params / (4 * h as u64)).unwrap_or(usize::MAX);
             let vocab = (vocab_budget / 64 * 64).clamp(256, 32000);
-            SynthConfig {
+            let mut cfg = SynthConfig {
                 dtype,
                 vocab_size: vocab,
                 hidden_size: h,
                 intermediate_size: (8 * h / 3).next_multiple_of(256),
                 num_hidden_layers: (h / 128).max(2),
-                num_attention_heads: heads,
-                num_key_value_heads: kv,
+                num_attention_heads: 1,
+                num_key_value_heads: 1,
                 max_position_embeddings: 2048,
                 attention_bias: false,
                 tie_word_embeddings: false,
                 shards,
                 seed,
                 inject_nan: None,
-            }
+            };
+            cfg.set_hidden_size(h);
+            cfg
         };
 
         let mut cfg = shape_for(HIDDEN[0]);
@@ -208,21 +203,45 @@ impl SynthConfig {
             }
         }
 
-        // Number of layers with the default MLP width.
-        cfg.num_hidden_layers = 0;
-        let fixed = cfg.total_tensor_bytes();
-        cfg.num_hidden_layers = 1;
-        let per_layer = cfg.total_tensor_bytes() - fixed;
+        cfg.fit_layers(bytes);
+        cfg
+    }
+
+    /// Sets the model width to `h` (a multiple of 64), with the head layout of
+    /// [`SynthConfig::for_target_bytes`]: heads of dimension 64 (128 from a width of 2048), and
+    /// a quarter as many key/value heads where that divides them, else as many.
+    pub fn set_hidden_size(&mut self, h: usize) {
+        let head_dim = if h >= 2048 { 128 } else { 64 };
+        let heads = (h / head_dim).max(1);
+        self.hidden_size = h;
+        self.num_attention_heads = heads;
+        self.num_key_value_heads = if heads.is_multiple_of(4) {
+            heads / 4
+        } else {
+            heads
+        };
+    }
+
+    /// Refits the number of layers (with the MLP width of the moment), then the MLP width
+    /// (a multiple of 8), so that the total tensor bytes are close to `bytes` and not above
+    /// it, keeping the vocabulary, the width and the tying: the last step of
+    /// [`SynthConfig::for_target_bytes`].
+    pub fn fit_layers(&mut self, bytes: u64) {
+        let es = self.dtype.size_bytes() as u64;
+        // Number of layers with the current MLP width.
+        self.num_hidden_layers = 0;
+        let fixed = self.total_tensor_bytes();
+        self.num_hidden_layers = 1;
+        let per_layer = self.total_tensor_bytes() - fixed;
         let layers = (bytes.saturating_sub(fixed) / per_layer).max(1);
-        cfg.num_hidden_layers = usize::try_from(layers).unwrap_or(usize::MAX);
+        self.num_hidden_layers = usize::try_from(layers).unwrap_or(usize::MAX);
 
         // Refit the MLP width to absorb the remainder.
-        cfg.intermediate_size = 0;
-        let base = cfg.total_tensor_bytes();
-        let per_unit = 3 * cfg.hidden_size as u64 * es * layers;
+        self.intermediate_size = 0;
+        let base = self.total_tensor_bytes();
+        let per_unit = 3 * self.hidden_size as u64 * es * layers;
         let inter = usize::try_from(bytes.saturating_sub(base) / per_unit).unwrap_or(usize::MAX);
-        cfg.intermediate_size = (inter / 8 * 8).max(8);
-        cfg
+        self.intermediate_size = (inter / 8 * 8).max(8);
     }
 
     /// Returns a copy whose dimensions are not multiples of 8 (for edge-case tests).

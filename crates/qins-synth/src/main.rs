@@ -46,6 +46,16 @@ struct Cli {
     #[arg(long)]
     tied: bool,
 
+    /// Vocabulary size (rows of the embeddings and the head) instead of the preset's or
+    /// --target-size's choice; with --target-size the layers are refitted around it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(3..))]
+    vocab_size: Option<u64>,
+
+    /// Model width (a multiple of 64) instead of the preset's or --target-size's choice;
+    /// with --target-size the layers are refitted around it.
+    #[arg(long, value_parser = parse_hidden)]
+    hidden_size: Option<u64>,
+
     /// Make the dimensions not multiples of 8 (edge cases for converters).
     #[arg(long)]
     odd_shapes: bool,
@@ -81,6 +91,18 @@ fn run(cli: &Cli) -> Result<()> {
     cfg.shards = shards;
     cfg.seed = cli.seed;
     cfg.tie_word_embeddings = cli.tied;
+    if let Some(v) = cli.vocab_size {
+        cfg.vocab_size = usize::try_from(v)?;
+    }
+    if let Some(h) = cli.hidden_size {
+        cfg.set_hidden_size(usize::try_from(h)?);
+    }
+    if let (Some(bytes), true) = (
+        cli.target_size,
+        cli.vocab_size.is_some() || cli.hidden_size.is_some(),
+    ) {
+        cfg.fit_layers(bytes);
+    }
     if cli.odd_shapes {
         cfg = cfg.with_odd_shapes();
     }
@@ -115,6 +137,16 @@ fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Parses a model width: a positive multiple of 64.
+fn parse_hidden(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(h) if h > 0 && h % 64 == 0 => Ok(h),
+        _ => Err(format!(
+            "invalid width {s:?} (expected a positive multiple of 64)"
+        )),
     }
 }
 
