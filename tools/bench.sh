@@ -176,9 +176,9 @@ while read -r cores out _ _ _ _ pw pgb pm pr; do
     row "decode -> $out, $cores core(s)" "$pw Gweight/s, $pgb GB/s = $pr of memcpy ($pm GB/s)" "$([ "$cores" = 1 ] && [ "$out" = f32 ] && echo '>= 50% of memcpy' || echo -)" "cargo bench -p qins-export --bench decode (paired pass)"
 done < <(grep -E '^[0-9]+ +(f32|bf16) ' "$data/decode.txt" | tr -d '|')
 echo "== cargo bench --bench encode; load $(load)"
-cargo bench --quiet -p qins-export --bench encode 2>/dev/null | tee "$data/encode.txt"
+cargo bench --quiet -p qins-format --bench encode 2>/dev/null | tee "$data/encode.txt"
 while read -r dt codec op ms mw ratio; do
-    row "encode kernel $dt $codec: $op, 1 core" "$mw M weights/s (${ratio} x memcpy time)" "-" "cargo bench -p qins-export --bench encode"
+    row "encode kernel $dt $codec: $op, 1 core" "$mw M weights/s (${ratio} x memcpy time)" "-" "cargo bench -p qins-format --bench encode"
 done < <(grep -E '^(F32|BF16|F16) +[a-z-]+ +(scan|encode|f32 path) ' "$data/encode.txt" | sed 's/f32 path/f32-path/')
 
 echo

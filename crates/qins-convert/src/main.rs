@@ -184,25 +184,12 @@ impl Progress for Bar {
     }
 }
 
-/// Prints `e` as one line `error: outer: inner: ...`, or with `verbose`, its outermost message
-/// then each cause on a line of its own.
-fn print_error(e: &anyhow::Error, verbose: bool) {
-    if verbose {
-        eprintln!("error: {e}");
-        for cause in e.chain().skip(1) {
-            eprintln!("caused by: {cause}");
-        }
-    } else {
-        eprintln!("error: {e:#}");
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            print_error(&e, cli.verbose);
+            qins_stdx::print_error(&*e, cli.verbose);
             ExitCode::from(1)
         }
     }

@@ -153,15 +153,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if cli.verbose => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("caused by: {cause}");
-            }
-            ExitCode::from(1)
-        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            qins_stdx::print_error(&*e, cli.verbose);
             ExitCode::from(1)
         }
     }

@@ -1,7 +1,10 @@
 //! The target directory: built complete in a hidden sibling, then renamed into place.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+
+use qins_stdx::{remove_stale, Temporary};
 
 use crate::ExportError;
 
@@ -16,43 +19,6 @@ pub(crate) struct Staging {
     /// The temporary directory opened and locked while it is built, so that another export's
     /// [`remove_stale`] leaves it alone.
     _lock: Option<fs::File>,
-}
-
-/// How long a temporary directory must have gone unmodified before [`remove_stale`] considers
-/// it: longer than a new export takes between creating its directory and locking it.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Removes the temporary directories `PREFIX` + six letters or digits (`.NAME.tmp-XXXXXX`) in
-/// `parent` that exports killed while writing left behind: directories of exactly that name,
-/// unmodified for [`STALE_AFTER`], that no process holds locked (a running export holds its
-/// own). Never the `.NAME.old-XXXXXX` directory of a replaced target: that one may hold the
-/// user's previous files. Best effort: what cannot be read, locked or removed stays.
-fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = prefix.as_encoded_bytes();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let ours = name
-            .as_encoded_bytes()
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.len() == 6 && rest.iter().all(u8::is_ascii_alphanumeric));
-        let old = entry.metadata().is_ok_and(|m| {
-            m.is_dir()
-                && m.modified()
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER))
-        });
-        if !(ours && old) {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(dir) = fs::File::open(&path) {
-            if dir.try_lock().is_ok() {
-                let _ = fs::remove_dir_all(&path);
-            }
-        }
-    }
 }
 
 impl Staging {
@@ -118,7 +84,9 @@ impl Staging {
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(&name);
         prefix.push(".tmp-");
-        remove_stale(&parent, &prefix);
+        // Never the `.NAME.old-XXXXXX` directory of a replaced target: that one may hold the
+        // user's previous files.
+        remove_stale(&parent, &prefix, OsStr::new(""), Temporary::Dir);
         let dir = tempfile::Builder::new()
             .prefix(&prefix)
             .tempdir_in(&parent)

@@ -14,9 +14,7 @@
 pub mod codec;
 pub mod decode;
 mod dtype;
-mod fastcode;
 pub mod layout;
-mod lloyd;
 pub mod names;
 
 pub use codec::{Codec, EncodeError, Histogram, Quantizer, RowMaxima, RowScales, Stats};

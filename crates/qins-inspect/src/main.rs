@@ -91,19 +91,6 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints `e` as one line `error: outer: inner: ...`, or with `verbose`, its outermost message
-/// then each cause on a line of its own.
-fn print_error(e: &anyhow::Error, verbose: bool) {
-    if verbose {
-        eprintln!("error: {e}");
-        for cause in e.chain().skip(1) {
-            eprintln!("caused by: {cause}");
-        }
-    } else {
-        eprintln!("error: {e:#}");
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
@@ -112,7 +99,7 @@ fn main() -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = io::stdout().flush();
-            print_error(&e, cli.verbose);
+            qins_stdx::print_error(&*e, cli.verbose);
             ExitCode::FAILURE
         }
     }

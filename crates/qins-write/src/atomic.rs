@@ -1,0 +1,275 @@
+//! The output file: built as a temporary file beside the target, flushed to disk in the
+//! background as it grows, synced, and renamed into place only when complete; and the removal
+//! of the temporary files that writers killed while writing left behind.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use qins_stdx::{remove_stale, Temporary};
+
+use crate::WriteError;
+
+#[cfg(doc)]
+use crate::Writer;
+
+/// The temporary file `.NAME.XXXXXX.tmp` beside the target `NAME`, of its final size, written
+/// at offsets. Dropping it before [`AtomicFile::commit`] removes it and leaves the target
+/// untouched. It holds a lock on itself, so that [`remove_stale`] run by another writer of the
+/// same target leaves it alone; it runs it itself, before it creates its file.
+pub(crate) struct AtomicFile {
+    target: PathBuf,
+    overwrite: bool,
+    tmp: tempfile::NamedTempFile,
+    /// Bytes counted by [`AtomicFile::wrote`] since the last background flush was asked for.
+    unflushed: u64,
+    flusher: Option<Flusher>,
+}
+
+impl AtomicFile {
+    /// Removes the stale temporary files of `path`, then creates a temporary file of `size`
+    /// zero bytes beside it (the padding between sections stays zero).
+    pub(crate) fn create(
+        path: &Path,
+        size: u64,
+        overwrite: bool,
+    ) -> Result<AtomicFile, WriteError> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let io_err = |source| WriteError::Io {
+            path: path.into(),
+            source,
+        };
+        // The temporaries that writers of this target killed while writing left behind.
+        remove_stale(
+            dir,
+            OsStr::new(&format!(".{stem}.")),
+            OsStr::new(".tmp"),
+            Temporary::File,
+        );
+        // Mode 0666 filtered by the umask, as any new file: the temporary file becomes the
+        // output by a rename, so its mode is the output's.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{stem}."))
+            .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(io_err)?;
+        // Held until the file is dropped: it tells the next writer's `remove_stale` that this
+        // file is in use. Where the file system has no locks, nothing is ever removed.
+        let _ = tmp.as_file().try_lock();
+        tmp.as_file().set_len(size).map_err(io_err)?;
+        Ok(AtomicFile {
+            target: path.into(),
+            overwrite,
+            tmp,
+            unflushed: 0,
+            flusher: None,
+        })
+    }
+
+    /// Writes `bytes` at `offset` of the temporary file.
+    pub(crate) fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), WriteError> {
+        self.tmp
+            .as_file()
+            .write_all_at(bytes, offset)
+            .map_err(|source| WriteError::Io {
+                path: self.tmp.path().into(),
+                source,
+            })
+    }
+
+    /// Counts `len` bytes just written, and asks for a background flush every
+    /// [`FLUSH_EVERY`] bytes (the flushing thread starts with the first).
+    pub(crate) fn wrote(&mut self, len: u64) {
+        self.unflushed += len;
+        if self.unflushed < FLUSH_EVERY {
+            return;
+        }
+        self.unflushed = 0;
+        if self.flusher.is_none() {
+            // Without a second handle on the file there is no background flush, only the
+            // final sync.
+            let Ok(file) = self.tmp.as_file().try_clone() else {
+                return;
+            };
+            self.flusher = Some(Flusher::start(file));
+        }
+        if let Some(f) = &self.flusher {
+            f.ask();
+        }
+    }
+
+    /// Waits for the background flushes, syncs the file, and renames it to the target
+    /// (refusing an existing target unless overwriting).
+    pub(crate) fn commit(mut self) -> Result<(), WriteError> {
+        let io_err = |path: &Path, source| WriteError::Io {
+            path: path.into(),
+            source,
+        };
+        // The background flushes first: an error of theirs is the file's, even if the final
+        // sync then succeeds.
+        if let Some(mut f) = self.flusher.take() {
+            f.stop().map_err(|e| io_err(self.tmp.path(), e))?;
+        }
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_err(self.tmp.path(), e))?;
+        let target = self.target;
+        if self.overwrite {
+            self.tmp
+                .persist(&target)
+                .map_err(|e| io_err(&target, e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&target).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    WriteError::Exists {
+                        path: target.clone(),
+                    }
+                } else {
+                    io_err(&target, e.error)
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Tensor bytes written between two background flushes (less in unit tests, to exercise them).
+const FLUSH_EVERY: u64 = if cfg!(test) { 64 << 10 } else { 64 << 20 };
+
+/// A thread that flushes the temporary file's written data to disk (`fdatasync`) whenever the
+/// writer asks, while the producer goes on computing, so that the disk works during the
+/// conversion and the final `sync_all` of [`AtomicFile::commit`] has little left to write. It
+/// changes when pages reach the disk, never what the file holds nor the final sync.
+struct Flusher {
+    /// At most one request waits: a flush asked for while one runs covers what came since.
+    asks: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Flusher {
+    fn start(file: std::fs::File) -> Flusher {
+        let (asks, requests) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("qins-write flush".into())
+            .spawn(move || {
+                for () in requests {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })
+            .ok();
+        Flusher {
+            asks: Some(asks),
+            thread,
+        }
+    }
+
+    /// Asks for a flush unless one is already waiting.
+    fn ask(&self) {
+        if let Some(asks) = &self.asks {
+            let _ = asks.try_send(());
+        }
+    }
+
+    /// Waits for the flushes asked for, and gives the first error of any.
+    fn stop(&mut self) -> io::Result<()> {
+        self.asks = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the flushing thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Plan, TensorSpec, Writer};
+    use qins_format::{Dtype, Storage};
+    use qins_stdx::STALE_AFTER;
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        let make = |n: &str, old: bool| {
+            let f = std::fs::File::create(at(n)).unwrap();
+            if old {
+                f.set_modified(long_ago).unwrap();
+            }
+            f
+        };
+        drop(make(".m.qins.abc123.tmp", true));
+        let live = make(".m.qins.def456.tmp", true);
+        live.lock().unwrap();
+        let kept = [
+            ".m.qins.def456.tmp",
+            ".m.qins.ghi789.tmp",
+            ".m.qins.toolong1.tmp",
+            ".n.qins.abc123.tmp",
+            "m.qins.abc123.tmp",
+        ];
+        drop(make(kept[1], false));
+        for n in &kept[2..] {
+            drop(make(n, true));
+        }
+        std::fs::create_dir(at(".m.qins.dir123.tmp")).unwrap();
+        let dir_entry = std::fs::File::open(at(".m.qins.dir123.tmp")).unwrap();
+        dir_entry.set_modified(long_ago).unwrap();
+
+        let mut plan = Plan::new();
+        plan.tensors
+            .push(TensorSpec::new("t", Dtype::U8, vec![3], Storage::Raw));
+        let mut w = Writer::create(&at("m.qins"), plan, false).unwrap();
+        w.write_raw(&[1, 2, 3]).unwrap();
+        w.finish().unwrap();
+
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = kept.iter().map(|n| n.to_string()).collect();
+        want.extend([".m.qins.dir123.tmp".to_string(), "m.qins".to_string()]);
+        want.sort();
+        assert_eq!(left, want);
+        drop(live);
+    }
+
+    #[test]
+    fn background_flushes_leave_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 10 * FLUSH_EVERY as usize + 12_345;
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+        let mut files = Vec::new();
+        for (name, part) in [("whole.qins", n), ("parts.qins", 7_777)] {
+            let mut plan = Plan::new();
+            plan.tensors.push(TensorSpec::new(
+                "t",
+                Dtype::U8,
+                vec![n as u64],
+                Storage::Raw,
+            ));
+            let path = dir.path().join(name);
+            let mut w = Writer::create(&path, plan, false).unwrap();
+            for p in data.chunks(part) {
+                w.write_raw_part(p).unwrap();
+            }
+            assert!(w.file.flusher.is_some(), "{name}");
+            w.finish().unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert_eq!(files[0], files[1]);
+        assert!(files[0].windows(n).any(|w| w == data.as_slice()));
+    }
+}
