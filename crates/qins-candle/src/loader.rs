@@ -29,12 +29,12 @@ pub struct LoadStats {
 /// caused it.
 pub struct Loader<'a> {
     shared: Arc<Shared<'a>>,
+    /// `(name, target)`: serve `target` when `name` is asked for and absent.
+    aliases: Arc<[(String, String)]>,
 }
 
 struct Shared<'a> {
     source: &'a dyn TensorSource,
-    /// `(name, target)`: serve `target` when `name` is asked for and absent.
-    aliases: Vec<(String, String)>,
     /// The first error served to candle, typed.
     failure: Mutex<Option<LoadError>>,
     /// Tensors that take part in an alias, by `(name read, dtype)`: served once, shared.
@@ -48,11 +48,11 @@ impl<'a> Loader<'a> {
         Loader {
             shared: Arc::new(Shared {
                 source,
-                aliases: Vec::new(),
                 failure: Mutex::new(None),
                 shared_tensors: Mutex::new(Vec::new()),
                 stats: Mutex::new(LoadStats::default()),
             }),
+            aliases: Arc::new([]),
         }
     }
 
@@ -60,10 +60,9 @@ impl<'a> Loader<'a> {
     /// output head of a model whose head is tied to its token embeddings, stored once. Models
     /// whose config says the head is tied never ask for it; this covers those that always do.
     pub fn tied_head(mut self, head: &str, embedding: &str) -> Loader<'a> {
-        Arc::get_mut(&mut self.shared)
-            .expect("no var builder is out before the loader is configured")
-            .aliases
-            .push((head.to_string(), embedding.to_string()));
+        let mut aliases = self.aliases.to_vec();
+        aliases.push((head.to_string(), embedding.to_string()));
+        self.aliases = aliases.into();
         self
     }
 
@@ -74,7 +73,10 @@ impl<'a> Loader<'a> {
 
     /// A [`VarBuilder`] serving the source's tensors in `dtype` on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'a> {
-        let backend: Box<dyn SimpleBackend + 'a> = Box::new(Backend(self.shared.clone()));
+        let backend: Box<dyn SimpleBackend + 'a> = Box::new(Backend {
+            shared: self.shared.clone(),
+            aliases: self.aliases.clone(),
+        });
         VarBuilder::from_backend(backend, dtype, device.clone())
     }
 
@@ -157,18 +159,20 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The [`SimpleBackend`] handed to candle.
-struct Backend<'a>(Arc<Shared<'a>>);
+struct Backend<'a> {
+    shared: Arc<Shared<'a>>,
+    aliases: Arc<[(String, String)]>,
+}
 
 impl Backend<'_> {
     /// The name to read for `name`: itself, or the target of its alias if it is absent.
     fn resolve<'n>(&'n self, name: &'n str) -> &'n str {
-        if self.0.source.shape(name).is_some() {
+        if self.shared.source.shape(name).is_some() {
             return name;
         }
-        self.0
-            .aliases
+        self.aliases
             .iter()
-            .find(|(from, to)| from == name && self.0.source.shape(to).is_some())
+            .find(|(from, to)| from == name && self.shared.source.shape(to).is_some())
             .map_or(name, |(_, to)| to.as_str())
     }
 
@@ -179,7 +183,7 @@ impl Backend<'_> {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let source = self.0.source;
+        let source = self.shared.source;
         let read = self.resolve(name);
         let result = (|| {
             let stored = source.shape(read).ok_or_else(|| LoadError::MissingTensor {
@@ -202,7 +206,6 @@ impl Backend<'_> {
                 }
             }
             let aliased = self
-                .0
                 .aliases
                 .iter()
                 .any(|(from, to)| from == name || to == name);
@@ -211,7 +214,7 @@ impl Backend<'_> {
             }
             // A tied head and its embedding table: decoded once, one storage for both names.
             let mut cache = self
-                .0
+                .shared
                 .shared_tensors
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
@@ -224,7 +227,7 @@ impl Backend<'_> {
         })();
         match result {
             Ok(t) => {
-                if let Ok(mut s) = self.0.stats.lock() {
+                if let Ok(mut s) = self.shared.stats.lock() {
                     s.tensors += 1;
                     s.elements += t.elem_count() as u64;
                     if read != name {
@@ -235,7 +238,7 @@ impl Backend<'_> {
             }
             Err(e) => {
                 let message = e.to_string();
-                if let Ok(mut f) = self.0.failure.lock() {
+                if let Ok(mut f) = self.shared.failure.lock() {
                     f.get_or_insert(e);
                 }
                 Err(candle_core::Error::Msg(message))
@@ -263,6 +266,6 @@ impl SimpleBackend for Backend<'_> {
     /// Whether the source stores `name` (an alias does not count: a model that asks, such as
     /// qwen2's, then ties its head to the embedding table itself).
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.source.shape(name).is_some()
+        self.shared.source.shape(name).is_some()
     }
 }

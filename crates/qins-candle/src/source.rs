@@ -15,7 +15,7 @@ use crate::LoadError;
 
 /// A source of named tensors and assets: a `.qins` file ([`QinsSource`]) or a Hugging Face
 /// directory ([`DirSource`]).
-pub trait TensorSource: Send + Sync {
+pub trait TensorSource: Send + Sync + std::fmt::Debug {
     /// The `.qins` file or the model directory, for messages.
     fn path(&self) -> &Path;
 

@@ -249,6 +249,19 @@ impl CausalLm {
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (the cache holds the positions
     /// before) and returns the next-token logits after the last one, as f32.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, RunError> {
+        if let (CausalLm::Gemma3(_), [first, rest @ ..]) = (&*self, tokens) {
+            if !rest.is_empty() {
+                // candle-transformers 0.11's gemma3 appends several positions at once to the
+                // key-value cache of its global layers only when the model has one key-value
+                // head (the value tensor is not contiguous otherwise, and the cache refuses
+                // it): the prompt goes one token at a time, which gives the same logits.
+                self.forward(&[*first], pos)?;
+                for (i, t) in rest[..rest.len() - 1].iter().enumerate() {
+                    self.forward(&[*t], pos + 1 + i)?;
+                }
+                return self.forward(&rest[rest.len() - 1..], pos + rest.len());
+            }
+        }
         let device = Device::Cpu;
         let input = Tensor::new(tokens, &device)
             .and_then(|t| t.unsqueeze(0))

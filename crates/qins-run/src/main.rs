@@ -173,6 +173,7 @@ fn sampling(a: &GenerateArgs, model: &Model) -> Sampling {
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
+    qins_run::model::require_kind(&a.model, true, "generate")?;
     let mut model = open(&a.model, a.dtype.dtype())?;
     model.causal()?;
     if a.ignore_eos {
@@ -293,6 +294,7 @@ fn chat_loop(model: &mut Model, a: &GenerateArgs, sampling: Sampling) -> Result<
 }
 
 fn run_embed(a: EmbedArgs) -> Result<()> {
+    qins_run::model::require_kind(&a.model, false, "embed")?;
     let model = open(&a.model, a.dtype.dtype())?;
     let e = model.encoder()?.embed(&model.tokenizer, &a.text)?;
     let mut stdout = std::io::stdout().lock();

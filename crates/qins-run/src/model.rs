@@ -73,6 +73,24 @@ pub fn architecture(path: &Path) -> Result<Arch, RunError> {
     Arch::detect(&config, source.path())
 }
 
+/// Refuses, before any weight is read, a model at `path` that is not a causal language model
+/// (`causal`) or not an encoder (`!causal`): the command `what` does not apply to it.
+pub fn require_kind(path: &Path, causal: bool, what: &str) -> Result<Arch, RunError> {
+    let arch = architecture(path)?;
+    if arch.is_causal() != causal {
+        let (is, use_) = if arch.is_causal() {
+            ("a causal language model", "qins-run generate")
+        } else {
+            ("an encoder", "qins-run embed")
+        };
+        return Err(RunError::WrongKind {
+            file: path.into(),
+            what: format!("{what} does not apply to {} ({is}): use `{use_}`", arch.name()),
+        });
+    }
+    Ok(arch)
+}
+
 fn required_config(source: &dyn TensorSource) -> Result<Value, RunError> {
     json_asset(source, "config.json")?.ok_or_else(|| RunError::MissingAsset {
         file: source.path().into(),

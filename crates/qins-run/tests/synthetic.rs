@@ -71,10 +71,8 @@ fn every_causal_architecture_generates_from_the_qins_and_the_directory() {
         let m = Model::open(&c.encoded, DType::F32).unwrap();
         assert_eq!(m.arch, arch);
         assert!(m.is_qins);
-        assert!(
-            m.chat.is_some(),
-            "{sa}: the synthetic tokenizer_config has a chat template"
-        );
+        // The synthetic llama keeps the files it always had; the others carry a template.
+        assert_eq!(m.chat.is_some(), sa != SynthArch::Llama, "{sa}");
         // Random weights: the tokens are noise, but there are five of them (no EOS is likely
         // among 211) and the raw .qins gives exactly the directory's.
         let from_dir = greedy(&c.dir, "the cat");
@@ -89,7 +87,7 @@ fn every_causal_architecture_generates_from_the_qins_and_the_directory() {
 fn compare_is_exact_for_raw_tensors_and_close_for_the_default_codec() {
     for (sa, _) in CAUSAL {
         let c = case(sa);
-        let r = compare(&c.raw, &c.dir, &small_compare()).unwrap();
+        let r = compare(&c.raw, &c.dir, &small_compare()).unwrap_or_else(|e| panic!("{sa}: {e}"));
         let causal = r.causal.unwrap();
         let t = &causal.teacher_forced;
         assert!(t.positions >= 20, "{sa}: {}", t.positions);
@@ -98,7 +96,7 @@ fn compare_is_exact_for_raw_tensors_and_close_for_the_default_codec() {
         assert_eq!(t.perplexity_source, t.perplexity_qins, "{sa}");
         assert_eq!(causal.greedy_identical_prompts, 2, "{sa}");
 
-        let r = compare(&c.encoded, &c.dir, &small_compare()).unwrap();
+        let r = compare(&c.encoded, &c.dir, &small_compare()).unwrap_or_else(|e| panic!("{sa}: {e}"));
         let t = r.causal.unwrap().teacher_forced;
         // Measured on these checkpoints: mean KL 1e-6..1e-4 nats (random weights give nearly
         // flat distributions); a broken decode gives far more.

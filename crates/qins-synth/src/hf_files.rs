@@ -297,7 +297,7 @@ fn arch_config(cfg: &SynthConfig) -> serde_json::Value {
                 SynthArch::Gemma3 => json!({
                     "hidden_activation": "gelu_pytorch_tanh",
                     "query_pre_attn_scalar": cfg.head_dim(),
-                    "sliding_window": 8,
+                    "sliding_window": cfg.max_position_embeddings,
                     "sliding_window_pattern": 2,
                     "rope_local_base_freq": 10000.0,
                     "final_logit_softcapping": null,
