@@ -118,3 +118,115 @@ pub fn large(dir: &Path, bytes: u64) {
     w.flush().unwrap();
     std::fs::write(dir.join("config.json"), b"{\"model_type\":\"large\"}\n").unwrap();
 }
+
+/// Deterministic values for tensor `seed`: `n` values in about [-1, 1], none zero.
+fn wave(seed: u32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (i as f32 * 0.737 + seed as f32 * 1.618).sin() * 0.9 + 0.05)
+        .collect()
+}
+
+/// The tensors of [`sentence_transformers`]' transformer: name, dtype, shape, bytes.
+fn bert_tensors() -> Vec<(String, &'static str, Vec<u64>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut f32_tensor = |name: &str, shape: &[u64]| {
+        let n = shape.iter().product::<u64>() as usize;
+        let seed = out.len() as u32;
+        out.push((
+            name.to_string(),
+            "F32",
+            shape.to_vec(),
+            f32_bytes(&wave(seed, n)),
+        ));
+    };
+    let (hidden, inter, vocab) = (32, 64, 32);
+    f32_tensor("embeddings.word_embeddings.weight", &[vocab, hidden]);
+    f32_tensor("embeddings.position_embeddings.weight", &[8, hidden]);
+    f32_tensor("embeddings.token_type_embeddings.weight", &[2, hidden]);
+    f32_tensor("embeddings.LayerNorm.weight", &[hidden]);
+    f32_tensor("embeddings.LayerNorm.bias", &[hidden]);
+    for part in ["query", "key", "value"] {
+        f32_tensor(
+            &format!("encoder.layer.0.attention.self.{part}.weight"),
+            &[hidden, hidden],
+        );
+        f32_tensor(
+            &format!("encoder.layer.0.attention.self.{part}.bias"),
+            &[hidden],
+        );
+    }
+    f32_tensor(
+        "encoder.layer.0.intermediate.dense.weight",
+        &[inter, hidden],
+    );
+    f32_tensor("encoder.layer.0.intermediate.dense.bias", &[inter]);
+    f32_tensor("encoder.layer.0.output.dense.weight", &[hidden, inter]);
+    f32_tensor("encoder.layer.0.output.dense.bias", &[hidden]);
+    let ids: Vec<u8> = (0..8i64).flat_map(|x| x.to_le_bytes()).collect();
+    out.push(("embeddings.position_ids".into(), "I64", vec![1, 8], ids));
+    out
+}
+
+/// A tiny sentence-transformers model in `dir` (created), laid out as the library saves one:
+/// a one-layer BERT at the top (`model.safetensors`, F32 matrices, an I64 `position_ids`,
+/// `config.json`, `tokenizer.json`, `sentence_bert_config.json`), `modules.json` listing the
+/// transformer (path `""`), `1_Pooling` (mean pooling, a config only), `2_Dense` (a 32 → 16
+/// projection: `config.json` and `model.safetensors` with `linear.weight` of shape `[16, 32]`
+/// and `linear.bias` of shape `[16]`) and `3_Normalize` (an empty directory).
+pub fn sentence_transformers(dir: &Path) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::create_dir_all(dir.join("2_Dense")).unwrap();
+    std::fs::create_dir_all(dir.join("3_Normalize")).unwrap();
+    let bert = bert_tensors();
+    let tensors: Vec<Tensor<'_>> = bert
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice()))
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+    let (w, b) = (wave(100, 16 * 32), wave(101, 16));
+    write_safetensors(
+        &dir.join("2_Dense/model.safetensors"),
+        &[
+            ("linear.bias", "F32", &[16], &f32_bytes(&b)),
+            ("linear.weight", "F32", &[16, 32], &f32_bytes(&w)),
+        ],
+    );
+    let files: [(&str, &str); 7] = [
+        (
+            "config.json",
+            r#"{"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 32, "max_position_embeddings": 8}"#,
+        ),
+        (
+            "tokenizer.json",
+            r#"{"version": "1.0", "model": {"type": "WordPiece"}}"#,
+        ),
+        (
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 8, "do_lower_case": false}"#,
+        ),
+        (
+            "modules.json",
+            r#"[
+  {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+  {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+  {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}
+]"#,
+        ),
+        (
+            "1_Pooling/config.json",
+            r#"{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}"#,
+        ),
+        (
+            "2_Dense/config.json",
+            r#"{"in_features": 32, "out_features": 16, "bias": true, "activation_function": "torch.nn.modules.activation.Tanh"}"#,
+        ),
+        (
+            "config_sentence_transformers.json",
+            r#"{"similarity_fn_name": "cosine"}"#,
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}

@@ -6,9 +6,9 @@
 //!
 //! Mechanisms (the tests run the real binaries):
 //! - **full file system**: a 1 MiB tmpfs mounted for the test (`mount -t tmpfs`, which needs
-//!   root: without it these tests say so and rely on the next mechanism), and `ulimit -f` in
-//!   `sh` before `exec`: with SIGXFSZ ignored the tool gets `EFBIG` and fails cleanly; with the
-//!   default action it is killed by the signal, like SIGKILL;
+//!   root: without it these tests do not run, see [`not_run`], and the next mechanism remains),
+//!   and `ulimit -f` in `sh` before `exec`: with SIGXFSZ ignored the tool gets `EFBIG` and
+//!   fails cleanly; with the default action it is killed by the signal, like SIGKILL;
 //! - **killed**: SIGKILL once the tool's temporary output (`.NAME.XXXXXX.tmp` for
 //!   `qins-convert`, `.NAME.tmp-XXXXXX/` for `qins-export`) holds data, on inputs of ~200 MB so
 //!   that the write takes long enough; a killed process cannot remove its temporary output, so
@@ -19,6 +19,7 @@
 //!   remounted read-only (`EROFS`, which binds root too).
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -173,15 +174,35 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Called by a test that cannot run in this process (it needs root, or a tmpfs mount that a
+/// sandbox refuses), which then returns. Under CI (`CI=true`), where the tests run as root and
+/// may mount, it fails the test instead: there a test must run or fail, never pass unrun.
+/// Elsewhere it says so on stderr, past the test harness's capture, so that the run shows it.
+#[track_caller]
+fn not_run(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!(
+            "{test} cannot run: {why}; under CI=true it must run: run the tests as root, where \
+             a tmpfs can be mounted"
+        );
+    }
+    // Written to the stderr handle, not with `eprintln!`, which the harness captures (and
+    // shows only for a failed test).
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOT RUN: {test}: {why}. It needs root and a tmpfs mount; under CI=true it fails instead."
+    );
+}
+
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `1m`), or says why it cannot and returns `None` (the
-    /// mount needs root, or a sandbox may refuse it).
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size` (e.g. `1m`), or says why it cannot (the mount needs root, or
+    /// a sandbox may refuse it).
+    fn mount(size: &str) -> Result<Tmpfs, String> {
         let dir = tempfile::tempdir().unwrap();
         let r = run(
             Command::new("mount")
@@ -196,13 +217,9 @@ impl Tmpfs {
             DEADLINE,
         );
         if r.status.success() {
-            Some(Tmpfs { dir })
+            Ok(Tmpfs { dir })
         } else {
-            eprintln!(
-                "note: cannot mount a tmpfs here ({}); the ulimit tests cover a full disk",
-                r.err().trim()
-            );
-            None
+            Err(format!("cannot mount a tmpfs here ({})", r.err().trim()))
         }
     }
 
@@ -237,7 +254,13 @@ impl Drop for Tmpfs {
 #[test]
 fn convert_into_a_full_tmpfs() {
     let s = Scratch::new();
-    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let fs = match Tmpfs::mount("1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            let why = format!("{why}; convert_past_the_file_size_limit still covers a full disk");
+            return not_run("convert_into_a_full_tmpfs", &why);
+        }
+    };
     let out = fs.path().join("model.qins");
     let target = out.display().to_string();
 
@@ -263,7 +286,13 @@ fn convert_into_a_full_tmpfs() {
 #[test]
 fn export_into_a_full_tmpfs() {
     let s = Scratch::new();
-    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let fs = match Tmpfs::mount("1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            let why = format!("{why}; export_past_the_file_size_limit still covers a full disk");
+            return not_run("export_into_a_full_tmpfs", &why);
+        }
+    };
     let out = fs.path().join("exported");
 
     let r = export(&s.qins(), &out, &[]);
@@ -638,11 +667,17 @@ impl Drop for Writable {
 #[test]
 fn read_only_file_system() {
     let s = Scratch::new();
-    if !is_root() {
-        eprintln!("note: not root: no read-only mount; read_only_directory covers permissions");
-        return;
-    }
-    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let fs = match is_root().then(|| Tmpfs::mount("8m")) {
+        Some(Ok(fs)) => fs,
+        problem => {
+            let why = match problem {
+                Some(Err(why)) => why,
+                _ => "not root, so no read-only mount".to_string(),
+            };
+            let why = format!("{why}; read_only_directory still covers permissions");
+            return not_run("read_only_file_system", &why);
+        }
+    };
     let out = fs.path().join("model.qins");
     let exported = fs.path().join("exported");
     let old = std::fs::read(s.qins()).unwrap();

@@ -78,8 +78,17 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// Whether `QINS_BLESS=1` asks to rewrite the goldens instead of comparing them. Refused (the
+/// test fails) when `CI` is set: CI checks the goldens against their sources and never rewrites
+/// them, else a change to a golden would pass unseen.
 fn bless() -> bool {
-    std::env::var_os("QINS_BLESS").is_some_and(|v| v == "1")
+    let bless = std::env::var_os("QINS_BLESS").is_some_and(|v| v == "1");
+    assert!(
+        !(bless && std::env::var_os("CI").is_some()),
+        "QINS_BLESS=1 is refused when CI is set: CI compares conformance/ with what its sources \
+         produce and never rewrites it; bless locally (without CI), review the diff and commit it"
+    );
+    bless
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> String {

@@ -1,8 +1,9 @@
 //! Converts a Hugging Face model directory (safetensors weights plus config and tokenizer
 //! files) into one `.qins` file (`spec/qins-v1.md`), and plans such a conversion.
 //!
-//! - [`source`]: the model directory, opened and validated: weight files, the shard index,
-//!   tensors, assets and skipped files (reusable by the exporter);
+//! - the model directory is read by [`qins_source::HfSource`] (weight files, shard indexes,
+//!   sentence-transformers modules, tensors, assets and skipped files), the reader that
+//!   `qins-inspect --against` and runtimes use too;
 //! - [`policy`]: which tensors are encoded and which stay raw, and why (DESIGN rule 13);
 //! - [`plan`]: a dry run: the decision, bits per weight and stored size of every tensor, and
 //!   the exact size of the file that [`convert`] would write;
@@ -55,13 +56,12 @@
 //! println!("{}", summary.render());
 //! # Ok::<(), qins_convert::ConvertError>(())
 //! ```
-#![deny(unsafe_code)] // the one exception: `source::map_range`, with its contract
+#![forbid(unsafe_code)]
 
 mod error;
 mod pipeline;
 pub mod policy;
 mod report;
-pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,12 +69,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use qins_format::layout::Cursor;
 use qins_format::{alignment_is_valid, section_lengths, Storage, DEFAULT_ALIGNMENT, LUT_BYTES};
+use qins_source::{AssetFile, HfSource};
 use qins_write::{Asset, Plan, TensorSpec, Writer};
 
 pub use error::ConvertError;
 pub use policy::{Decision, EncodeReason, Policy, PolicyOptions, RawReason};
 pub use report::{human_bytes, ConvertPlan, ConvertSummary, OutputBytes, RawGroup, TensorPlan};
-pub use source::HfSource;
 
 /// The value of `qins.writer`.
 pub const WRITER: &str = concat!("qins-convert ", env!("CARGO_PKG_VERSION"));
@@ -168,6 +168,7 @@ fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     }
     let policy = Policy::new(opts.policy.clone())?;
     let source = HfSource::open(&opts.source)?;
+    let policy = policy.with_modules(&source.weight_modules());
     let metadata = metadata(&source, &policy);
     let tensors: Vec<TensorPlan> = source
         .tensors()
@@ -185,9 +186,11 @@ fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     let output = layout(&tensors, source.assets(), &metadata, opts.alignment);
     let input_bytes = source.weight_files().iter().map(|f| f.size).sum::<u64>()
         + source
-            .index()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
+            .indexes()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
         + source.assets().iter().map(|a| a.size).sum::<u64>();
     let plan = ConvertPlan {
         source: opts.source.display().to_string(),
@@ -236,7 +239,7 @@ fn metadata(source: &HfSource, policy: &Policy) -> BTreeMap<String, String> {
 /// The exact sizes of the file the writer will lay out (spec §3, §9.2), as `qins-write` does.
 fn layout(
     tensors: &[TensorPlan],
-    assets: &[source::AssetFile],
+    assets: &[AssetFile],
     metadata: &BTreeMap<String, String>,
     alignment: u32,
 ) -> OutputBytes {
@@ -348,13 +351,9 @@ pub fn convert(
     }
     let mut assets = Vec::with_capacity(source.assets().len());
     for a in source.assets() {
-        let data = std::fs::read(&a.path).map_err(|cause| ConvertError::Read {
-            path: a.path.clone(),
-            cause,
-        })?;
         assets.push(Asset {
             name: a.name.clone(),
-            data,
+            data: source.read_asset(a)?,
         });
     }
     let wplan = Plan {

@@ -22,8 +22,9 @@ use qins_format::{alignment_is_valid, Codec, DEFAULT_ALIGNMENT};
 ///
 /// Selection, first rule that applies: a dtype other than F32/F16/BF16 stays raw; an empty
 /// tensor stays raw; --exclude globs keep raw; --include globs encode; tensors with fewer than
-/// two dimensions stay raw; token embeddings and output heads stay raw unless
-/// --encode-embeddings; every other tensor is encoded.
+/// two dimensions stay raw; the weights of sentence-transformers modules (2_Dense/...), token
+/// embeddings and output heads stay raw unless --encode-embeddings; every other tensor is
+/// encoded.
 #[derive(Debug, Parser)]
 #[command(name = "qins-convert", version, about, long_about, after_long_help = AFTER_HELP)]
 struct Cli {
@@ -36,7 +37,8 @@ struct Cli {
     out: Option<PathBuf>,
 
     /// Encode token embeddings and output heads too (embed_tokens, word_embeddings, wte,
-    /// lm_head, embed_out, output.weight, ...).
+    /// lm_head, embed_out, output.weight, ...), and the matrices of sentence-transformers
+    /// modules (2_Dense/linear.weight).
     #[arg(long)]
     encode_embeddings: bool,
 
@@ -86,7 +88,10 @@ struct Cli {
 
 const AFTER_HELP: &str = "\
 Weights: model.safetensors.index.json (the allowlist: every tensor it lists found exactly once, in
-the shard it names), else model.safetensors, else every top-level *.safetensors file.
+the shard it names), else model.safetensors, else every top-level *.safetensors file. Plus, for a
+sentence-transformers model, the weights of each module that modules.json lists
+(DIR/model.safetensors, or DIR/model.safetensors.index.json and its shards), as tensors named
+DIR/NAME (2_Dense/linear.weight; spec §18.1); qins-export puts them back.
 
 Assets: every regular file under HF_DIR (symlinks followed, at most 8 levels deep), except hidden
 entries (.git, .cache, ...), safetensors weights and indexes, weights in other formats (*.bin *.pt
@@ -106,7 +111,8 @@ Codecs (all store 8-bit codes, a sign bit and a 1 KiB table per tensor; spec §1
   linear      linear levels up to the largest magnitude (§12.2): 27.8 dB.
 qins-inspect OUT.qins --against HF_DIR measures what the codec did to each tensor.
 
-Metadata: qins.writer, qins.source (the directory's name), qins.policy (the flags above, as JSON).
+Metadata: qins.writer, qins.source (the directory's name), qins.policy (the flags above and the
+modules whose weights were carried, as JSON).
 
 Sizes in the summary are counted from the bytes in the written file; ratios compare it with the
 source files, and with the same model in F32 and in BF16.

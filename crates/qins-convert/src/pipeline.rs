@@ -39,8 +39,8 @@ use qins_format::Codec;
 use qins_write::{WriteError, Writer};
 use rayon::prelude::*;
 
-use crate::source::{Bytes, HfSource, SourceTensor};
 use crate::{ConvertError, Progress};
+use qins_source::{Bytes, HfSource, SourceTensor};
 
 /// Bytes per window when copying a raw tensor.
 const RAW_WINDOW: u64 = 16 << 20;

@@ -7,13 +7,23 @@
 //! 3. the name matches an `--exclude` glob → raw (exclude wins over everything below);
 //! 4. the name matches an `--include` glob → encoded (whatever its rank or name);
 //! 5. fewer than two dimensions (norms, biases, scalars) → raw;
-//! 6. a token embedding or output head ([`EMBEDDING_PATTERNS`]) → raw, unless
+//! 6. a tensor of a sentence-transformers module's weights (`2_Dense/linear.weight`, spec
+//!    §18.1) → raw, unless `--encode-embeddings`;
+//! 7. a token embedding or output head ([`EMBEDDING_PATTERNS`]) → raw, unless
 //!    `--encode-embeddings`;
-//! 7. otherwise → encoded.
+//! 8. otherwise → encoded.
 //!
 //! So: the default policy, then `--encode-embeddings`, then includes force-encode (only
 //! encodable, non-empty tensors), then excludes force raw. Globs match the whole tensor name;
-//! `*` matches any run of characters, dots included (`*.mlp.*`, `model.layers.1?.*`).
+//! `*` matches any run of characters, dots and slashes included (`*.mlp.*`,
+//! `model.layers.1?.*`, `2_Dense/*`).
+//!
+//! Rule 6 treats a module's matrices as the head they are: a `Dense` module projects the
+//! pooled sentence embedding, once per sentence, so its error goes straight into every
+//! embedding with no later layer to absorb it, and it is a small share of the model (a
+//! 768 × 768 projection is 0.5% of a 110 M-parameter encoder), so encoding it would save
+//! almost nothing. The same two reasons keep embeddings and heads raw (DESIGN rule 13);
+//! `--encode-embeddings` (or `--include '2_Dense/*.weight'`) encodes them too.
 
 use std::fmt;
 
@@ -78,6 +88,12 @@ pub enum EncodeReason {
         /// The first glob that matched.
         glob: String,
     },
+    /// A matrix of a sentence-transformers module's weights, encoded because of
+    /// `--encode-embeddings`.
+    Module {
+        /// The module's directory (`2_Dense`).
+        module: String,
+    },
 }
 
 /// Why a tensor is kept raw.
@@ -100,6 +116,12 @@ pub enum RawReason {
     LowRank,
     /// A token embedding or output head (see [`EMBEDDING_PATTERNS`]).
     Embedding,
+    /// A matrix of a sentence-transformers module's weights (applied to the pooled output,
+    /// like a head).
+    Module {
+        /// The module's directory (`2_Dense`).
+        module: String,
+    },
 }
 
 impl fmt::Display for EncodeReason {
@@ -108,6 +130,9 @@ impl fmt::Display for EncodeReason {
             EncodeReason::Matrix => f.write_str("floating-point, 2+ dimensions"),
             EncodeReason::Embedding => f.write_str("embedding or head (--encode-embeddings)"),
             EncodeReason::Included { glob } => write!(f, "--include {glob}"),
+            EncodeReason::Module { module } => {
+                write!(f, "weights of module {module} (--encode-embeddings)")
+            }
         }
     }
 }
@@ -122,6 +147,11 @@ impl fmt::Display for RawReason {
             RawReason::Embedding => {
                 f.write_str("token embedding or output head (--encode-embeddings encodes it)")
             }
+            RawReason::Module { module } => write!(
+                f,
+                "weights of module {module}, applied to the pooled output like a head \
+                 (--encode-embeddings encodes them)"
+            ),
         }
     }
 }
@@ -150,6 +180,8 @@ pub struct Policy {
     include: GlobSet,
     exclude: GlobSet,
     embeddings: GlobSet,
+    /// The sentence-transformers modules whose weights are converted, sorted.
+    modules: Vec<String>,
 }
 
 fn compile(globs: &[impl AsRef<str>]) -> Result<GlobSet, ConvertError> {
@@ -177,7 +209,9 @@ fn compile(globs: &[impl AsRef<str>]) -> Result<GlobSet, ConvertError> {
 
 /// What `qins.policy` records (spec §7): enough to apply the same policy again. `codec` is the
 /// registry name (`log` for the CLI's `seed-log`); `row_scales` says whether encoded tensors
-/// have row scales (true for `lloyd-rows`).
+/// have row scales (true for `lloyd-rows`); `weights`, `module_rule` and `assets` say which
+/// files were read, and `modules` which sentence-transformers modules' weights were carried
+/// (as tensors named `MODULE/NAME`, spec §18.1).
 #[derive(Serialize)]
 struct PolicyRecord<'a> {
     codec: &'a str,
@@ -187,12 +221,17 @@ struct PolicyRecord<'a> {
     exclude: &'a [String],
     embedding_patterns: &'a [&'a str],
     rules: &'a str,
+    weights: &'a str,
+    module_rule: &'a str,
+    modules: &'a [String],
     assets: &'a str,
 }
 
 /// The rule order, as recorded in `qins.policy`.
-pub const RULES: &str = "first match: dtype not F32/F16/BF16 -> raw; no elements -> raw; exclude -> raw; \
-     include -> encode; rank < 2 -> raw; embedding_patterns and not encode_embeddings -> raw; else encode";
+pub const RULES: &str =
+    "first match: dtype not F32/F16/BF16 -> raw; no elements -> raw; exclude -> raw; \
+     include -> encode; rank < 2 -> raw; tensor of a module in modules and not encode_embeddings -> raw; \
+     embedding_patterns and not encode_embeddings -> raw; else encode";
 
 impl Policy {
     /// Compiles the globs of `opts`.
@@ -201,8 +240,31 @@ impl Policy {
             include: compile(&opts.include)?,
             exclude: compile(&opts.exclude)?,
             embeddings: compile(EMBEDDING_PATTERNS)?,
+            modules: Vec::new(),
             opts,
         })
+    }
+
+    /// The policy for a source whose sentence-transformers modules `modules` (their
+    /// directories) have weights: their tensors, named `MODULE/NAME`, fall under rule 6.
+    pub fn with_modules(mut self, modules: &[&str]) -> Policy {
+        self.modules = modules.iter().map(|m| m.to_string()).collect();
+        self.modules.sort();
+        self.modules.dedup();
+        self
+    }
+
+    /// The module (of [`with_modules`](Self::with_modules)) whose weights tensor `name` is
+    /// in: the longest whose directory and a `/` start the name.
+    fn module_of(&self, name: &str) -> Option<&str> {
+        self.modules
+            .iter()
+            .filter(|m| {
+                name.strip_prefix(m.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|m| m.len())
+            .map(String::as_str)
     }
 
     /// The options the policy was made from.
@@ -238,6 +300,14 @@ impl Policy {
         if shape.len() < 2 {
             return Decision::Raw(RawReason::LowRank);
         }
+        if let Some(module) = self.module_of(name) {
+            let module = module.to_string();
+            return if self.opts.encode_embeddings {
+                Decision::Encode(EncodeReason::Module { module })
+            } else {
+                Decision::Raw(RawReason::Module { module })
+            };
+        }
         if self.embeddings.is_match(name) {
             return if self.opts.encode_embeddings {
                 Decision::Encode(EncodeReason::Embedding)
@@ -258,7 +328,10 @@ impl Policy {
             exclude: &self.opts.exclude,
             embedding_patterns: EMBEDDING_PATTERNS,
             rules: RULES,
-            assets: crate::source::ASSET_RULE,
+            weights: qins_source::WEIGHT_RULE,
+            module_rule: qins_source::MODULE_RULE,
+            modules: &self.modules,
+            assets: qins_source::ASSET_RULE,
         })
         .expect("a struct of strings and bools serializes")
     }
@@ -395,6 +468,65 @@ mod tests {
     }
 
     #[test]
+    fn module_weights_are_raw_like_heads_unless_encode_embeddings() {
+        let p = policy(|_| {}).with_modules(&["2_Dense", "2_Dense/inner", "2_Dense"]);
+        assert_eq!(
+            p.decide("2_Dense/linear.weight", Dtype::F32, M),
+            Decision::Raw(RawReason::Module {
+                module: "2_Dense".into()
+            })
+        );
+        // The longest module wins; a 1-D bias is raw by rank first.
+        assert_eq!(
+            p.decide("2_Dense/inner/w", Dtype::F32, M),
+            Decision::Raw(RawReason::Module {
+                module: "2_Dense/inner".into()
+            })
+        );
+        assert_eq!(
+            p.decide("2_Dense/linear.bias", Dtype::F32, &[4]),
+            Decision::Raw(RawReason::LowRank)
+        );
+        // Only names under a module's directory and a slash.
+        assert!(p.decide("2_Dense.weight", Dtype::F32, M).is_encoded());
+        assert!(p.decide("2_Densex/w", Dtype::F32, M).is_encoded());
+        assert!(policy(|_| {})
+            .decide("2_Dense/linear.weight", Dtype::F32, M)
+            .is_encoded());
+
+        let e = policy(|o| o.encode_embeddings = true).with_modules(&["2_Dense"]);
+        assert_eq!(
+            e.decide("2_Dense/linear.weight", Dtype::BF16, M),
+            Decision::Encode(EncodeReason::Module {
+                module: "2_Dense".into()
+            })
+        );
+        let i = policy(|o| o.include = vec!["2_Dense/*.weight".into()]).with_modules(&["2_Dense"]);
+        assert!(i
+            .decide("2_Dense/linear.weight", Dtype::F32, M)
+            .is_encoded());
+        let x = policy(|o| {
+            o.encode_embeddings = true;
+            o.exclude = vec!["2_Dense/*".into()];
+        })
+        .with_modules(&["2_Dense"]);
+        assert!(!x
+            .decide("2_Dense/linear.weight", Dtype::F32, M)
+            .is_encoded());
+
+        let j: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(
+            j["modules"],
+            serde_json::json!(["2_Dense", "2_Dense/inner"])
+        );
+        assert!(j["module_rule"].as_str().unwrap().contains("modules.json"));
+        assert!(j["rules"]
+            .as_str()
+            .unwrap()
+            .contains("of a module in modules"));
+    }
+
+    #[test]
     fn bad_glob_is_an_error() {
         let err = Policy::new(PolicyOptions {
             include: vec!["a[".into()],
@@ -424,6 +556,8 @@ mod tests {
             EMBEDDING_PATTERNS.len()
         );
         assert!(j["assets"].as_str().unwrap().contains("64 MiB"));
+        assert!(j["weights"].as_str().unwrap().contains("model.safetensors"));
+        assert_eq!(j["modules"], serde_json::json!([]));
         assert_eq!(p.to_json(), p.clone().to_json());
     }
 

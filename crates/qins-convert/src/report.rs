@@ -8,7 +8,7 @@ use qins_format::{section_lengths, Codec, Dtype, Storage, LUT_BYTES};
 use serde::{Serialize, Serializer};
 
 use crate::policy::{Decision, RawReason};
-use crate::source::{AssetFile, SkippedFile, SourceTensor};
+use qins_source::{AssetFile, SkippedFile, SourceTensor};
 
 fn ser_dtype<S: Serializer>(d: &Dtype, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(d.name())
@@ -126,7 +126,7 @@ pub struct ConvertPlan {
     pub skipped: Vec<SkippedFile>,
     /// The output's metadata (spec §7).
     pub metadata: BTreeMap<String, String>,
-    /// Bytes read: the weight files, the index and the assets.
+    /// Bytes read: the weight files, the shard indexes and the assets.
     pub input_bytes: u64,
     /// The output's exact layout.
     pub output: OutputBytes,
@@ -176,7 +176,8 @@ pub struct ConvertSummary {
     pub assets: Vec<String>,
     /// Files skipped, and why.
     pub skipped: Vec<SkippedFile>,
-    /// Bytes of the source: weight files (headers included), index, and the assets carried.
+    /// Bytes of the source: weight files (headers included), shard indexes, and the assets
+    /// carried.
     pub input_bytes: u64,
     /// Tensor bytes in the source (safetensors data, headers excluded).
     pub source_tensor_bytes: u64,

@@ -6,9 +6,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use qins_convert::source::{HfSource, SkipReason};
 use qins_convert::{convert, plan, ConvertOptions, Decision, Progress, RawReason};
 use qins_format::Codec;
+use qins_source::{HfSource, SkipReason};
 use qins_synth::SynthDtype;
 
 fn expect_default_policy(c: &Checked, tied: bool) {
@@ -370,8 +370,7 @@ fn asset_rule() {
     put("consolidated.safetensors", b"not part of the index");
     put("old.qins", b"an earlier output");
     let big = std::fs::File::create(src.join("huge.txt")).unwrap();
-    big.set_len(qins_convert::source::MAX_ASSET_BYTES + 1)
-        .unwrap();
+    big.set_len(qins_source::MAX_ASSET_BYTES + 1).unwrap();
     drop(big);
     std::os::unix::fs::symlink(src.join("config.json"), src.join("linked.json")).unwrap();
 
@@ -618,4 +617,53 @@ fn progress_reports_each_tensor_after_its_bytes() {
             assert_eq!((done, advanced), (planned.tensors.len(), total), "{case}");
         }
     }
+}
+
+/// A sentence-transformers model's module weights (`2_Dense/model.safetensors`) are carried as
+/// tensors named `2_Dense/NAME` (spec §18.1): raw by default, like a head, encoded with
+/// `--encode-embeddings`; the policy records the modules carried.
+#[test]
+fn sentence_transformers_module_weights_are_carried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("st");
+    st_model(&src);
+    let assets = [
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "config.json",
+        "modules.json",
+    ];
+    let out = tmp.path().join("st.qins");
+    let sum = convert_with(&src, &out, |_| {});
+    let c = check_against_source(&src, &out, &assets);
+    assert_eq!(c.encoded, ["layer.weight"]);
+    assert_eq!(
+        c.raw,
+        ["2_Dense/linear.bias", "2_Dense/linear.weight", "layer.bias"]
+    );
+    assert!(sum.skipped.is_empty(), "{:?}", sum.skipped);
+    let why: Vec<&str> = sum.raw_groups.iter().map(|g| g.why.as_str()).collect();
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("weights of module 2_Dense, applied to the pooled output")),
+        "{why:?}"
+    );
+    let p = plan(&ConvertOptions::new(src.clone(), out.clone())).unwrap();
+    let module_plan = p
+        .tensors
+        .iter()
+        .find(|t| t.name == "2_Dense/linear.weight")
+        .unwrap();
+    assert_eq!(module_plan.file, "2_Dense/model.safetensors");
+    let bytes = std::fs::read(&out).unwrap();
+    let q = qins_read::Qins::parse(&bytes).unwrap();
+    let policy: serde_json::Value = serde_json::from_str(&q.metadata()["qins.policy"]).unwrap();
+    assert_eq!(policy["modules"], serde_json::json!(["2_Dense"]));
+    assert!(policy["module_rule"].as_str().unwrap().contains("P/NAME"));
+
+    // --encode-embeddings encodes the module's matrix, within the codec's bound.
+    let out = tmp.path().join("st-enc.qins");
+    convert_with(&src, &out, |o| o.policy.encode_embeddings = true);
+    let c = check_against_source(&src, &out, &assets);
+    assert_eq!(c.encoded, ["2_Dense/linear.weight", "layer.weight"]);
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use qins_convert::{convert, plan, ConvertError, ConvertOptions, NoProgress};
 use qins_format::Codec;
+use qins_source::SourceError;
 use qins_synth::{SynthConfig, SynthDtype};
 
 struct Case {
@@ -48,25 +49,6 @@ impl Case {
         let msg = err.to_string();
         (err, msg)
     }
-
-    fn sharded(&self) {
-        synth(&self.src, SynthDtype::Bf16, 3, false);
-    }
-
-    fn index(&self) -> serde_json::Value {
-        serde_json::from_slice(
-            &std::fs::read(self.src.join("model.safetensors.index.json")).unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn set_index(&self, v: &serde_json::Value) {
-        std::fs::write(
-            self.src.join("model.safetensors.index.json"),
-            serde_json::to_vec(v).unwrap(),
-        )
-        .unwrap();
-    }
 }
 
 fn has(msg: &str, parts: &[&str]) {
@@ -75,11 +57,17 @@ fn has(msg: &str, parts: &[&str]) {
     }
 }
 
+/// The source reader's errors (`qins_source::SourceError`, each with its own negative test in
+/// that crate) reach the caller unchanged, wrapped in `ConvertError::Source`, from a conversion
+/// and from a dry run, and leave nothing behind.
 #[test]
-fn missing_directory() {
+fn source_errors_pass_through() {
     let c = case();
     let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::SourceDir { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConvertError::Source(SourceError::SourceDir { .. })),
+        "{e:?}"
+    );
     has(
         &msg,
         &[
@@ -88,222 +76,28 @@ fn missing_directory() {
             "No such file",
         ],
     );
-}
+    let direct = qins_source::HfSource::open(&c.src).unwrap_err().to_string();
+    assert_eq!(msg, direct, "the message is the reader's");
 
-#[test]
-fn source_is_not_a_directory() {
-    let c = case();
-    std::fs::write(&c.src, b"x").unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::NotADirectory { .. }), "{e:?}");
-    has(&msg, &[c.src.to_str().unwrap(), "not a directory"]);
-}
-
-#[test]
-fn no_safetensors_files() {
-    let c = case();
-    std::fs::create_dir_all(&c.src).unwrap();
-    std::fs::write(c.src.join("config.json"), b"{}").unwrap();
-    std::fs::write(c.src.join("pytorch_model.bin"), b"pickle").unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::NoWeights { .. }), "{e:?}");
-    has(
-        &msg,
-        &[
-            c.src.to_str().unwrap(),
-            "no safetensors weights",
-            "pytorch_model.bin",
-        ],
-    );
-}
-
-#[test]
-fn corrupt_safetensors_header() {
-    let c = case();
+    // A module's weight file, cut short: the file is named.
     small_model(&c.src);
-    let p = c.src.join("model.safetensors");
-    let mut bytes = std::fs::read(&p).unwrap();
-    bytes[8] = b'!'; // the JSON header's opening brace
-    std::fs::write(&p, bytes).unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::BadSafetensors { .. }), "{e:?}");
-    has(
-        &msg,
-        &[p.to_str().unwrap(), "not a valid safetensors file", "JSON"],
-    );
-
-    // Too short to hold a header at all, and a length that runs past the file.
-    std::fs::write(&p, b"abc").unwrap();
-    let (_, msg) = c.fails(&c.opts());
-    has(&msg, &["model.safetensors", "header too small"]);
-    std::fs::write(&p, 1000u64.to_le_bytes()).unwrap();
-    let (_, msg) = c.fails(&c.opts());
-    has(&msg, &["model.safetensors", "invalid header length"]);
-}
-
-#[test]
-fn bad_index() {
-    let c = case();
-    c.sharded();
-    let idx = c.src.join("model.safetensors.index.json");
-    std::fs::write(&idx, b"{\"weight_map\": [}").unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::BadIndex { .. }), "{e:?}");
-    has(&msg, &[idx.to_str().unwrap(), "bad shard index"]);
-
-    let escape = serde_json::json!({"weight_map": {"w": "../outside.safetensors"}});
-    c.set_index(&escape);
-    let (_, msg) = c.fails(&c.opts());
-    has(
-        &msg,
-        &["bad shard index", "../outside.safetensors", "\"w\""],
-    );
-}
-
-#[test]
-fn shard_listed_but_absent() {
-    let c = case();
-    c.sharded();
-    std::fs::remove_file(c.src.join("model-00002-of-00003.safetensors")).unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::ShardMissing { .. }), "{e:?}");
-    has(
-        &msg,
-        &[
-            "model.safetensors.index.json",
-            "model-00002-of-00003.safetensors",
-            "does not exist",
-            "tensor",
-        ],
-    );
-}
-
-#[test]
-fn tensor_listed_twice_in_the_index() {
-    let c = case();
-    c.sharded();
-    let idx = c.src.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&idx).unwrap();
-    let text = text.replacen(
-        "\"weight_map\": {",
-        "\"weight_map\": {\n    \"model.norm.weight\": \"model-00001-of-00003.safetensors\",",
-        1,
-    );
-    std::fs::write(&idx, text).unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::DuplicateTensor { .. }), "{e:?}");
-    has(
-        &msg,
-        &[
-            "\"model.norm.weight\"",
-            "listed twice",
-            "model.safetensors.index.json",
-        ],
-    );
-}
-
-#[test]
-fn tensor_in_two_shards() {
-    let c = case();
-    std::fs::create_dir_all(&c.src).unwrap();
-    let w = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
-    write_safetensors(&c.src.join("a.safetensors"), &[("w", "F32", &[2, 2], &w)]);
-    write_safetensors(&c.src.join("b.safetensors"), &[("w", "F32", &[2, 2], &w)]);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::DuplicateTensor { .. }), "{e:?}");
-    has(
-        &msg,
-        &["\"w\"", "a.safetensors", "b.safetensors", "listed twice"],
-    );
-
-    // With an index naming both shards.
-    let idx = serde_json::json!({"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}});
-    write_safetensors(
-        &c.src.join("b.safetensors"),
-        &[("w", "F32", &[2, 2], &w), ("v", "F32", &[2, 2], &w)],
-    );
     std::fs::write(
-        c.src.join("model.safetensors.index.json"),
-        serde_json::to_vec(&idx).unwrap(),
+        c.src.join("modules.json"),
+        br#"[{"path": ""}, {"path": "2_Dense"}]"#,
     )
     .unwrap();
+    std::fs::create_dir_all(c.src.join("2_Dense")).unwrap();
+    std::fs::write(c.src.join("2_Dense/model.safetensors"), b"abc").unwrap();
     let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::DuplicateTensor { .. }), "{e:?}");
-    has(&msg, &["\"w\"", "a.safetensors", "b.safetensors"]);
-}
-
-#[test]
-fn tensor_in_a_shard_but_not_in_the_index() {
-    let c = case();
-    c.sharded();
-    let mut idx = c.index();
-    let removed = idx["weight_map"]
-        .as_object_mut()
-        .unwrap()
-        .remove("model.norm.weight")
-        .unwrap();
-    c.set_index(&idx);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::UnindexedTensor { .. }), "{e:?}");
-    has(
-        &msg,
-        &[
-            removed.as_str().unwrap(),
-            "\"model.norm.weight\"",
-            "is not listed in",
-            "index.json",
-        ],
+    assert!(
+        matches!(e, ConvertError::Source(SourceError::BadSafetensors { .. })),
+        "{e:?}"
     );
-}
-
-#[test]
-fn tensor_listed_in_a_shard_that_does_not_hold_it() {
-    let c = case();
-    c.sharded();
-    let mut idx = c.index();
-    idx["weight_map"]["no.such.tensor"] = "model-00001-of-00003.safetensors".into();
-    c.set_index(&idx);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::TensorNotInShard { .. }), "{e:?}");
-    has(
-        &msg,
-        &[
-            "\"no.such.tensor\"",
-            "model-00001-of-00003.safetensors",
-            "does not contain it",
-        ],
-    );
-
-    // A tensor the index places in the wrong shard.
-    let mut idx = c.index();
-    idx["weight_map"]
-        .as_object_mut()
-        .unwrap()
-        .remove("no.such.tensor");
-    idx["weight_map"]["model.norm.weight"] = "model-00001-of-00003.safetensors".into();
-    c.set_index(&idx);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::TensorNotInShard { .. }), "{e:?}");
-    has(
-        &msg,
-        &["\"model.norm.weight\"", "model-00001-of-00003.safetensors"],
-    );
-}
-
-#[test]
-fn tensor_the_format_cannot_hold() {
-    let c = case();
-    std::fs::create_dir_all(&c.src).unwrap();
-    let p = c.src.join("model.safetensors");
-    write_safetensors(&p, &[("deep", "F32", &[1; 9], &[0; 4])]);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::BadTensor { .. }), "{e:?}");
-    has(&msg, &[p.to_str().unwrap(), "\"deep\"", "rank 9"]);
-
-    write_safetensors(&p, &[("nul\0name", "F32", &[1], &[0; 4])]);
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::BadTensor { .. }), "{e:?}");
-    has(&msg, &["model.safetensors", "NUL"]);
+    has(&msg, &["2_Dense/model.safetensors", "header too small"]);
+    assert!(matches!(
+        plan(&c.opts()),
+        Err(ConvertError::Source(SourceError::BadSafetensors { .. }))
+    ));
 }
 
 #[test]
@@ -419,19 +213,6 @@ fn the_first_bad_tensor_is_reported() {
             }
         }
     }
-}
-
-#[test]
-fn unreadable_input() {
-    let c = case();
-    c.sharded();
-    let idx = c.src.join("model.safetensors.index.json");
-    std::fs::remove_file(&idx).unwrap();
-    // A regular file (to stat) that cannot be read: reading /proc/self/mem at offset 0 fails.
-    std::os::unix::fs::symlink("/proc/self/mem", &idx).unwrap();
-    let (e, msg) = c.fails(&c.opts());
-    assert!(matches!(e, ConvertError::Read { .. }), "{e:?}");
-    has(&msg, &[idx.to_str().unwrap(), "cannot read"]);
 }
 
 #[test]

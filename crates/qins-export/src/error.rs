@@ -8,7 +8,7 @@ use qins_read::ReadError;
 /// directory (an existing one is left as it was) and no temporary directory remains.
 ///
 /// Grouped by who is at fault: the input file ([`BadInput`](Self::BadInput),
-/// [`Damaged`](Self::Damaged)), the caller's choice of target or options
+/// [`Damaged`](Self::Damaged), [`BadModules`](Self::BadModules)), the caller's choice of target or options
 /// ([`TargetExists`](Self::TargetExists), [`TargetContainsInput`](Self::TargetContainsInput),
 /// [`BadSize`](Self::BadSize)), the model itself ([`Unrepresentable`](Self::Unrepresentable)),
 /// and the file system ([`TargetUnwritable`](Self::TargetUnwritable), [`Io`](Self::Io)).
@@ -37,6 +37,20 @@ pub enum ExportError {
         section: String,
         /// What verification found.
         source: ReadError,
+    },
+    /// The file's `modules.json` asset is not a sentence-transformers module list, so the
+    /// tensors of its modules (named `MODULE/NAME`, spec §18.1) cannot be put back in their
+    /// directories. Nothing is exported.
+    #[error(
+        "{}: its asset modules.json is not a sentence-transformers module list, so the modules' \
+         weights cannot be placed",
+        path.display()
+    )]
+    BadModules {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: qins_source::SourceError,
     },
     /// The target exists and is not an empty directory, and replacing it was not asked for;
     /// or it is not a directory at all, which is never replaced.

@@ -23,11 +23,20 @@
 //!   layout is the one the `safetensors` crate writes, with `__metadata__` restored from the
 //!   `.qins` metadata key `safetensors.metadata` (written by `qins-convert`) plus
 //!   `"format": "pt"` if absent, which `transformers` requires.
+//! - **sentence-transformers modules** (spec §18.1): when the file has a `modules.json`
+//!   asset, a tensor named `MODULE/NAME` (`2_Dense/linear.weight`; `MODULE` the longest
+//!   module directory of `modules.json` that starts the name, [`qins_source::Modules::split`])
+//!   is written as `NAME` to `MODULE/model.safetensors`, one file per module whatever
+//!   `max_shard_size` says (the one file a sentence-transformers module loads), so that the
+//!   exported directory loads with sentence-transformers as the source did. The top-level
+//!   weight files hold the other tensors, and are not written when there are none and some
+//!   module has tensors.
 //! - **Assets** are written under their names, subdirectories created, confined to the target
 //!   (the reader already refuses unsafe names, spec §5, and the exporter checks again). An asset
 //!   named like a weight file of the export (`model.safetensors`, `model-NNNNN-of-NNNNN.safetensors`,
-//!   `model.safetensors.index.json`) is not restored, since the export writes its own; it is
-//!   listed in [`ExportSummary::skipped_assets`].
+//!   `model.safetensors.index.json`), at the top or in the directory of a module whose weights
+//!   the export writes, is not restored, since the export writes its own; it is listed in
+//!   [`ExportSummary::skipped_assets`].
 //!
 //! # Guarantees
 //!
@@ -70,11 +79,12 @@ mod target;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
 use qins_format::{Dtype, Storage};
+use qins_source::{Modules, MODULES_FILE};
 
 pub use error::ExportError;
 pub use shard::{
@@ -222,12 +232,16 @@ pub struct ExportSummary {
     pub encoded_tensors: usize,
     /// Of which were copied raw.
     pub raw_tensors: usize,
-    /// Sum of the tensors' data bytes (the index's `total_size`).
+    /// Sum of the tensors' data bytes (the index's `total_size` counts the top-level
+    /// tensors only).
     pub total_size: u64,
     /// The safetensors files, in order.
     pub shards: Vec<ShardSummary>,
     /// Whether `model.safetensors.index.json` was written.
     pub index: bool,
+    /// The sentence-transformers modules whose weights were written to
+    /// `MODULE/model.safetensors` (spec §18.1), sorted.
+    pub modules: Vec<String>,
     /// Number of assets restored.
     pub assets: usize,
     /// Their bytes.
@@ -265,7 +279,13 @@ impl ExportSummary {
             );
         }
         if self.index {
-            let _ = writeln!(s, "  {INDEX_FILE}: total_size {}", self.total_size);
+            let top: u64 = self
+                .shards
+                .iter()
+                .filter(|sh| !sh.file.contains('/'))
+                .map(|sh| sh.data_bytes)
+                .sum();
+            let _ = writeln!(s, "  {INDEX_FILE}: total_size {top}");
         }
         let _ = writeln!(s, "  {} assets, {} bytes", self.assets, self.asset_bytes);
         for a in &self.skipped_assets {
@@ -318,24 +338,64 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     qins.verify_frame()
         .map_err(|e| ExportError::damaged(input.into(), e))?;
 
-    let tensors: Vec<st::OutTensor<'_>> = qins
-        .tensors()
-        .map(|t| {
-            let dtype = match t.storage() {
-                Storage::Raw => t.dtype(),
-                Storage::Encoded { .. } => opts.dtype.for_encoded(t.dtype()),
-            };
-            st::OutTensor::new(t, dtype)
-        })
+    // The tensors of sentence-transformers modules go back to their modules' directories
+    // (spec §18.1); the others to the top-level weight files.
+    let modules = match qins.assets().find(|(name, _)| *name == MODULES_FILE) {
+        Some((_, bytes)) => Modules::parse(Path::new(MODULES_FILE), bytes).map_err(|source| {
+            ExportError::BadModules {
+                path: input.into(),
+                source,
+            }
+        })?,
+        None => Modules::none(),
+    };
+    let mut tensors: Vec<st::OutTensor<'_>> = Vec::with_capacity(qins.tensor_count());
+    let mut module_of: Vec<Option<&str>> = Vec::with_capacity(qins.tensor_count());
+    for t in qins.tensors() {
+        let dtype = match t.storage() {
+            Storage::Raw => t.dtype(),
+            Storage::Encoded { .. } => opts.dtype.for_encoded(t.dtype()),
+        };
+        let (module, name) = match modules.split(t.name()) {
+            Some((module, name)) => (Some(module), name),
+            None => (None, t.name()),
+        };
+        tensors.push(st::OutTensor::new(t, name, dtype));
+        module_of.push(module);
+    }
+    let mut written_modules: Vec<&str> = module_of.iter().flatten().copied().collect();
+    written_modules.sort_unstable();
+    written_modules.dedup();
+
+    // The files: the top-level weights (split into shards past the size limit; written unless
+    // there are none while modules have some), then one `MODULE/model.safetensors` per module,
+    // whatever its size, since that is the one file a sentence-transformers module loads.
+    let top: Vec<usize> = (0..tensors.len())
+        .filter(|&i| module_of[i].is_none())
         .collect();
-    let sizes: Vec<u64> = tensors.iter().map(|t| t.bytes).collect();
-    let (shard_of, n_shards) = split_into_shards(&sizes, opts.max_shard_size);
-    let names: Vec<String> = (0..n_shards)
+    let top_sizes: Vec<u64> = top.iter().map(|&i| tensors[i].bytes).collect();
+    let (shard_of, n_shards) = if top.is_empty() && !written_modules.is_empty() {
+        (Vec::new(), 0)
+    } else {
+        split_into_shards(&top_sizes, opts.max_shard_size)
+    };
+    let mut names: Vec<String> = (0..n_shards)
         .map(|i| shard_file_name(i, n_shards))
         .collect();
     let mut files: Vec<Vec<&st::OutTensor<'_>>> = vec![Vec::new(); n_shards];
-    for (t, &s) in tensors.iter().zip(&shard_of) {
-        files[s].push(t);
+    for (&i, &s) in top.iter().zip(&shard_of) {
+        files[s].push(&tensors[i]);
+    }
+    for m in &written_modules {
+        names.push(format!("{m}/{SINGLE_FILE}"));
+        files.push(
+            tensors
+                .iter()
+                .zip(&module_of)
+                .filter(|(_, o)| **o == Some(*m))
+                .map(|(t, _)| t)
+                .collect(),
+        );
     }
     for f in &mut files {
         st::data_order(f);
@@ -347,17 +407,22 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
         .zip(&names)
         .map(|(f, name)| st::header(name, f, &metadata))
         .collect::<Result<Vec<_>, _>>()?;
-    let (assets, skipped): (Vec<_>, Vec<_>) = qins
-        .assets()
-        .partition(|(name, _)| !is_weight_file_name(name));
+    let (assets, skipped): (Vec<_>, Vec<_>) = qins.assets().partition(|(name, _)| {
+        let module_weights = written_modules.iter().any(|m| {
+            name.strip_prefix(m)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(is_weight_file_name)
+        });
+        !is_weight_file_name(name) && !module_weights
+    });
 
-    let total_size: u64 = sizes.iter().sum();
+    let total_size: u64 = tensors.iter().map(|t| t.bytes).sum();
     progress.begin(tensors.len(), total_size);
     let mut scratch = st::Scratch::default();
-    let mut shards = Vec::with_capacity(n_shards);
+    let mut shards = Vec::with_capacity(files.len());
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
-        let path = staging.path().join(name);
+        let path = staging.file_path(name, "write")?;
         let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &file)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
@@ -371,11 +436,10 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     drop(scratch);
     if n_shards > 1 {
         let text = index_json(
-            total_size,
-            tensors
-                .iter()
+            top_sizes.iter().sum(),
+            top.iter()
                 .zip(&shard_of)
-                .map(|(t, &s)| (t.view.name(), names[s].as_str())),
+                .map(|(&i, &s)| (tensors[i].name, names[s].as_str())),
         );
         target::write_synced(&staging.path().join(INDEX_FILE), text.as_bytes())?;
         bytes_written += text.len() as u64;
@@ -398,6 +462,7 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
         total_size,
         shards,
         index: n_shards > 1,
+        modules: written_modules.iter().map(|m| m.to_string()).collect(),
         assets: assets.len(),
         asset_bytes,
         skipped_assets: skipped.iter().map(|(n, _)| n.to_string()).collect(),

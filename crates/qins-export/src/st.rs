@@ -41,6 +41,9 @@ const RAW_STEP: usize = 16 << 20;
 pub(crate) struct OutTensor<'q> {
     /// The tensor in the `.qins`.
     pub view: TensorView<'q>,
+    /// Its name in the safetensors file: the `.qins` name, without the module's directory
+    /// for a tensor of a sentence-transformers module (spec §18.1).
+    pub name: &'q str,
     /// The dtype written: the tensor's own for raw tensors.
     pub dtype: Dtype,
     /// Its data bytes in the output.
@@ -48,10 +51,15 @@ pub(crate) struct OutTensor<'q> {
 }
 
 impl<'q> OutTensor<'q> {
-    pub(crate) fn new(view: TensorView<'q>, dtype: Dtype) -> OutTensor<'q> {
+    pub(crate) fn new(view: TensorView<'q>, name: &'q str, dtype: Dtype) -> OutTensor<'q> {
         // Validated by the reader: numel × bits is a whole number of bytes, within u64.
         let bytes = view.numel() * u64::from(dtype.bits()) / 8;
-        OutTensor { view, dtype, bytes }
+        OutTensor {
+            view,
+            name,
+            dtype,
+            bytes,
+        }
     }
 }
 
@@ -109,7 +117,7 @@ pub(crate) fn data_order(tensors: &mut [&OutTensor<'_>]) {
     tensors.sort_by(|a, b| {
         st_dtype(b.dtype)
             .cmp(&st_dtype(a.dtype))
-            .then_with(|| a.view.name().cmp(b.view.name()))
+            .then_with(|| a.name.cmp(b.name))
     });
 }
 
@@ -143,7 +151,7 @@ pub(crate) fn header(
             shape,
             data_offsets: (offset, end),
         };
-        entries.push((t.view.name(), info));
+        entries.push((t.name, info));
         offset = end;
     }
     let json = serde_json::to_vec(&Header { metadata, entries })

@@ -121,13 +121,20 @@ impl Staging {
     /// spec §5) inside the temporary directory, creating subdirectories. Each component is
     /// checked again here so that nothing is written outside the directory.
     pub(crate) fn write_asset(&self, name: &str, bytes: &[u8]) -> Result<(), ExportError> {
+        write_synced(&self.file_path(name, "write asset")?, bytes)
+    }
+
+    /// The path of `name` (a relative path with `/` separators) inside the temporary
+    /// directory, its subdirectories created; each component is checked so that nothing is
+    /// written outside the directory (`op` names what was being done in the error).
+    pub(crate) fn file_path(&self, name: &str, op: &'static str) -> Result<PathBuf, ExportError> {
         let mut path = self.path().to_path_buf();
         for part in name.split('/') {
             let ok = matches!(Path::new(part).components().collect::<Vec<_>>()[..], [Component::Normal(p)] if p == part);
             if !ok {
                 // The reader refuses such names (spec §5); this is a second line of defence.
                 return Err(ExportError::Io {
-                    op: "write asset",
+                    op,
                     path: PathBuf::from(name),
                     source: std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
@@ -140,7 +147,7 @@ impl Staging {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(ExportError::io("create directory", dir))?;
         }
-        write_synced(&path, bytes)
+        Ok(path)
     }
 
     /// Moves the complete directory into place. An existing target (empty, or replaced with

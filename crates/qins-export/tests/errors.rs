@@ -146,6 +146,40 @@ fn a_damaged_file_exports_nothing_and_names_the_section() {
 }
 
 #[test]
+fn a_modules_json_asset_that_is_not_a_module_list_is_refused() {
+    let dir = scratch();
+    let q = p(&dir, "m.qins");
+    let mut plan = Plan::new();
+    plan.alignment = 64;
+    plan.tensors.push(TensorSpec::new(
+        "2_Dense/linear.weight",
+        Dtype::F32,
+        vec![1],
+        Storage::Raw,
+    ));
+    plan.assets.push(Asset {
+        name: "modules.json".into(),
+        data: br#"[{"path": "2_Dense"}, {"path": "../escape"}]"#.to_vec(),
+    });
+    let mut w = Writer::create(&q, plan, true).unwrap();
+    w.write_raw(&[0; 4]).unwrap();
+    w.finish().unwrap();
+    let e = export(&opts(&q, &p(&dir, "out")), &NoProgress).unwrap_err();
+    assert!(
+        matches!(&e, ExportError::BadModules { path, source: qins_source::SourceError::BadModules { .. } } if path == &q),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("m.qins: its asset modules.json is not a sentence-transformers module list"),
+        "{msg}"
+    );
+    let chain = format!("{:#}", anyhow::Error::from(e));
+    assert!(chain.contains("entry 1: path \"../escape\""), "{chain}");
+    assert_only(dir.path(), &["m.qins"]);
+}
+
+#[test]
 fn a_damaged_header_is_refused_as_bad_input() {
     let dir = scratch();
     let q = p(&dir, "m.qins");

@@ -1,8 +1,8 @@
 //! `--against HF_DIR`: what the codec did to each tensor, measured against the source weights.
 //!
 //! [`compare`] walks the file's tensors in file order and, for each, reads the same tensor from
-//! the Hugging Face directory with [`qins_convert::source::HfSource`] (the reader the converter
-//! uses). It streams: a tensor is compared one window of elements at a time (the source bytes
+//! the Hugging Face directory with [`qins_source::HfSource`] (the reader the converter uses,
+//! so the tensors of sentence-transformers modules, `2_Dense/linear.weight`, are compared too). It streams: a tensor is compared one window of elements at a time (the source bytes
 //! mapped, then unmapped), split into fixed chunks that rayon measures in parallel; the
 //! chunks' sums are merged in order, so the numbers depend neither on the thread count nor on
 //! the machine. What is held at once is one window of the source and one chunk of decoded
@@ -29,10 +29,9 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use qins_convert::source::{HfSource, SourceTensor};
-use qins_convert::ConvertError;
 use qins_format::{Storage, LUT_BYTES};
 use qins_read::{Qins, TensorView};
+use qins_source::{HfSource, SourceError, SourceTensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +47,7 @@ const WINDOW: u64 = 64 * CHUNK;
 pub enum AgainstError {
     /// The source directory cannot be opened or read (the message names the file).
     #[error(transparent)]
-    Source(#[from] ConvertError),
+    Source(#[from] SourceError),
     /// A tensor of the file is not in the source.
     #[error("tensor {tensor:?} is not in the source {}", .dir.display())]
     Missing {

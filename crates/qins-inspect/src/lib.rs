@@ -102,8 +102,8 @@ mod units;
 use std::io::{self, Write};
 use std::path::Path;
 
-use qins_convert::source::HfSource;
 use qins_read::{Qins, ReadError};
+use qins_source::HfSource;
 use serde::Serialize;
 
 pub use against::{compare, write_against_text, Against, AgainstError};

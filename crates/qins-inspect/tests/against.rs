@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use qins_convert::source::HfSource;
 use qins_convert::{convert, ConvertOptions, ConvertSummary, NoProgress};
 use qins_format::Codec;
 use qins_inspect::against::{compare, Against, AgainstError, RawMismatch};
 use qins_inspect::{inspect_against, Error, Format, Options};
+use qins_source::HfSource;
 use qins_synth::{generate, SynthConfig, SynthDtype};
 
 /// A tiny synthetic checkpoint in `dir`.

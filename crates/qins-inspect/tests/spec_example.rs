@@ -1,7 +1,7 @@
 //! `spec/example.md` is exactly what `examples/spec_example.rs` prints, so the spec's worked
 //! example cannot drift from the writer and the inspector. After a deliberate change,
 //! regenerate it with `cargo run -p qins-inspect --example spec_example > spec/example.md`, or
-//! run this test with `QINS_BLESS=1`.
+//! run this test with `QINS_BLESS=1` (refused when `CI` is set: CI compares, never rewrites).
 
 #[path = "../examples/spec_example.rs"]
 mod spec_example;
@@ -17,6 +17,12 @@ fn spec_example_md_is_what_the_example_prints() {
     let generated = spec_example::markdown();
     let path = example_md();
     if std::env::var_os("QINS_BLESS").is_some_and(|v| v == "1") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "QINS_BLESS=1 is refused when CI is set: CI compares spec/example.md with what the \
+             example prints and never rewrites it; bless locally (without CI), review the diff \
+             and commit it"
+        );
         std::fs::write(&path, &generated).expect("writable spec/example.md");
     }
     let checked_in = std::fs::read_to_string(&path).expect("spec/example.md exists");

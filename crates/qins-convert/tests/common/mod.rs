@@ -63,6 +63,42 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// A sentence-transformers model in `dir` ([`small_model`] at the top): `modules.json` with
+/// pooling, a dense projection and normalisation, `1_Pooling/config.json`, and a `2_Dense`
+/// module with its config and weights, a 3 × 4 `linear.weight` and a `linear.bias`, in F32.
+pub fn st_model(dir: &Path) {
+    small_model(dir);
+    std::fs::write(
+        dir.join("modules.json"),
+        br#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+  {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+  {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+    for d in ["1_Pooling", "2_Dense"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        b"{\"pooling_mode_mean_tokens\": true}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("2_Dense/config.json"),
+        b"{\"in_features\": 4, \"out_features\": 3, \"bias\": true}",
+    )
+    .unwrap();
+    let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 3.0).collect();
+    write_safetensors(
+        &dir.join("2_Dense/model.safetensors"),
+        &[
+            ("linear.weight", "F32", &[3, 4], &f32_bytes(&w)),
+            ("linear.bias", "F32", &[3], &f32_bytes(&[0.1, 0.2, 0.3])),
+        ],
+    );
+}
+
 /// A one-file model with one encodable matrix, one bias and a config, in `dir`.
 pub fn small_model(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -83,8 +119,44 @@ pub fn small_model(dir: &Path) {
 }
 
 /// Every tensor of the source directory's weight files (the shards the index names, else
-/// `model.safetensors`, else every top-level `*.safetensors`): name -> (dtype, shape, bytes).
+/// `model.safetensors`, else every top-level `*.safetensors`), and of the `model.safetensors`
+/// of each module that `modules.json` lists, named `MODULE/NAME` (spec §18.1): name -> (dtype,
+/// shape, bytes).
 pub fn source_tensors(dir: &Path) -> BTreeMap<String, (Dtype, Vec<u64>, Vec<u8>)> {
+    let mut out = top_level_tensors(dir);
+    let Ok(modules) = std::fs::read(dir.join("modules.json")) else {
+        return out;
+    };
+    let modules: serde_json::Value = serde_json::from_slice(&modules).unwrap();
+    for m in modules.as_array().unwrap() {
+        let module = m["path"].as_str().unwrap();
+        let file = dir.join(module).join("model.safetensors");
+        if module.is_empty() || !file.exists() {
+            continue;
+        }
+        for (name, t) in file_tensors(&file) {
+            assert!(out.insert(format!("{module}/{name}"), t).is_none());
+        }
+    }
+    out
+}
+
+/// The tensors of one safetensors file: name -> (dtype, shape, bytes).
+fn file_tensors(path: &Path) -> BTreeMap<String, (Dtype, Vec<u64>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype: Dtype = format!("{:?}", view.dtype()).parse().unwrap();
+            let shape = view.shape().iter().map(|&d| d as u64).collect();
+            (name, (dtype, shape, view.data().to_vec()))
+        })
+        .collect()
+}
+
+/// The tensors of the top-level weight files.
+fn top_level_tensors(dir: &Path) -> BTreeMap<String, (Dtype, Vec<u64>, Vec<u8>)> {
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.exists() {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
@@ -108,14 +180,8 @@ pub fn source_tensors(dir: &Path) -> BTreeMap<String, (Dtype, Vec<u64>, Vec<u8>)
     };
     let mut out = BTreeMap::new();
     for p in files {
-        let bytes = std::fs::read(&p).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        for (name, view) in st.tensors() {
-            let dtype: Dtype = format!("{:?}", view.dtype()).parse().unwrap();
-            let shape = view.shape().iter().map(|&d| d as u64).collect();
-            assert!(out
-                .insert(name.clone(), (dtype, shape, view.data().to_vec()))
-                .is_none());
+        for (name, t) in file_tensors(&p) {
+            assert!(out.insert(name, t).is_none());
         }
     }
     out

@@ -1,12 +1,29 @@
-//! The source side: a Hugging Face model directory, opened and validated.
+//! Reads a Hugging Face model directory the one way every QINS tool does: the converter
+//! (`qins-convert`), `qins-inspect --against`, and runtimes that load a model from its source
+//! directory.
 //!
 //! [`HfSource::open`] finds the weights, parses every safetensors header (with the
-//! `safetensors` crate, over a memory map), checks the shard index, and sorts the directory's
-//! other files into assets (carried inside the `.qins`) and skipped files. Tensor bytes are
-//! read later, a window at a time, with [`HfSource::read`]; each window is its own read-only
-//! map, unmapped when dropped, so what stays resident never grows with the model.
+//! `safetensors` crate, over a memory map), checks the shard indexes, reads `modules.json`, and
+//! sorts the directory's other files into assets (carried inside a `.qins`) and skipped files.
+//! Tensor bytes are read later, a window at a time, with [`HfSource::read`]; each window is its
+//! own read-only map, unmapped when dropped, so what stays resident never grows with the model.
+//! Everything that can be wrong with the directory is a [`SourceError`] naming the file, the
+//! tensor and the fix.
 //!
-//! # Which files are the weights
+//! ```no_run
+//! use qins_source::HfSource;
+//!
+//! let src = HfSource::open("models/all-minilm-l6-v2".as_ref())?;
+//! for t in src.tensors() {
+//!     let bytes = src.read(t, 0..t.len)?; // mapped, unmapped when dropped
+//!     println!("{} {} {:?} {} bytes", t.name, t.dtype, t.shape, bytes.len());
+//! }
+//! # Ok::<(), qins_source::SourceError>(())
+//! ```
+//!
+//! # Which files are the weights ([`WEIGHT_RULE`], [`MODULE_RULE`])
+//!
+//! The top-level weight set:
 //!
 //! 1. If `model.safetensors.index.json` exists (or, failing that, exactly one
 //!    `*.safetensors.index.json` at the top level), it is the allowlist: every tensor it lists
@@ -16,22 +33,40 @@
 //! 2. Otherwise, if `model.safetensors` exists, it is the only weight file.
 //! 3. Otherwise every `*.safetensors` file at the top level is a weight file, and no tensor may
 //!    appear in two of them.
-//! 4. No weight file at all is an error that names the weight files in other formats found.
+//!
+//! The modules' weight sets (sentence-transformers, spec §18.1, [`Modules`]): for each entry of
+//! `modules.json` whose `path` `P` is not empty (the root module's is),
+//! `P/model.safetensors.index.json` with its shards (named relative to `P`, checked as in rule
+//! 1), else `P/model.safetensors`, is the weight set of module `P`; a module without either (a
+//! `Pooling` or `Normalize` module) has none. A tensor `NAME` of module `P` is named `P/NAME`
+//! (`2_Dense/linear.weight`): the name it gets in a `.qins`, and the name
+//! [`HfSource::tensors`] gives it. A name that starts with the directory of a module it does
+//! not come from ([`Modules::split`]) is an error ([`SourceError::ModuleNameClash`]), since a
+//! `.qins` could not say where it came from. Any other safetensors file in a module directory
+//! is skipped.
+//!
+//! No weight file at all, neither at the top level nor in a module, is an error that names the
+//! weight files in other formats found.
 //!
 //! # Which files are assets ([`ASSET_RULE`])
 //!
 //! Every regular file of the directory tree (symbolic links followed, as in the Hugging Face
 //! cache), in byte order of its `/`-separated relative path, except:
 //! - hidden files and directories (a name starting with `.`, such as `.git` or `.cache`);
-//! - the weight files and index above, and any other `*.safetensors` or
-//!   `*.safetensors.index.json` file (weights that are not part of the model's weight set);
+//! - the weight files and indexes above, and any other `*.safetensors` or
+//!   `*.safetensors.index.json` file (weights that are not part of the model's weight sets);
 //! - weights in other formats, by extension ([`OTHER_WEIGHT_EXTENSIONS`]);
 //! - `.qins` files (earlier outputs);
 //! - files larger than [`MAX_ASSET_BYTES`];
 //! - names that are not valid UTF-8 or not a safe relative path (spec §5), non-regular files,
 //!   and anything deeper than [`MAX_DEPTH`] directories.
 //!
-//! Every exception is reported as a [`SkippedFile`] with its [`SkipReason`].
+//! Every exception is reported as a [`SkippedFile`] with its [`SkipReason`]. `modules.json` and
+//! the modules' own files (`1_Pooling/config.json`, `2_Dense/config.json`) are assets.
+#![deny(unsafe_code)] // the one exception: `map_range`, with its contract
+
+mod error;
+mod modules;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -48,7 +83,8 @@ use safetensors::SafeTensors;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ConvertError;
+pub use error::SourceError;
+pub use modules::{Modules, MODULES_FILE, MODULE_RULE};
 
 /// The shard index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -65,6 +101,10 @@ pub const OTHER_WEIGHT_EXTENSIONS: &[&str] = &[
     "bin", "pt", "pth", "ckpt", "h5", "hdf5", "keras", "onnx", "msgpack", "gguf", "ggml", "ot",
     "tflite", "pb", "npz", "npy", "pdparams", "mlmodel", "pkl", "pickle",
 ];
+/// The top-level weight rule in one sentence, as recorded in `qins.policy` (key `weights`).
+pub const WEIGHT_RULE: &str =
+    "model.safetensors.index.json (or the only *.safetensors.index.json) and the shards it lists, \
+     else model.safetensors, else every top-level *.safetensors";
 /// The asset rule in one sentence, as recorded in `qins.policy` (key `assets`).
 pub const ASSET_RULE: &str = "every regular file under the model directory (symlinks followed, at most 8 levels deep), \
      sorted by relative path, except hidden entries, safetensors weights and indexes, weights in other formats \
@@ -82,13 +122,17 @@ pub struct WeightFile {
     pub size: u64,
     /// The file's `__metadata__` strings.
     pub metadata: BTreeMap<String, String>,
+    /// The module (its directory, spec §18.1) whose weight set the file belongs to; `None`
+    /// for the top-level weights.
+    pub module: Option<String>,
     file: File,
 }
 
 /// One tensor of the source, located in its weight file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceTensor {
-    /// Name, as in the safetensors header.
+    /// Name: as in the safetensors header, behind its module's directory and a `/` for a
+    /// tensor of a module's weights (`2_Dense/linear.weight`, spec §18.1).
     pub name: String,
     /// Element type.
     pub dtype: Dtype,
@@ -130,7 +174,7 @@ pub enum SkipReason {
     Hidden,
     /// A weight file in another format (by extension).
     OtherWeightFormat,
-    /// A safetensors file or index that is not part of the weight set used.
+    /// A safetensors file or index that is not part of the weight sets used.
     UnusedSafetensors,
     /// A `.qins` file.
     QinsFile,
@@ -149,7 +193,9 @@ impl fmt::Display for SkipReason {
         f.write_str(match self {
             SkipReason::Hidden => "hidden",
             SkipReason::OtherWeightFormat => "weights in another format (not converted)",
-            SkipReason::UnusedSafetensors => "safetensors file outside the weight set",
+            SkipReason::UnusedSafetensors => {
+                "safetensors file outside the weight sets (top level, modules.json)"
+            }
             SkipReason::QinsFile => "a .qins file",
             SkipReason::TooLarge => "larger than the 64 MiB asset limit",
             SkipReason::BadName => "name is not a safe UTF-8 relative path",
@@ -168,11 +214,16 @@ pub struct SkippedFile {
     pub reason: SkipReason,
 }
 
-/// A Hugging Face model directory, validated: weight files, tensors, assets, skipped files.
+/// A Hugging Face model directory, validated: weight files, tensors, modules, assets, skipped
+/// files.
 #[derive(Debug)]
 pub struct HfSource {
     dir: PathBuf,
+    /// The top-level shard index.
     index: Option<PathBuf>,
+    /// Every shard index, the top-level one first, then the modules', by module.
+    indexes: Vec<PathBuf>,
+    modules: Modules,
     files: Vec<WeightFile>,
     tensors: Vec<SourceTensor>,
     assets: Vec<AssetFile>,
@@ -195,29 +246,37 @@ fn map_range(file: &File, offset: u64, len: usize) -> io::Result<Mmap> {
     // SAFETY: the contract of `Mmap::map` is that the mapped file is not modified or truncated
     // while the map lives; a change would show through the `&[u8]` (or a truncation would
     // raise SIGBUS). The map is read-only and private to this process; the files are the
-    // model's inputs, which the converter only reads, and which the caller must not change
-    // during a conversion (as with `safetensors`, `candle` and `ripgrep`, which map files under
-    // the same contract). The target is checked not to be any of them before writing starts,
-    // and every range mapped here was checked against the file's length when it was opened.
+    // model's inputs, which this crate only reads, and which the caller must not change while
+    // it reads them (as with `safetensors`, `candle` and `ripgrep`, which map files under the
+    // same contract; the converter checks that its target is none of them before it writes).
+    // Every range mapped here was checked against the file's length when it was opened.
     unsafe { MmapOptions::new().offset(offset).len(len).map(file) }
 }
 
-fn read_err(path: &Path) -> impl FnOnce(io::Error) -> ConvertError + '_ {
-    move |cause| ConvertError::Read {
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+    move |cause| SourceError::Read {
         path: path.into(),
         cause,
     }
 }
 
+/// Where a weight set's files are listed.
+enum WeightSet {
+    /// A shard index (relative path): the allowlist.
+    Index(String),
+    /// These weight files (relative paths).
+    Files(Vec<String>),
+}
+
 impl HfSource {
-    /// Opens and validates the model directory `dir` (see the module documentation).
-    pub fn open(dir: &Path) -> Result<HfSource, ConvertError> {
-        let meta = std::fs::metadata(dir).map_err(|cause| ConvertError::SourceDir {
+    /// Opens and validates the model directory `dir` (see the [crate] documentation).
+    pub fn open(dir: &Path) -> Result<HfSource, SourceError> {
+        let meta = std::fs::metadata(dir).map_err(|cause| SourceError::SourceDir {
             path: dir.into(),
             cause,
         })?;
         if !meta.is_dir() {
-            return Err(ConvertError::NotADirectory { path: dir.into() });
+            return Err(SourceError::NotADirectory { path: dir.into() });
         }
         let top = list_dir(dir)?;
         let top_files: BTreeSet<&str> = top
@@ -226,6 +285,23 @@ impl HfSource {
             .map(|(n, _)| n.as_str())
             .collect();
 
+        let mut src = HfSource {
+            dir: dir.into(),
+            index: None,
+            indexes: Vec::new(),
+            modules: Modules::none(),
+            files: Vec::new(),
+            tensors: Vec::new(),
+            assets: Vec::new(),
+            skipped: Vec::new(),
+        };
+        if top_files.contains(MODULES_FILE) {
+            let path = dir.join(MODULES_FILE);
+            let bytes = std::fs::read(&path).map_err(read_err(&path))?;
+            src.modules = Modules::parse(&path, &bytes)?;
+        }
+
+        // The top-level weight set.
         let index_name = if top_files.contains(INDEX_FILE) {
             Some(INDEX_FILE.to_string())
         } else {
@@ -235,48 +311,58 @@ impl HfSource {
                 .collect();
             (idx.len() == 1).then(|| idx[0].to_string())
         };
-
-        let mut src = HfSource {
-            dir: dir.into(),
-            index: None,
-            files: Vec::new(),
-            tensors: Vec::new(),
-            assets: Vec::new(),
-            skipped: Vec::new(),
+        let top_level = match index_name {
+            Some(index) => Some(WeightSet::Index(index)),
+            None => {
+                let names: Vec<String> = if top_files.contains(SINGLE_FILE) {
+                    vec![SINGLE_FILE.to_string()]
+                } else {
+                    top_files
+                        .iter()
+                        .filter(|n| n.ends_with(".safetensors") && !n.starts_with('.'))
+                        .map(|n| n.to_string())
+                        .collect()
+                };
+                (!names.is_empty()).then_some(WeightSet::Files(names))
+            }
         };
-        let mut used: HashSet<String> = HashSet::new();
-        if let Some(index_name) = index_name {
-            let index_path = dir.join(&index_name);
-            src.open_sharded(&index_path)?;
-            src.index = Some(index_path);
-            used.insert(index_name);
-        } else {
-            let names: Vec<String> = if top_files.contains(SINGLE_FILE) {
-                vec![SINGLE_FILE.to_string()]
-            } else {
-                top_files
-                    .iter()
-                    .filter(|n| n.ends_with(".safetensors") && !n.starts_with('.'))
-                    .map(|n| n.to_string())
-                    .collect()
-            };
-            if names.is_empty() {
-                let mut other_weights = Vec::new();
-                collect_other_weights(dir, "", 0, &mut other_weights);
-                return Err(ConvertError::NoWeights {
-                    dir: dir.into(),
-                    other_weights,
-                });
-            }
-            for name in &names {
-                src.add_file(name)?;
-            }
-            src.check_unique_across_files()?;
+        let found_top_level = top_level.is_some();
+        if let Some(set) = top_level {
+            src.open_set(None, set)?;
         }
-        for f in &src.files {
-            used.insert(f.name.clone());
+        // The modules' weight sets (spec §18.1). A weight file that is there but cannot be read
+        // (a broken link: a download cut short) is an error, not a module without weights.
+        for module in src.modules.paths().to_vec() {
+            let mdir = dir.join(&module);
+            let present = |name: &str| std::fs::symlink_metadata(mdir.join(name)).is_ok();
+            if present(INDEX_FILE) {
+                src.open_set(
+                    Some(&module),
+                    WeightSet::Index(format!("{module}/{INDEX_FILE}")),
+                )?;
+            } else if present(SINGLE_FILE) {
+                let name = format!("{module}/{SINGLE_FILE}");
+                src.open_set(Some(&module), WeightSet::Files(vec![name]))?;
+            }
+        }
+        if !found_top_level && src.files.is_empty() {
+            let mut other_weights = Vec::new();
+            collect_other_weights(dir, "", 0, &mut other_weights);
+            return Err(SourceError::NoWeights {
+                dir: dir.into(),
+                other_weights,
+            });
         }
         src.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        src.check_module_names()?;
+
+        let mut used: HashSet<String> = src.files.iter().map(|f| f.name.clone()).collect();
+        for index in &src.indexes {
+            let rel = index
+                .strip_prefix(dir)
+                .expect("an index under the directory");
+            used.insert(rel.to_string_lossy().into_owned());
+        }
         src.walk_assets(dir, "", 0, &used, &mut HashSet::new())?;
         src.assets.sort_by(|a, b| a.name.cmp(&b.name));
         src.skipped.sort_by(|a, b| a.name.cmp(&b.name));
@@ -288,12 +374,39 @@ impl HfSource {
         &self.dir
     }
 
-    /// The shard index used, if the checkpoint is sharded.
+    /// The top-level shard index used, if the top-level weights are sharded.
     pub fn index(&self) -> Option<&Path> {
         self.index.as_deref()
     }
 
-    /// The weight files, sorted by name.
+    /// Every shard index used: the top-level one first, then the modules', by module.
+    pub fn indexes(&self) -> &[PathBuf] {
+        &self.indexes
+    }
+
+    /// The modules that `modules.json` lists (none without it), spec §18.1.
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    /// The modules whose weights are read, sorted: those with a `model.safetensors` (or an
+    /// index) in their directory.
+    pub fn weight_modules(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self
+            .files
+            .iter()
+            .filter_map(|f| f.module.as_deref())
+            .collect();
+        m.dedup();
+        m
+    }
+
+    /// The module whose weights tensor `t` comes from (`None` for the top-level weights).
+    pub fn module_of(&self, t: &SourceTensor) -> Option<&str> {
+        self.files[t.file].module.as_deref()
+    }
+
+    /// The weight files: the top-level ones sorted by name, then each module's.
     pub fn weight_files(&self) -> &[WeightFile] {
         &self.files
     }
@@ -313,8 +426,8 @@ impl HfSource {
         &self.skipped
     }
 
-    /// The union of the weight files' `__metadata__` (the first file, by name, wins a
-    /// conflict).
+    /// The union of the weight files' `__metadata__` (the first file, in
+    /// [`weight_files`](Self::weight_files) order, wins a conflict).
     pub fn safetensors_metadata(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for f in &self.files {
@@ -325,17 +438,21 @@ impl HfSource {
         out
     }
 
-    /// Every input file the conversion reads: weight files, the index, and assets.
+    /// Every input file a conversion reads: weight files, indexes, `modules.json`, and assets.
     pub fn inputs(&self) -> impl Iterator<Item = &Path> {
         self.files
             .iter()
             .map(|f| f.path.as_path())
-            .chain(self.index.as_deref())
+            .chain(self.indexes.iter().map(|p| p.as_path()))
             .chain(self.assets.iter().map(|a| a.path.as_path()))
     }
 
     /// Maps bytes `range` (relative to the tensor's first byte) of tensor `t`'s data.
-    pub fn read(&self, t: &SourceTensor, range: Range<u64>) -> Result<Bytes, ConvertError> {
+    ///
+    /// # Panics
+    ///
+    /// If `range` is not within `0..t.len` (a caller's bug: the tensor's length is known).
+    pub fn read(&self, t: &SourceTensor, range: Range<u64>) -> Result<Bytes, SourceError> {
         let wf = &self.files[t.file];
         assert!(
             range.start <= range.end && range.end <= t.len,
@@ -345,7 +462,7 @@ impl HfSource {
         if range.is_empty() {
             return Ok(Bytes(None));
         }
-        let len = usize::try_from(range.end - range.start).map_err(|_| ConvertError::Read {
+        let len = usize::try_from(range.end - range.start).map_err(|_| SourceError::Read {
             path: wf.path.clone(),
             cause: io::Error::other("range larger than the address space"),
         })?;
@@ -354,19 +471,54 @@ impl HfSource {
             .map_err(read_err(&wf.path))
     }
 
-    fn open_sharded(&mut self, index_path: &Path) -> Result<(), ConvertError> {
-        let bad = |cause: String| ConvertError::BadIndex {
+    /// Reads asset `a` whole (assets are small: at most [`MAX_ASSET_BYTES`]).
+    pub fn read_asset(&self, a: &AssetFile) -> Result<Vec<u8>, SourceError> {
+        std::fs::read(&a.path).map_err(read_err(&a.path))
+    }
+
+    /// Opens one weight set: the top level's (`module` `None`) or a module's, whose tensors get
+    /// the module's directory and a `/` before their names.
+    fn open_set(&mut self, module: Option<&str>, set: WeightSet) -> Result<(), SourceError> {
+        let start = self.tensors.len();
+        match set {
+            WeightSet::Index(index) => {
+                let index_path = self.dir.join(&index);
+                self.open_sharded(module, &index_path)?;
+                if module.is_none() {
+                    self.index = Some(index_path.clone());
+                }
+                self.indexes.push(index_path);
+            }
+            WeightSet::Files(names) => {
+                for name in &names {
+                    self.add_file(name, module)?;
+                }
+                self.check_unique_across_files(start)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the shards that `index_path` lists; `module` is the weight set's module.
+    fn open_sharded(&mut self, module: Option<&str>, index_path: &Path) -> Result<(), SourceError> {
+        let bad = |cause: String| SourceError::BadIndex {
             file: index_path.into(),
             cause,
         };
         let text = std::fs::read(index_path).map_err(read_err(index_path))?;
         let index: IndexJson = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        // Shards are named relative to the index's directory: the module's.
+        let rel = |shard: &str| match module {
+            Some(m) => format!("{m}/{shard}"),
+            None => shard.to_string(),
+        };
+        let prefix = module.map_or(0, |m| m.len() + 1);
         // Each entry once; shards in name order.
         let mut listed: BTreeMap<&str, &str> = BTreeMap::new();
         for (tensor, shard) in &index.weight_map.0 {
             if let Some(first) = listed.insert(tensor, shard) {
                 let entry = |s: &str| format!("{} (entry for {s:?})", index_path.display());
-                return Err(ConvertError::DuplicateTensor {
+                return Err(SourceError::DuplicateTensor {
                     tensor: tensor.clone(),
                     first: entry(first),
                     second: entry(shard),
@@ -379,33 +531,35 @@ impl HfSource {
                 .map_err(|p| bad(format!("shard {shard:?} of tensor {tensor:?}: {p}")))?;
             shards.entry(shard).or_insert(tensor);
         }
+        let start = self.tensors.len();
         for (shard, tensor) in &shards {
-            let path = self.dir.join(shard);
-            if !path.is_file() {
-                return Err(ConvertError::ShardMissing {
+            let name = rel(shard);
+            if !self.dir.join(&name).is_file() {
+                return Err(SourceError::ShardMissing {
                     index: index_path.into(),
                     shard: shard.to_string(),
                     tensor: tensor.to_string(),
                 });
             }
-            self.add_file(shard)?;
+            self.add_file(&name, module)?;
         }
-        self.check_unique_across_files()?;
+        self.check_unique_across_files(start)?;
         // Every tensor found is listed, in the shard the index names.
-        for t in &self.tensors {
+        for t in &self.tensors[start..] {
             let file = &self.files[t.file];
-            match listed.get(t.name.as_str()) {
+            let inner = &t.name[prefix..];
+            match listed.get(inner) {
                 None => {
-                    return Err(ConvertError::UnindexedTensor {
+                    return Err(SourceError::UnindexedTensor {
                         file: file.path.clone(),
-                        tensor: t.name.clone(),
+                        tensor: inner.to_string(),
                         index: index_path.into(),
                     })
                 }
-                Some(shard) if *shard != file.name => {
-                    return Err(ConvertError::TensorNotInShard {
+                Some(shard) if rel(shard) != file.name => {
+                    return Err(SourceError::TensorNotInShard {
                         index: index_path.into(),
-                        tensor: t.name.clone(),
+                        tensor: inner.to_string(),
                         shard: shard.to_string(),
                     })
                 }
@@ -413,9 +567,12 @@ impl HfSource {
             }
         }
         // Every tensor listed is found.
-        let found: HashSet<&str> = self.tensors.iter().map(|t| t.name.as_str()).collect();
+        let found: HashSet<&str> = self.tensors[start..]
+            .iter()
+            .map(|t| &t.name[prefix..])
+            .collect();
         if let Some((tensor, shard)) = listed.iter().find(|(t, _)| !found.contains(*t)) {
-            return Err(ConvertError::TensorNotInShard {
+            return Err(SourceError::TensorNotInShard {
                 index: index_path.into(),
                 tensor: tensor.to_string(),
                 shard: shard.to_string(),
@@ -424,16 +581,24 @@ impl HfSource {
         Ok(())
     }
 
-    /// Opens weight file `name`, parses its header and appends its tensors.
-    fn add_file(&mut self, name: &str) -> Result<(), ConvertError> {
+    /// Opens weight file `name` (relative to the directory), parses its header and appends its
+    /// tensors, named behind `module`'s directory if it is a module's.
+    fn add_file(&mut self, name: &str, module: Option<&str>) -> Result<(), SourceError> {
         let path = self.dir.join(name);
         let file = File::open(&path).map_err(read_err(&path))?;
-        let size = file.metadata().map_err(read_err(&path))?.len();
-        let len = usize::try_from(size).map_err(|_| ConvertError::Read {
+        let fmeta = file.metadata().map_err(read_err(&path))?;
+        if !fmeta.is_file() {
+            return Err(SourceError::Read {
+                path,
+                cause: io::Error::other("not a regular file"),
+            });
+        }
+        let size = fmeta.len();
+        let len = usize::try_from(size).map_err(|_| SourceError::Read {
             path: path.clone(),
             cause: io::Error::other("file larger than the address space"),
         })?;
-        let bad = |cause| ConvertError::BadSafetensors {
+        let bad = |cause| SourceError::BadSafetensors {
             file: path.clone(),
             cause,
         };
@@ -450,12 +615,16 @@ impl HfSource {
             meta.tensors().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         for (tname, info) in &tensors {
-            let bad_tensor = |cause: String| ConvertError::BadTensor {
+            let full = match module {
+                Some(m) => format!("{m}/{tname}"),
+                None => tname.clone(),
+            };
+            let bad_tensor = |cause: String| SourceError::BadTensor {
                 file: path.clone(),
-                tensor: tname.clone(),
+                tensor: full.clone(),
                 cause,
             };
-            check_tensor_name(tname.as_bytes()).map_err(|p| bad_tensor(p.to_string()))?;
+            check_tensor_name(full.as_bytes()).map_err(|p| bad_tensor(p.to_string()))?;
             let dtype: Dtype = format!("{:?}", info.dtype).parse().map_err(|_| {
                 bad_tensor(format!(
                     "dtype {:?} is not in the QINS dtype registry",
@@ -470,7 +639,7 @@ impl HfSource {
             }
             let (s, e) = info.data_offsets;
             self.tensors.push(SourceTensor {
-                name: tname.clone(),
+                name: full,
                 dtype,
                 shape: info.shape.iter().map(|&d| d as u64).collect(),
                 file: file_index,
@@ -489,16 +658,17 @@ impl HfSource {
             path,
             size,
             metadata,
+            module: module.map(str::to_string),
             file,
         });
         Ok(())
     }
 
-    /// No tensor name in two weight files.
-    fn check_unique_across_files(&self) -> Result<(), ConvertError> {
+    /// No tensor name in two weight files of the set whose tensors start at `start`.
+    fn check_unique_across_files(&self, start: usize) -> Result<(), SourceError> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         let mut dup: Option<(&str, usize, usize)> = None;
-        for t in &self.tensors {
+        for t in &self.tensors[start..] {
             if let Some(&first) = seen.get(t.name.as_str()) {
                 let cand = (t.name.as_str(), first, t.file);
                 match dup {
@@ -510,13 +680,32 @@ impl HfSource {
             }
         }
         match dup {
-            Some((tensor, a, b)) => Err(ConvertError::DuplicateTensor {
+            Some((tensor, a, b)) => Err(SourceError::DuplicateTensor {
                 tensor: tensor.to_string(),
                 first: self.files[a].path.display().to_string(),
                 second: self.files[b].path.display().to_string(),
             }),
             None => Ok(()),
         }
+    }
+
+    /// Every tensor's name leads back to the weight set it came from (spec §18.1): the first
+    /// tensor, by name, that does not is the error.
+    fn check_module_names(&self) -> Result<(), SourceError> {
+        for t in &self.tensors {
+            let owner = self.modules.split(&t.name).map(|(m, _)| m);
+            let file = &self.files[t.file];
+            if owner != file.module.as_deref() {
+                return Err(SourceError::ModuleNameClash {
+                    file: file.path.clone(),
+                    tensor: t.name.clone(),
+                    // A module's tensor always splits (its own directory is a candidate), so
+                    // a mismatch has an owner.
+                    module: owner.unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn skip(&mut self, name: String, reason: SkipReason) {
@@ -531,7 +720,7 @@ impl HfSource {
         depth: usize,
         used: &HashSet<String>,
         visited: &mut HashSet<(u64, u64)>,
-    ) -> Result<(), ConvertError> {
+    ) -> Result<(), SourceError> {
         if let Ok(m) = std::fs::metadata(dir) {
             visited.insert((m.dev(), m.ino()));
         }
@@ -603,8 +792,8 @@ impl HfSource {
 
 /// The entries of `dir` with their (link-followed) metadata, `None` where it cannot be read
 /// (a broken link); names are lossy UTF-8, sorted.
-fn list_dir(dir: &Path) -> Result<Vec<(String, Option<std::fs::Metadata>)>, ConvertError> {
-    let err = |cause| ConvertError::SourceDir {
+fn list_dir(dir: &Path) -> Result<Vec<(String, Option<std::fs::Metadata>)>, SourceError> {
+    let err = |cause| SourceError::SourceDir {
         path: dir.into(),
         cause,
     };
