@@ -15,11 +15,11 @@ pub enum LoadError {
         /// The reader's error.
         source: qins_read::ReadError,
     },
-    /// The Hugging Face directory could not be opened or was refused.
+    /// The Hugging Face directory could not be opened or read, or was refused.
     #[error("{source}")]
     Dir {
         /// The source reader's error (it names the directory or file).
-        source: qins_convert::ConvertError,
+        source: qins_source::SourceError,
     },
     /// The model needs a tensor that the file does not have.
     #[error("{}: no tensor {tensor:?}, which the model needs (is this the right model for its config.json?)", file.display())]
@@ -71,14 +71,6 @@ pub enum LoadError {
         stored: &'static str,
         /// The dtype the model asked for (candle's name).
         requested: &'static str,
-    },
-    /// An asset of a model directory could not be read.
-    #[error("{}: {source}", path.display())]
-    Asset {
-        /// The asset's file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
     },
     /// candle refused to build a tensor from the decoded values (a device error, say).
     #[error("{}: tensor {tensor:?}: {source}", file.display())]

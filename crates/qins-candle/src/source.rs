@@ -7,8 +7,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
-use qins_convert::source::{HfSource, SourceTensor};
 use qins_read::{MappedFile, Qins, TensorView};
+use qins_source::{HfSource, SourceTensor};
 
 use crate::convert::{par_fill, raw_tensor, Float};
 use crate::LoadError;
@@ -266,12 +266,10 @@ impl TensorSource for DirSource<'_> {
         let Some(a) = self.dir.assets().iter().find(|a| a.name == name) else {
             return Ok(None);
         };
-        std::fs::read(&a.path)
+        self.dir
+            .read_asset(a)
             .map(|b| Some(Cow::Owned(b)))
-            .map_err(|source| LoadError::Asset {
-                path: a.path.clone(),
-                source,
-            })
+            .map_err(|source| LoadError::Dir { source })
     }
 
     fn asset_names(&self) -> Vec<&str> {

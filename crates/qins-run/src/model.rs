@@ -85,7 +85,10 @@ pub fn require_kind(path: &Path, causal: bool, what: &str) -> Result<Arch, RunEr
         };
         return Err(RunError::WrongKind {
             file: path.into(),
-            what: format!("{what} does not apply to {} ({is}): use `{use_}`", arch.name()),
+            what: format!(
+                "{what} does not apply to {} ({is}): use `{use_}`",
+                arch.name()
+            ),
         });
     }
     Ok(arch)

@@ -96,7 +96,8 @@ fn compare_is_exact_for_raw_tensors_and_close_for_the_default_codec() {
         assert_eq!(t.perplexity_source, t.perplexity_qins, "{sa}");
         assert_eq!(causal.greedy_identical_prompts, 2, "{sa}");
 
-        let r = compare(&c.encoded, &c.dir, &small_compare()).unwrap_or_else(|e| panic!("{sa}: {e}"));
+        let r =
+            compare(&c.encoded, &c.dir, &small_compare()).unwrap_or_else(|e| panic!("{sa}: {e}"));
         let t = r.causal.unwrap().teacher_forced;
         // Measured on these checkpoints: mean KL 1e-6..1e-4 nats (random weights give nearly
         // flat distributions); a broken decode gives far more.
