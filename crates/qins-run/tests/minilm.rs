@@ -29,20 +29,19 @@ fn minilm_from_the_qins_embeds_like_the_directory() {
     let e = r.encoder.expect("an encoder report");
     assert_eq!((e.sentences, e.dimensions), (32, 384));
     assert_eq!(e.modules, ["Pooling(mean)", "Normalize"]);
-    // Measured with the default codec (lloyd-rows): cosine mean 0.99999, min 0.99998,
-    // nearest neighbours all agree. Margins: 100x on 1 - cosine.
-    assert!(e.cosine_mean > 0.999, "cosine mean {}", e.cosine_mean);
-    assert!(e.cosine_min > 0.998, "cosine min {}", e.cosine_min);
+    // Measured with the default codec (lloyd-rows): cosine mean 0.999970, min 0.999957,
+    // nearest neighbours all agree (seed-log: 0.99934, 0.99890, 96.9%). Margins: about 20x
+    // on 1 - cosine, so that a codec as coarse as seed-log fails.
+    assert!(e.cosine_mean > 0.9995, "cosine mean {}", e.cosine_mean);
+    assert!(e.cosine_min > 0.999, "cosine min {}", e.cosine_min);
     assert!(
         e.nearest_neighbour_agreement >= 0.9,
         "{}",
         e.nearest_neighbour_agreement
     );
-    assert!(
-        e.nearest_in_topic[0] >= 0.8,
-        "the built-in sentences group by topic: {:?}",
-        e.nearest_in_topic
-    );
+    // MiniLM puts 72% of the built-in sentences next to one of their own topic: a working
+    // encoder, far from chance (3 of 31 neighbours share a topic).
+    assert!(e.nearest_in_topic[0] >= 0.6, "{:?}", e.nearest_in_topic);
 
     // Through the binary, as JSON.
     let out = Command::new(env!("CARGO_BIN_EXE_qins-run"))

@@ -31,9 +31,18 @@ const PROMPTS: [&str; 3] = [
     "How do I boil an egg?",
 ];
 
+/// Built-in prompts whose greedy answers are not decided by a near-tie in the source model:
+/// "What is the capital of France?" is not one (SmolLM2's first token is "The" by 0.08 logits
+/// over "L", and the default codec, the Q4_1 GGUF and Q8_0 each tip it differently).
+const STABLE_PROMPTS: [&str; 3] = [
+    "List three fruits that are rich in vitamin C.",
+    "Give me a tip for learning a new language.",
+    "Explain in two sentences why the sky is blue.",
+];
+
 fn options() -> CompareOptions {
     CompareOptions {
-        prompts: PROMPTS.iter().map(|s| s.to_string()).collect(),
+        prompts: STABLE_PROMPTS.iter().map(|s| s.to_string()).collect(),
         tokens: 16,
         text_tokens: Some(128),
         ..CompareOptions::default()
@@ -107,8 +116,10 @@ fn smollm_default_codec_is_closer_to_the_source_than_q8_0() {
         t.kl_mean,
         q.kl_mean
     );
-    assert!(t.kl_mean < 2e-3, "mean KL {}", t.kl_mean);
-    assert!(t.top1_agreement > 0.9, "top-1 {}", t.top1_agreement);
+    // Measured: 0.00033 nats (Q8_0 0.00103) on the first 128 tokens of the built-in text.
+    assert!(t.kl_mean < 1e-3, "mean KL {}", t.kl_mean);
+    // Measured: 98.4% (Q8_0 97.6%).
+    assert!(t.top1_agreement > 0.95, "top-1 {}", t.top1_agreement);
     assert!((t.perplexity_qins / t.perplexity_source - 1.0).abs() < 0.02);
     assert!(
         ours.greedy_identical_mean > 0.5,

@@ -244,6 +244,19 @@ fn tokenizer(cfg: &SynthConfig) -> Tokenizer {
     }
 }
 
+/// `generation_config.json`: the BOS and EOS ids.
+fn write_generation_config(dir: &Path) -> Result<(), SynthError> {
+    write_json(
+        &dir.join("generation_config.json"),
+        &GenerationConfig {
+            _from_model_config: true,
+            bos_token_id: BOS_ID,
+            eos_token_id: EOS_ID,
+            transformers_version: TRANSFORMERS_VERSION,
+        },
+    )
+}
+
 /// The ChatML template the synthetic causal models other than Llama carry.
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<s>' + message['role'] + '\n' + message['content'] + '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<s>assistant\n' }}{% endif %}";
 
@@ -401,15 +414,7 @@ pub(crate) fn write_small_files(
         vocab_size: cfg.vocab_size,
     };
     write_json(&dir.join("config.json"), &config)?;
-    write_json(
-        &dir.join("generation_config.json"),
-        &GenerationConfig {
-            _from_model_config: true,
-            bos_token_id: BOS_ID,
-            eos_token_id: EOS_ID,
-            transformers_version: TRANSFORMERS_VERSION,
-        },
-    )?;
+    write_generation_config(dir)?;
     write_json(&dir.join("tokenizer.json"), &tokenizer(cfg))?;
     write_json(
         &dir.join("tokenizer_config.json"),
@@ -460,15 +465,7 @@ fn write_arch_files(cfg: &SynthConfig, dir: &Path) -> Result<Vec<&'static str>, 
     let mut files = vec!["config.json", "tokenizer.json", "tokenizer_config.json"];
     if causal {
         tok_config["chat_template"] = CHAT_TEMPLATE.into();
-        write_json(
-            &dir.join("generation_config.json"),
-            &GenerationConfig {
-                _from_model_config: true,
-                bos_token_id: BOS_ID,
-                eos_token_id: EOS_ID,
-                transformers_version: TRANSFORMERS_VERSION,
-            },
-        )?;
+        write_generation_config(dir)?;
         files.push("generation_config.json");
     } else {
         write_sentence_transformers(cfg, dir)?;
