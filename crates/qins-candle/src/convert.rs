@@ -150,10 +150,10 @@ pub(crate) fn raw_tensor(
         });
         Tensor::from_vec(out, shape, device)
     }
-    let candle_err = |source| LoadError::Candle {
+    let candle_err = |source: candle_core::Error| LoadError::Candle {
         tensor: name.to_string(),
         file: file.into(),
-        source,
+        source: Box::new(source),
     };
     if dtype.is_encodable() {
         let made = match want {

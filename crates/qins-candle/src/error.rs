@@ -79,8 +79,8 @@ pub enum LoadError {
         tensor: String,
         /// The `.qins` file or model directory.
         file: PathBuf,
-        /// candle's error.
-        source: candle_core::Error,
+        /// candle's error (boxed: it is large).
+        source: Box<candle_core::Error>,
     },
     /// The model's constructor failed for a reason of its own (not a weight this crate served),
     /// or panicked.

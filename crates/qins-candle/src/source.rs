@@ -121,7 +121,7 @@ impl<'a> QinsSource<'a> {
         Tensor::from_vec(out, shape, device).map_err(|source| LoadError::Candle {
             tensor: t.name().to_string(),
             file: self.file.path().into(),
-            source,
+            source: Box::new(source),
         })
     }
 }
@@ -173,7 +173,7 @@ impl TensorSource for QinsSource<'_> {
                     x.to_dtype(other).map_err(|source| LoadError::Candle {
                         tensor: name.to_string(),
                         file: path.into(),
-                        source,
+                        source: Box::new(source),
                     })
                 }),
             },

@@ -70,8 +70,8 @@ pub enum RunError {
     Compute {
         /// What was being computed.
         what: &'static str,
-        /// candle's error.
-        source: candle_core::Error,
+        /// candle's error (boxed: it is large).
+        source: Box<candle_core::Error>,
     },
     /// Writing the output failed.
     #[error("writing the output: {0}")]
@@ -80,5 +80,8 @@ pub enum RunError {
 
 /// Maps a candle error in computation `what`.
 pub(crate) fn compute(what: &'static str) -> impl FnOnce(candle_core::Error) -> RunError {
-    move |source| RunError::Compute { what, source }
+    move |source| RunError::Compute {
+        what,
+        source: Box::new(source),
+    }
 }
