@@ -201,7 +201,7 @@ impl TensorSource for QinsSource<'_> {
 }
 
 /// A Hugging Face model directory, serving its safetensors tensors converted and its small
-/// files as assets (the files `qins-convert` would carry).
+/// files as assets (the files a conversion carries).
 #[derive(Debug)]
 pub struct DirSource<'a> {
     dir: &'a HfSource,

@@ -257,7 +257,8 @@ fn write_generation_config(dir: &Path) -> Result<(), SynthError> {
     )
 }
 
-/// The ChatML template the synthetic causal models other than Llama carry.
+/// The chat template the synthetic causal models other than Llama carry: ChatML's shape, with
+/// the toy tokenizer's `<s>` and `</s>` as turn markers.
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<s>' + message['role'] + '\n' + message['content'] + '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<s>assistant\n' }}{% endif %}";
 
 /// `config.json` of an architecture other than Llama: the keys its Hugging Face config class
@@ -449,7 +450,7 @@ pub(crate) fn write_small_files(
 }
 
 /// [`write_small_files`] for an architecture other than Llama: the same tokenizer, its own
-/// config, a ChatML chat template for causal models, the module files for BERT.
+/// config, a chat template for causal models, the module files for BERT.
 fn write_arch_files(cfg: &SynthConfig, dir: &Path) -> Result<Vec<&'static str>, SynthError> {
     write_json(&dir.join("config.json"), &arch_config(cfg))?;
     write_json(&dir.join("tokenizer.json"), &tokenizer(cfg))?;
