@@ -147,3 +147,21 @@ fn the_synthetic_bert_embeds_with_its_dense_module_from_the_qins_and_the_directo
     assert_eq!(e.sentences, 32);
     assert!(e.cosine_min > 0.99, "{}", e.cosine_min);
 }
+
+#[test]
+fn a_tied_head_that_is_not_stored_is_served_from_the_embeddings() {
+    // Mistral's model always asks for lm_head.weight; this checkpoint ties it and stores none.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hf");
+    let mut cfg = SynthConfig::tiny_arch(SynthArch::Mistral, SynthDtype::F32);
+    cfg.tie_word_embeddings = true;
+    synth(&cfg, &dir).unwrap();
+    let qins = tmp.path().join("tied.qins");
+    convert(&ConvertOptions::new(dir.clone(), qins.clone()), &NoProgress).unwrap();
+    for path in [&dir, &qins] {
+        let m = Model::open(path, DType::F32).unwrap();
+        assert_eq!(m.stats.aliased, ["lm_head.weight"], "{}", path.display());
+    }
+    assert_eq!(greedy(&dir, "the cat").len(), 5);
+    assert_eq!(greedy(&qins, "the cat").len(), 5);
+}
