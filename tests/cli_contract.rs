@@ -313,6 +313,10 @@ fn exit_codes_of_every_tool() {
     usage(&[f, "out", "--max-shard-size", "lots"], "qins-export");
     usage(&[f, "out.qins", "--alignment", "100"], "qins-convert");
     usage(&[f, "out.qins", "--codec", "zip"], "qins-convert");
+    usage(
+        &[f, "out.qins", "--max-shard-size", "5 parsecs"],
+        "qins-convert",
+    );
     usage(&["out", "--shards", "0"], "qins-synth");
     usage(&["out", "--preset", "huge"], "qins-synth");
 }

@@ -9,9 +9,13 @@ of §12.3.1, the exact fit of §12.3.2 when at most 255 bins are non-empty, the 
 weights of §12.4 and the codes of §12.3.6; with more than 255 non-empty bins it uses a simple
 stand-in table (NOT the Lloyd/Ward fit of §12.3.2-§12.3.5, which readers never need: a file is
 defined by its stored bytes), with an honest ``rel_err = D / E``. It lays the file out
-canonically (§9.2) with zero padding and all CRCs. The reader is tested on round trips, on files
-corrupted in the precise way each §17 error kind describes, on the order in which §17 and §14
-report two faults, and against the conformance suite in ``conformance/`` when it is present.
+canonically (§9.2) with zero padding and all CRCs. ``SetMaker`` writes sharded sets as §21 says
+(shards with the ``qins.set.*`` keys, the index in canonical form). The reader is tested on
+round trips, on files corrupted in the precise way each §17 error kind describes, on the order
+in which §17 and §14 report two faults, on sets opened from their index and from every shard,
+on sets damaged in the way each §21.6 kind describes and on the order of §21.5, on the worked
+example of spec/example.md, and against the conformance suite in ``conformance/`` (§20.2,
+§20.5), which must be present.
 """
 
 from __future__ import annotations
@@ -337,6 +341,139 @@ def build_qins(tensors=(), assets=(), metadata=None, *, metadata_bytes=None, ali
     out.header_size = header_size
     out.lut_offset = lut_sec[0]
     return out
+
+
+# --- sets (§21) ------------------------------------------------------------------------------
+
+def canonical_index(index: dict) -> bytes:
+    """§21.2 canonical form: what Python's json.dumps(indent=2, sort_keys=True,
+    ensure_ascii=False) writes, plus a final newline."""
+    return (json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def canonical_metadata(md: dict) -> bytes:
+    """§7 canonical form: no bytes for no keys, else Python's compact sorted json.dumps."""
+    if not md:
+        return b""
+    return json.dumps(md, separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True).encode("utf-8")
+
+
+def header_crc_of(data) -> int:
+    return get(data, get(data, 32, "<Q") - 4, "<I")
+
+
+class SetMaker:
+    """Writes a set as §21.1-§21.4 say a writer does: shards ``NAME-0000k-of-0000n.qins``
+    (version_minor 1, the metadata keys of §21.3 beside the model's), assets in shard 1, and
+    the index ``NAME.qins.index.json`` in canonical form. ``shards`` is a list of dicts with
+    ``tensors`` (as for build_qins) and optionally ``assets``; tests damage the result."""
+
+    def __init__(self, root, shards, *, name="model", set_id="test-set_1.0", metadata=None,
+                 alignment=64, subdir="set"):
+        self.dir = os.path.join(root, subdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.specs = shards
+        self.n = len(shards)
+        self.name = name
+        self.set_id = set_id
+        self.metadata = dict(metadata if metadata is not None else {"qins.writer": "test"})
+        self.alignment = alignment
+        self.files = [f"{name}-{k:05d}-of-{self.n:05d}.qins" for k in range(1, self.n + 1)]
+        self.index_name = f"{name}.qins.index.json"
+        self.built = [None] * self.n
+        self.index = None
+
+    def path(self, k_or_name) -> str:
+        if isinstance(k_or_name, int):
+            return os.path.join(self.dir, self.files[k_or_name - 1])
+        return os.path.join(self.dir, k_or_name)
+
+    @property
+    def index_path(self) -> str:
+        return os.path.join(self.dir, self.index_name)
+
+    def shard_metadata(self, k: int, **override) -> dict:
+        md = dict(self.metadata)
+        md.update({"qins.set.id": self.set_id, "qins.set.index_file": self.index_name,
+                   "qins.set.shard": str(k), "qins.set.shard_count": str(self.n)})
+        for key, v in override.items():
+            key = "qins.set." + key
+            if v is None:
+                md.pop(key, None)
+            else:
+                md[key] = v
+        return md
+
+    def build_shard(self, k: int, *, tensors=None, assets=None, metadata=None,
+                    version_minor=1) -> Built:
+        spec = self.specs[k - 1]
+        return build_qins(spec.get("tensors", ()) if tensors is None else tensors,
+                          spec.get("assets", ()) if assets is None else assets,
+                          self.shard_metadata(k) if metadata is None else metadata,
+                          alignment=self.alignment, version_minor=version_minor)
+
+    def write_shard(self, k: int, data=None, name=None, **kw) -> Built | None:
+        b = None
+        if data is None:
+            b = self.build_shard(k, **kw)
+            data = b.data
+        with open(self.path(name or k), "wb") as f:
+            f.write(bytes(data))
+        return b
+
+    def make_index(self) -> dict:
+        shards, wm = [], {}
+        for k in range(1, self.n + 1):
+            b = self.built[k - 1]
+            shards.append({"file": self.files[k - 1], "header_crc32":
+                           f"{header_crc_of(b.data):08x}", "size": len(b.data)})
+            for t in b.tensors:
+                wm[t["name"]] = self.files[k - 1]
+        return {"metadata": {"format": "qins", "format_version": "1.1", "set_id": self.set_id,
+                             "total_size": sum(s["size"] for s in shards)},
+                "shards": shards, "weight_map": wm}
+
+    def write_index(self, index=None, *, text=None, name=None) -> None:
+        if text is None:
+            text = canonical_index(self.index if index is None else index)
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        with open(os.path.join(self.dir, name or self.index_name), "wb") as f:
+            f.write(text)
+
+    def write(self) -> "SetMaker":
+        for k in range(1, self.n + 1):
+            self.built[k - 1] = self.write_shard(k)
+        self.index = self.make_index()
+        self.write_index()
+        return self
+
+    def shard_bytes(self, k: int) -> bytearray:
+        with open(self.path(k), "rb") as f:
+            return bytearray(f.read())
+
+
+def set_fixture(root, **kw) -> SetMaker:
+    """Three shards: two tensors and two assets in shard 1, two tensors in shard 2, one in
+    shard 3 (every codec family, raw tensors, row scales)."""
+    shards = [
+        {"tensors": [
+            {"name": "embed", "dtype": "F32", "shape": [4, 6], "codec": "log",
+             "row_scales": True, "values": rng_values(41, 24)},
+            {"name": "norm", "dtype": "BF16", "shape": [6],
+             "raw": np.array([0x3F80, 0xC000, 0x3F00, 0, 0x8000, 0x7F80], "<u2").tobytes()}],
+         "assets": [("config.json", b'{"layers": 1}'), ("1_Pooling/config.json", b"{}")]},
+        {"tensors": [
+            {"name": "layer.0.w", "dtype": "F16", "shape": [5, 3], "codec": "linear",
+             "values": rng_values(42, 15).astype(np.float16).astype(np.float32)},
+            {"name": "layer.0.b", "dtype": "F32", "shape": [5],
+             "raw": np.arange(5, dtype="<f4").tobytes()}]},
+        {"tensors": [
+            {"name": "head", "dtype": "F32", "shape": [3, 7], "codec": "lloyd",
+             "values": rng_values(43, 21)}]},
+    ]
+    return SetMaker(root, shards, **kw).write()
 
 
 def expected_decode_bytes(rec) -> bytes:
@@ -1218,7 +1355,7 @@ class TestErrors(TmpMixin, unittest.TestCase):
     def test_zz_every_kind_tested(self):
         # Runs last in this class (alphabetical order); covers every §17 kind.
         for name in dir(self):
-            if set(qr.ERROR_KINDS) <= TESTED_KINDS:
+            if set(qr.FILE_ERROR_KINDS) <= TESTED_KINDS:
                 break  # the class ran in full, alphabetically, before this test
             if name.startswith("test_") and name != "test_zz_every_kind_tested":
                 self.setUp()
@@ -1226,8 +1363,8 @@ class TestErrors(TmpMixin, unittest.TestCase):
                     getattr(self, name)()
                 finally:
                     self.tearDown()
-        self.assertEqual(set(qr.ERROR_KINDS) - TESTED_KINDS, set())
-        self.assertEqual(len(qr.ERROR_KINDS), 30)
+        self.assertEqual(set(qr.FILE_ERROR_KINDS) - TESTED_KINDS, set())
+        self.assertEqual(len(qr.FILE_ERROR_KINDS), 30)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1603,78 +1740,1115 @@ class TestCheckOrder(TmpMixin, unittest.TestCase):
 
 
 # --------------------------------------------------------------------------------------------
-# The public conformance suite (spec/conformance.md §20.2.1), when conformance/ is present
+# Rules 1.1 states or clarifies for a single file
+# --------------------------------------------------------------------------------------------
+
+SPEC = os.path.join(os.path.dirname(HERE), "spec")
+
+
+def xxd_reverse(text: str) -> bytes:
+    """``xxd -r`` of a dump in xxd's format, where a ``*`` line repeats the line before it up
+    to the next line's offset (spec/example.md, "The whole file")."""
+    out = bytearray()
+    prev = None
+    pending_star = False
+    for line in text.splitlines():
+        if line.strip() == "*":
+            pending_star = True
+            continue
+        off_s, rest = line.split(":", 1)
+        off = int(off_s, 16)
+        hexpart = rest[1:40].replace(" ", "")
+        data = bytes.fromhex(hexpart)
+        if pending_star:
+            while len(out) < off:
+                out += prev
+            pending_star = False
+        if len(out) != off:
+            raise ValueError(f"offset {off:#x} after {len(out):#x} bytes")
+        out += data
+        prev = data
+    return bytes(out)
+
+
+class TestSpec11(TmpMixin, unittest.TestCase):
+    def test_worked_example(self):
+        # §19 / spec/example.md: the whole file in hex, with what it holds
+        with open(os.path.join(SPEC, "example.md"), encoding="utf-8") as f:
+            md = f.read()
+        part = md.split("## The whole file", 1)[1]
+        dump = part.split("```text\n", 1)[1].split("```", 1)[0]
+        data = xxd_reverse(dump)
+        self.assertEqual(len(data), 1799)
+        q = self.open(data)
+        q.verify()
+        self.assertEqual((q.version, q.alignment, q.header_size), ((1, 0), 64, 542))
+        self.assertEqual([(t.name, t.dtype, t.shape, t.codec) for t in q.tensors],
+                         [("proj.weight", "F32", (2, 3), "log"),
+                          ("norm.weight", "BF16", (3,), "raw")])
+        self.assertEqual(q.tensors[0].param0, math.log(0.03125))
+        self.assertEqual(q.tensors[0].param1, 0.0)
+        # the table of "How proj.weight was encoded": codes, signs and decoded values
+        self.assertEqual(q.codes("proj.weight").tolist(), [52, 103, 0, 153, 1, 255])
+        self.assertEqual(q.sign_bits("proj.weight").tolist(),
+                         [False, True, False, False, True, False])
+        want = np.array(["0.4986374", "-0.24863926", "0", "0.1256841", "-1", "0.03125"],
+                        dtype=np.float32)
+        self.assertEqual(q.decode("proj.weight").reshape(-1).tolist(), want.tolist())
+        self.assertEqual(q.raw_values("norm.weight").tolist(), [1.0, 0.5, -2.0])
+        self.assertEqual(q.metadata, {"qins.writer": "example"})
+        self.assertEqual([(a.name, q.asset_bytes(a)) for a in q.assets],
+                         [("config.json", b'{"a":1}')])
+        # the section map's CRCs
+        self.assertEqual(q.header_crc, 0x8CE4C67B)
+        self.assertEqual([s.crc for _l, s in q.used_sections()],
+                         [0xE51D80AD, 0xC3E012F6, 0x21BB9EC5, 0x3850FA31, 0x561BACAF])
+
+    def test_sign_bit_on_code_zero(self):
+        # §11.2: not checked; decodes to -LUT[0] = -0.0, times its row scale still -0.0
+        b = build_qins([{"name": "r", "shape": [2, 3], "codec": "log", "row_scales": True,
+                         "values": np.array([0.0, 1.0, -2.0, 0.0, 0.0, 4.0], np.float32)},
+                        {"name": "l", "shape": [9], "codec": "lloyd",
+                         "values": np.array([0, 1, 0, 2, 0, 3, 0, 4, 0], np.float32)}])
+        buf = b.data
+        so = b.tensors[0]["sections"][1][0]
+        buf[so] |= 0b011001                               # elements 0, 3, 4 have code 0
+        fix_section_crc(buf, TREC(0) + SIGNS)
+        so = b.tensors[1]["sections"][1][0]
+        buf[so] |= 0b01010101                             # elements 0, 2, 4, 6 have code 0
+        buf[so + 1] |= 0b1                                # element 8: code 0, last sign byte
+        fix_section_crc(buf, TREC(1) + SIGNS)
+        q = self.open(buf)
+        q.verify()
+        r = q.decode("r").reshape(-1).view(np.uint32).tolist()
+        self.assertEqual([r[i] for i in (0, 3, 4)], [0x80000000] * 3)
+        self.assertEqual(q.decode("r").reshape(-1)[[1, 2, 5]].tolist(), [1.0, -2.0, 4.0])
+        d = q.decode("l").view(np.uint32).tolist()
+        self.assertEqual([d[i] for i in (0, 2, 4, 6, 8)], [0x80000000] * 5)
+
+    def test_writer_only_rules_are_not_checked(self):
+        # §18.1: a file that breaks a writer-only rule is valid and decodes by §11.4
+        b = build_qins([{"name": "rows", "shape": [2, 4], "codec": "lloyd-rows",
+                         "row_scales": True,
+                         "values": np.array([1, -2, 3, 4, 0.5, 0.25, 0, -1], np.float32)},
+                        {"name": "lut", "shape": [4], "codec": "log",
+                         "values": np.array([1, 2, 3, 4], np.float32)}])
+        buf = b.data
+        put(buf, TREC(0) + 80, "<d", 2.0)                 # lloyd-rows max_abs 2.0 (not 1.0)
+        sc = b.tensors[0]["sections"][2][0]
+        struct.pack_into("<f", buf, sc, 3.0)              # a scale that is not the row's max
+        fix_section_crc(buf, TREC(0) + SCALES)
+        lo = b.lut_offset + 1024                          # table 1: a decreasing entry
+        struct.pack_into("<f", buf, lo + 4 * 200, 1e30)
+        fix_section_crc(buf, 64)
+        q = self.open(buf)
+        q.verify()
+        self.assertEqual(q.tensor("rows").param0, 2.0)
+        self.assertEqual(float(q.lut("lut")[200]), np.float32(1e30))
+        rec = dict(b.tensors[0], scales=np.array([3.0, b.tensors[0]["scales"][1]], np.float32))
+        self.assertEqual(q.decode("rows").astype("<f4").tobytes(), expected_decode_bytes(rec))
+        # a -0.0 parameter where the constraint is ">= 0" or "= 0.0" (§4)
+        for off in (TREC(0) + 80, TREC(0) + 88):
+            buf2 = bytearray(buf)
+            put(buf2, off, "<d", -0.0)
+            self.open(buf2).verify()
+
+    def test_metadata_canonical_form_is_pythons(self):
+        # §7 says Python's json.dumps(m, separators=(",", ":"), ensure_ascii=False,
+        # sort_keys=True) writes the canonical form; the rule, written out, agrees
+        short = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r",
+                 0x22: '\\"', 0x5C: "\\\\"}
+
+        def string(x):
+            out = []
+            for ch in x:
+                c = ord(ch)
+                out.append(short.get(c) or (f"\\u00{c:02x}" if c < 0x20 else ch))
+            return '"' + "".join(out) + '"'
+
+        def canonical(md):
+            keys = sorted(md, key=lambda k: k.encode("utf-8"))
+            return ("{" + ",".join(string(k) + ":" + string(md[k]) for k in keys)
+                    + "}").encode("utf-8")
+
+        chars = "".join(chr(c) for c in range(0x80)) + "é/\u2028\ufffd\U0001F600\uff61"
+        md = {ch: ch * 2 for ch in chars}
+        md.update({"": "", "qins.writer": "x", "\uff61": "a", "\U0001F600": "b"})
+        self.assertEqual(canonical_metadata(md), canonical(md))
+        # code point order, not UTF-16 order: U+FF61 sorts before U+1F600
+        self.assertLess(canonical(md).index("\uff61".encode()), canonical(md).index(
+            "\U0001F600".encode()))
+        b = build_qins([], metadata=md)
+        self.assertEqual(self.open(b.data).metadata, md)
+
+    def test_unsupported_version_message(self):
+        buf = base_file().data
+        put(buf, 8, "<H", 2, fix=False)
+        put(buf, 10, "<H", 3, fix=False)
+        with self.assertRaises(qr.ERRORS["UnsupportedVersion"]) as cm:
+            self.open(buf)
+        self.assertIn("unsupported format version 2.3: this reader implements 1.x",
+                      cm.exception.message)
+
+    def test_errors_name_their_file(self):
+        buf = base_file().data
+        buf[0] = 0
+        p = self.write(buf)
+        with self.assertRaises(qr.QinsError) as cm:
+            qr.QinsFile(p)
+        self.assertEqual(cm.exception.file, p)
+        self.assertIn(p, str(cm.exception))
+        buf = base_file().data
+        buf[-1] ^= 1
+        p = self.write(buf)
+        with qr.QinsFile(p) as q:
+            with self.assertRaises(qr.ERRORS["DataChecksum"]) as cm:
+                q.verify()
+            self.assertEqual(cm.exception.file, p)
+
+    # §13.3, §13.4 ----------------------------------------------------------------------------
+
+    def test_sub_byte_packing(self):
+        # §13.4: F4 element 2k is the low nibble of byte k, 2k + 1 the high nibble
+        self.assertEqual(qr.unpack_elements(bytes([0x21, 0x43, 0x05]), 4, 5).tolist(),
+                         [1, 2, 3, 4, 5])
+        # F6: byte 0 = e0 | (e1 & 3) << 6, byte 1 = e1 >> 2 | (e2 & 0xF) << 4,
+        #     byte 2 = e2 >> 4 | e3 << 2
+        r = np.random.default_rng(9)
+        for _ in range(50):
+            e = r.integers(0, 64, 4).tolist()
+            packed = bytes([e[0] | (e[1] & 3) << 6, e[1] >> 2 | (e[2] & 0xF) << 4,
+                            e[2] >> 4 | e[3] << 2])
+            self.assertEqual(qr.unpack_elements(packed, 6, 4).tolist(), e)
+        # the general rule: element i at stream bits i*b .. i*b + b - 1, LSB first
+        for bits in (1, 2, 3, 4, 5, 6, 7, 8):
+            vals = r.integers(0, 1 << bits, 37).tolist()
+            stream = 0
+            for i, v in enumerate(vals):
+                stream |= v << (i * bits)
+            data = stream.to_bytes((37 * bits + 7) // 8, "little")
+            self.assertEqual(qr.unpack_elements(data, bits, 37).tolist(), vals)
+        # through a file: raw_elements and raw_values of F4 and F6 tensors
+        b = build_qins([{"name": "f4", "dtype": "F4", "shape": [2, 2], "raw": b"\x2f\x7a"},
+                        {"name": "f6", "dtype": "F6_E2M3", "shape": [4],
+                         "raw": bytes([0x0F | 0x1 << 6, 0x0 | 0x5 << 4, 0x1 | 0x3F << 2])}])
+        q = self.open(b.data)
+        self.assertEqual(q.raw_elements("f4").tolist(), [[0xF, 0x2], [0xA, 0x7]])
+        self.assertEqual(q.raw_values("f4").tolist(), [[-6.0, 1.0], [-1.0, 6.0]])
+        self.assertEqual(q.raw_elements("f6").tolist(), [0x0F, 0x01, 0x15, 0x3F])
+        self.assertEqual(q.raw_values("f6").tolist(), [1.875, 0.125, 3.25, -7.5])
+
+    def test_small_float_formats(self):
+        # §13.3: the "largest finite" column follows from the rule and the specials
+        largest = {"F8_E5M2": 57344, "F8_E4M3": 448, "F8_E4M3FNUZ": 240,
+                   "F8_E5M2FNUZ": 57344, "F8_E8M0": 2.0 ** 127, "F6_E2M3": 7.5, "F6_E3M2": 28,
+                   "F4": 6}
+        for dtype, top in largest.items():
+            bits = sum(qr.SMALL_FLOATS[dtype][:3])
+            v = qr.small_float_values(np.arange(1 << bits), dtype)
+            finite = v[np.isfinite(v)]
+            with self.subTest(dtype=dtype):
+                self.assertEqual(finite.max(), top)
+                if qr.SMALL_FLOATS[dtype][0]:
+                    self.assertEqual(finite.min(), -top)
+        sv = qr.small_float_values
+        # F8_E5M2 (IEEE-like): 0x7C is +inf, 0xFC -inf, 0x7D..0x7F NaN; 0x01 the least subnormal
+        self.assertEqual(sv([0x7C, 0xFC], "F8_E5M2").tolist(), [math.inf, -math.inf])
+        self.assertTrue(np.isnan(sv([0x7D, 0x7F, 0xFE], "F8_E5M2")).all())
+        self.assertEqual(sv([0x01, 0x04, 0x3C, 0x80], "F8_E5M2").tolist(),
+                         [2.0 ** -16, 2.0 ** -14, 1.0, -0.0])
+        # F8_E4M3: only S.1111.111 is NaN; 0x78 (e = 15, m = 0) is 256; no infinities
+        self.assertTrue(np.isnan(sv([0x7F, 0xFF], "F8_E4M3")).all())
+        self.assertEqual(sv([0x78, 0x7E, 0x38, 0x01, 0x80], "F8_E4M3").tolist(),
+                         [256.0, 448.0, 1.0, 2.0 ** -9, -0.0])
+        # FNUZ: 0x80 is the only NaN, there is no -0, e = max is normal
+        for dtype in ("F8_E4M3FNUZ", "F8_E5M2FNUZ"):
+            v = sv(np.arange(256), dtype)
+            self.assertEqual(np.flatnonzero(np.isnan(v)).tolist(), [0x80])
+            self.assertFalse(np.isinf(v).any())
+            self.assertEqual(int(np.sum(v == 0)), 1)
+            self.assertFalse(np.signbit(v[v == 0]).any())
+        self.assertEqual(sv([0x40, 0x08], "F8_E4M3FNUZ").tolist(), [1.0, 2.0 ** -7])
+        self.assertEqual(sv([0x40, 0x04], "F8_E5M2FNUZ").tolist(), [1.0, 2.0 ** -15])
+        # F8_E8M0: 2^(e - 127), no zero, 0xFF NaN
+        self.assertEqual(sv([0, 127, 254], "F8_E8M0").tolist(),
+                         [2.0 ** -127, 1.0, 2.0 ** 127])
+        self.assertTrue(math.isnan(sv([0xFF], "F8_E8M0")[0]))
+        # FP6 and FP4 (OCP MX): every encoding is a number; subnormals below 2^(1 - B)
+        self.assertFalse(np.isnan(sv(np.arange(64), "F6_E2M3")).any())
+        self.assertEqual(sv([0x01, 0x08, 0x20], "F6_E2M3").tolist(), [0.125, 1.0, -0.0])
+        self.assertEqual(sv([0x01, 0x04, 0x0C], "F6_E3M2").tolist(), [0.0625, 0.25, 1.0])
+        self.assertEqual(sv(np.arange(8), "F4").tolist(), [0, 0.5, 1, 1.5, 2, 3, 4, 6])
+
+    def test_raw_values_of_every_dtype(self):
+        vals = {"BOOL": (b"\x00\x01\x02", [False, True, True]),
+                "BF16": (np.array([0x3F80, 0xFF80], "<u2").tobytes(), [1.0, -math.inf]),
+                "I16": (np.array([-2, 7], "<i2").tobytes(), [-2, 7]),
+                "C64": (np.array([1 - 2j], "<c8").tobytes(), [1 - 2j]),
+                "F8_E4M3": (bytes([0x38, 0xB8]), [1.0, -1.0])}
+        b = build_qins([{"name": k, "dtype": k, "shape": [len(v)], "raw": d}
+                        for k, (d, v) in vals.items()])
+        q = self.open(b.data)
+        for k, (_d, v) in vals.items():
+            self.assertEqual(q.raw_values(k).tolist(), v, k)
+        self.assertEqual(q.raw_values("BF16").dtype, np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Sets (§21): valid sets opened from the index and from every shard, and every §21.6 kind
+# --------------------------------------------------------------------------------------------
+
+SET_TESTED_KINDS = set()
+
+
+class SetCase(TmpMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.s = set_fixture(self.tmp)
+
+    def model(self, path):
+        m = qr.open_model(path)
+        self.addCleanup(m.close)
+        return m
+
+    def assertSetError(self, path, kind, file, *, verify=False, contains=()):
+        """Opening the model at ``path`` fails with ``kind`` (at open, or at verification
+        when ``verify``), and the error names ``file`` (a path, or a name in the set's dir)."""
+        SET_TESTED_KINDS.add(kind)
+        stage = None
+        try:
+            m = qr.open_model(path)
+        except qr.QinsError as e:
+            err, stage = e, "open"
+        else:
+            try:
+                m.verify()
+            except qr.QinsError as e:
+                err, stage = e, "verify"
+            finally:
+                m.close()
+        if stage is None:
+            self.fail(f"{path}: accepted, expected {kind}")
+        self.assertEqual((stage, err.kind), ("verify" if verify else "open", kind), str(err))
+        self.assertIsInstance(err, qr.ERRORS[kind])
+        want = file if os.path.isabs(file) else os.path.join(self.s.dir, file)
+        self.assertEqual(os.path.normpath(err.file), os.path.normpath(want), str(err))
+        for c in ([contains] if isinstance(contains, str) else contains):
+            self.assertIn(c, err.message)
+        return err
+
+    def from_all(self):
+        """The index and every shard: the paths a set can be opened from (§21.5)."""
+        return [self.s.index_path] + [self.s.path(k) for k in range(1, self.s.n + 1)]
+
+
+class TestSets(SetCase):
+    def check_model(self, m, s):
+        self.assertTrue(m.is_set)
+        self.assertEqual(m.set_id, s.set_id)
+        self.assertEqual(m.version, (1, 1))
+        names = [t["name"] for b in s.built for t in b.tensors]
+        self.assertEqual([t.name for t in m.tensors], names)
+        self.assertEqual([t.shard for t in m.tensors],
+                         [k for k, b in enumerate(s.built, 1) for _t in b.tensors])
+        self.assertEqual([st.file for st in m.shards], s.files)
+        for k, b in enumerate(s.built, 1):
+            for rec in b.tensors:
+                self.assertEqual(m.shard_of(rec["name"]), k)
+                if rec["codec"] == "raw":
+                    self.assertEqual(m.raw_bytes(rec["name"]), rec["spec"]["raw"])
+                else:
+                    got = m.decode(rec["name"], check=True)
+                    self.assertEqual(got.shape, tuple(rec["shape"]))
+                    self.assertEqual(got.astype("<f4").tobytes(), expected_decode_bytes(rec))
+        # assets and metadata are shard 1's (§21.4)
+        self.assertEqual([a.name for a in m.assets], ["config.json", "1_Pooling/config.json"])
+        self.assertEqual(m.asset_bytes("config.json"), b'{"layers": 1}')
+        self.assertEqual(m.metadata, s.shard_metadata(1))
+        m.verify()
+
+    def test_open_from_index_and_every_shard(self):
+        for p in self.from_all():
+            with self.subTest(path=os.path.basename(p)):
+                self.check_model(self.model(p), self.s)
+
+    def test_relative_paths(self):
+        cwd = os.getcwd()
+        os.chdir(self.s.dir)
+        self.addCleanup(os.chdir, cwd)
+        for p in [self.s.index_name] + self.s.files:
+            self.check_model(self.model(p), self.s)
+
+    def test_index_is_canonical_json(self):
+        with open(self.s.index_path, "rb") as f:
+            text = f.read()
+        self.assertTrue(text.endswith(b"}\n"))
+        idx = qr.read_index(self.s.index_path)
+        self.assertEqual(idx.format_version, (1, 1))
+        self.assertEqual(idx.set_id, self.s.set_id)
+        self.assertEqual([e.file for e in idx.shards], self.s.files)
+        self.assertEqual([e.k for e in idx.shards], [1, 2, 3])
+        self.assertEqual(idx.total_size, sum(e.size for e in idx.shards))
+
+    def test_file_api_opens_a_shard_as_a_file(self):
+        # §21.3: a file API opens any shard as a file, as a 1.0 reader does
+        for k in (1, 2, 3):
+            with qr.QinsFile(self.s.path(k)) as q:
+                q.verify()
+                self.assertEqual(q.version, (1, 1))
+                self.assertEqual(q.metadata["qins.set.shard"], str(k))
+                self.assertEqual([t.name for t in q.tensors],
+                                 [t["name"] for t in self.s.built[k - 1].tensors])
+        # even a shard whose set is broken (the index is gone)
+        os.unlink(self.s.index_path)
+        with qr.QinsFile(self.s.path(2)) as q:
+            q.verify()
+
+    def test_single_file_is_not_a_set(self):
+        # no qins.set.id: a single-file model, whatever its other keys and minor version (§21.3)
+        md = self.s.shard_metadata(1, id=None)
+        b = build_qins(self.s.specs[0]["tensors"], metadata=md, version_minor=1)
+        p = self.write(b.data)
+        m = self.model(p)
+        self.assertFalse(m.is_set)
+        self.assertEqual(m.version, (1, 1))
+        self.assertEqual([t.name for t in m.tensors], ["embed", "norm"])
+        m.verify()
+        # a minor version of 0 does not make a shard a single file either (§15.2)
+        b = self.s.build_shard(1, version_minor=0)
+        self.s.write_shard(1, b.data)
+        self.s.index["shards"][0]["header_crc32"] = f"{header_crc_of(b.data):08x}"
+        self.s.write_index()
+        m = self.model(self.s.path(2))
+        self.assertTrue(m.is_set)
+        self.assertEqual(m.shards[0].version, (1, 0))
+        m.verify()
+
+    def test_one_shard_and_empty_shards(self):
+        t = [{"name": "x", "dtype": "U8", "shape": [2], "raw": b"\x01\x02"}]
+        s = SetMaker(self.tmp, [{"tensors": t, "assets": [("a.txt", b"a")]}], subdir="one",
+                     name="one").write()
+        for p in (s.index_path, s.path(1)):
+            m = self.model(p)
+            self.assertEqual([x.name for x in m.tensors], ["x"])
+            m.verify()
+        # shards may hold no tensor (§21.4); a set may have no tensors at all
+        s = SetMaker(self.tmp, [{"tensors": []}, {"tensors": t}, {"tensors": []}],
+                     subdir="empty", name="e").write()
+        for p in [s.index_path] + [s.path(k) for k in (1, 2, 3)]:
+            m = self.model(p)
+            self.assertEqual([(x.name, x.shard) for x in m.tensors], [("x", 2)])
+            m.verify()
+        s = SetMaker(self.tmp, [{"tensors": []}], subdir="none", name="n", metadata={}).write()
+        m = self.model(s.path(1))
+        self.assertEqual((m.tensors, m.assets), ([], []))
+        m.verify()
+
+    def test_index_leniency(self):
+        # members a reader does not know are ignored at every level; any JSON whitespace;
+        # escapes; members in any order; a minor version above 1 (§21.2, §15)
+        idx = self.s.index
+        extra = {"metadata": dict(idx["metadata"], future="x", format_version="1.7",
+                                  nested={"a": [1, 2.5, -3, None, True]}),
+                 "weight_map": idx["weight_map"], "extra": [1e300, -0.0],
+                 "shards": [dict(e, note={"k": -1}) for e in idx["shards"]]}
+        text = json.dumps(extra, ensure_ascii=True, indent="\t").replace(
+            '"set_id"', '"set\\u005fid"')
+        self.s.write_index(text=text)
+        m = self.model(self.s.path(3))
+        self.assertEqual(m.version, (1, 7))
+        m.verify()
+        # the index's own file name need not be the one the shards name, when opened from it
+        os.rename(self.s.index_path, os.path.join(self.s.dir, "renamed.json"))
+        self.model(os.path.join(self.s.dir, "renamed.json")).verify()
+
+    def test_index_or_shard_by_content(self):
+        # an index whose name does not end in .json is still recognised as JSON
+        other = os.path.join(self.s.dir, "index")
+        os.rename(self.s.index_path, other)
+        self.model(other).verify()
+        with open(other, "wb") as f:
+            f.write(b"\xef\xbb\xbf{}")
+        self.assertSetError(other, "BadIndex", other)
+        # a file that is neither: §17's kinds
+        for data, kind in ((b"", "Truncated"), (b"PK\x03\x04" + bytes(200), "BadMagic"),
+                           (b"\x89QINS", "Truncated")):
+            with open(other, "wb") as f:
+                f.write(data)
+            self.assertSetError(other, kind, other)
+        # a named .json that is empty or garbage is a bad index
+        for data in (b"", b"\x89QINS\r\n"):
+            with open(self.s.index_path, "wb") as f:
+                f.write(data)
+            self.assertSetError(self.s.index_path, "BadIndex", self.s.index_name)
+
+    def test_symlinked_shard(self):
+        # "a regular file, symbolic links followed" (§21.5 step 2)
+        real = os.path.join(self.tmp, "elsewhere.qins")
+        os.rename(self.s.path(2), real)
+        os.symlink(real, self.s.path(2))
+        self.model(self.s.index_path).verify()
+
+    def test_tensor_access_and_lru(self):
+        m = qr.open_model(self.s.index_path, max_open=1)
+        self.addCleanup(m.close)
+        for _ in range(2):
+            for t in m.tensors:
+                if t.encoded:
+                    m.decode(t.name)
+                else:
+                    m.raw_values(t.name)
+            self.assertEqual(m.asset_bytes("1_Pooling/config.json"), b"{}")
+        self.assertEqual(m.raw_values("norm").tolist(), [1.0, -2.0, 0.5, 0.0, -0.0, math.inf])
+        self.assertEqual(m.tensor("head").shard, 3)
+        with self.assertRaises(KeyError):
+            m.tensor("missing")
+        m.verify()
+        # a closed shard that changed since the set was opened is refused when reopened
+        self.assertEqual(len(m._open), 1)
+        b = self.s.build_shard(2, tensors=self.s.specs[1]["tensors"][:1])
+        self.s.write_shard(2, b.data)
+        with self.assertRaises(qr.ERRORS["IndexMismatch"]) as cm:
+            m.decode("layer.0.w")
+        self.assertEqual(cm.exception.file, self.s.path(2))
+
+    def test_many_shards(self):
+        t = lambda i: [{"name": f"t{i}", "dtype": "U8", "shape": [1], "raw": bytes([i])}]  # noqa
+        s = SetMaker(self.tmp, [{"tensors": t(i)} for i in range(80)], subdir="many",
+                     name="m").write()
+        m = qr.open_model(s.path(40), max_open=8)
+        self.addCleanup(m.close)
+        self.assertEqual([x.name for x in m.tensors], [f"t{i}" for i in range(80)])
+        self.assertLessEqual(len(m._open), 8)
+        m.verify()
+        self.assertEqual([m.raw_bytes(f"t{i}") for i in range(80)],
+                         [bytes([i]) for i in range(80)])
+
+    # step 1: the index ------------------------------------------------------------------------
+
+    def bad_index(self, text, kind="BadIndex", contains=()):
+        self.s.write_index(text=text)
+        for p in (self.s.index_path, self.s.path(2)):
+            self.assertSetError(p, kind, self.s.index_name, contains=contains)
+
+    def idx(self, **changes):
+        """The valid index as text, with changes: ``metadata__x=v`` sets metadata.x, ``x=v``
+        sets x; the value ``DEL`` removes the member."""
+        idx = json.loads(json.dumps(self.s.index))
+        for key, v in changes.items():
+            obj = idx
+            *path, last = key.split("__")
+            for p in path:
+                obj = obj[int(p)] if isinstance(obj, list) else obj[p]
+            if v is DEL:
+                del obj[last]
+            elif isinstance(obj, list):
+                obj[int(last)] = v
+            else:
+                obj[last] = v
+        return canonical_index(idx)
+
+    def test_bad_index_json(self):
+        good = self.idx()
+        for text in (b"\xff" + good, b"\xef\xbb\xbf" + good, good[:-5], good + b"x",
+                     good.replace(b'"qins"', b"'qins'"), b"[]", b'"qins"', b"", b"{}",
+                     good.replace(b'"1.1"', b'"1.1",'),
+                     good.replace(b'"format": "qins"', b'"format": "qins", "format": "qins"'),
+                     good.replace(b'"size"', b'"size": 1, "size"', 1),   # nested duplicate
+                     good.replace(b'"set_id"', b'"x": "\\ud800", "set_id"'),  # lone surrogate
+                     good.replace(b'"set_id"', b'"x": NaN, "set_id"'),
+                     good.replace(b'"set_id"', b'/* c */ "set_id"'),
+                     b"[" * 100000 + b"]" * 100000):
+            with self.subTest(text=text[:60]):
+                self.bad_index(text)
+
+    def test_bad_index_members(self):
+        big = "x" * 256
+        cases = dict(
+            metadata=[DEL, [], "m"],
+            metadata__format=[DEL, "QINS", "qins ", 1, None],
+            metadata__format_version=[DEL, "1", "1.", ".1", "01.1", "1.01", "1.1.0", " 1.1",
+                                      "1.1 ", "1.65536", "+1.1", "1.-1", "１.1", 1.1, 1, None],
+            metadata__set_id=[DEL, "", "x" * 65, "a b", "é", "a/b", "a\\u0000", 7, None],
+            metadata__total_size=[DEL, 0, "11904", 1.5, None, -1, 2 ** 64, True],
+            shards=[DEL, [], {}, "x", [None]],
+            weight_map=[DEL, [], "x", {"embed": "nowhere.qins"}, {"": "model-00001-of-00003.qins"},
+                        {"a\u0000b": "model-00001-of-00003.qins"},
+                        {"n" * 4097: "model-00001-of-00003.qins"},
+                        {"embed": 1}],
+        )
+        cases["shards__0__file"] = [DEL, "", ".", "..", "a/b", "a\\b", "a\u0000b", big, 5,
+                                   "model-00002-of-00003.qins"]
+        cases["shards__1__size"] = [DEL, -1, 1.0, "1", None, 2 ** 64]
+        cases["shards__2__header_crc32"] = [DEL, "ABCDEF01", "abcdef0", "abcdef012", "0xabcdef",
+                                           12345678, None]
+        for key, values in cases.items():
+            for v in values:
+                with self.subTest(member=key, value=repr(v)[:40]):
+                    self.bad_index(self.idx(**{key: v}))
+
+    def test_index_numbers_must_be_plain_integers(self):
+        # "Integers are JSON numbers without sign, fraction or exponent, below 2^64" (§21.2)
+        good = self.idx()
+        size = self.s.index["shards"][0]["size"]
+        for lit in (f"{size}.0", f"{size}e0", f"{size}E+0", "-0", f"{size}.00"):
+            text = good.replace(f'"size": {size}'.encode(), f'"size": {lit}'.encode(), 1)
+            with self.subTest(literal=lit):
+                self.bad_index(text)
+        # the largest integer below 2^64 is an integer; total_size then disagrees (BadIndex)
+        self.bad_index(self.idx(metadata__total_size=2 ** 64 - 1), contains="add up")
+
+    def test_bad_index_total_size(self):
+        ts = self.s.index["metadata"]["total_size"]
+        for v in (ts - 1, ts + 1, 0):
+            self.bad_index(self.idx(metadata__total_size=v), contains="total_size")
+
+    def test_unsupported_version(self):
+        for v in ("2.0", "0.9", "0.0", "65535.1", "3.1"):
+            with self.subTest(version=v):
+                self.bad_index(self.idx(metadata__format_version=v), "UnsupportedVersion",
+                               contains=v)
+        # checked after format, before the other members (§21.5 step 1)
+        self.bad_index(self.idx(metadata__format_version="2.0", metadata__format="x"))
+        self.bad_index(self.idx(metadata__format_version="2.0", metadata__set_id=""),
+                       "UnsupportedVersion")
+
+    def test_limit_exceeded(self):
+        # the index's length, before it is read (a sparse file of 256 MiB + 1 byte)
+        with open(self.s.index_path, "wb") as f:
+            f.truncate(qr.MAX_INDEX_SIZE + 1)
+        for p in (self.s.index_path, self.s.path(1)):
+            self.assertSetError(p, "LimitExceeded", self.s.index_name, contains="268435456")
+        # more than 65536 shards; exactly 65536 is within the limit (then MissingShard)
+        for n, kind, file in ((65537, "LimitExceeded", self.s.index_name),
+                              (65536, "MissingShard", "s00001.qins")):
+            idx = {"metadata": {"format": "qins", "format_version": "1.1", "set_id": "x",
+                                "total_size": 0},
+                   "shards": [{"file": f"s{k:05d}.qins", "size": 0, "header_crc32": "00000000"}
+                              for k in range(1, n + 1)],
+                   "weight_map": {}}
+            self.s.write_index(text=json.dumps(idx, separators=(",", ":")))
+            self.assertSetError(self.s.index_path, kind, file)
+
+    # step 2: every shard is there ---------------------------------------------------------
+
+    def test_missing_shard(self):
+        os.unlink(self.s.path(3))
+        for p in (self.s.index_path, self.s.path(1), self.s.path(2)):
+            self.assertSetError(p, "MissingShard", self.s.files[2], contains=self.s.files[2])
+        # a directory, a broken symbolic link: not a regular file
+        os.mkdir(self.s.path(3))
+        self.assertSetError(self.s.index_path, "MissingShard", self.s.files[2])
+        os.rmdir(self.s.path(3))
+        os.symlink(os.path.join(self.tmp, "nowhere"), self.s.path(3))
+        self.assertSetError(self.s.index_path, "MissingShard", self.s.files[2])
+
+    def test_missing_shard_renamed(self):
+        # a shard renamed: MissingShard from the index; opened by its new name, UnlistedShard
+        new = os.path.join(self.s.dir, "renamed.qins")
+        os.rename(self.s.path(2), new)
+        self.assertSetError(self.s.index_path, "MissingShard", self.s.files[1])
+        self.assertSetError(new, "UnlistedShard", new)
+
+    def test_missing_shard_before_shard_contents(self):
+        # step 2 checks every shard's presence before step 3 opens any: a missing shard 3 is
+        # reported before a damaged shard 1
+        buf = self.s.shard_bytes(1)
+        buf[0] = 0
+        self.s.write_shard(1, buf)
+        os.unlink(self.s.path(3))
+        self.assertSetError(self.s.index_path, "MissingShard", self.s.files[2])
+
+    # step 3: each shard ---------------------------------------------------------------------
+
+    def test_fault_inside_a_shard(self):
+        # §17 kinds, naming the shard (step 3.1)
+        buf = self.s.shard_bytes(2)
+        buf[0] = 0x09
+        self.s.write_shard(2, buf)
+        for p in (self.s.index_path, self.s.path(1), self.s.path(3)):
+            self.assertSetError(p, "BadMagic", self.s.files[1])
+        self.assertSetError(self.s.path(2), "BadMagic", self.s.files[1])
+        # a truncated shard
+        self.s.write_shard(2, self.s.built[1].data[:-1])
+        self.assertSetError(self.s.index_path, "Truncated", self.s.files[1])
+        # damage found by verification (§14), naming the shard
+        buf = bytearray(self.s.built[1].data)
+        buf[self.s.built[1].tensors[0]["sections"][0][0]] ^= 1
+        self.s.write_shard(2, buf)
+        for p in self.from_all():
+            self.assertSetError(p, "DataChecksum", self.s.files[1], verify=True,
+                                contains="tensor layer.0.w data")
+        # verification goes shard by shard: shard 1's damage first
+        buf1 = bytearray(self.s.built[0].data)
+        buf1[-1] ^= 1
+        self.s.write_shard(1, buf1)
+        self.assertSetError(self.s.path(3), "DataChecksum", self.s.files[0], verify=True,
+                            contains="asset 1_Pooling/config.json")
+
+    def test_foreign_shard(self):
+        # a shard of another set, under a listed name
+        other = SetMaker(self.tmp, self.s.specs, subdir="other", set_id="other-set").write()
+        with open(other.path(2), "rb") as f:
+            self.s.write_shard(2, f.read())
+        for p in (self.s.index_path, self.s.path(1), self.s.path(3)):
+            self.assertSetError(p, "ForeignShard", self.s.files[1], contains="other-set")
+        # opened from the foreign shard itself: its index (same name) lists its name, so the
+        # set opened is ours, and the foreign file is found at step 3.2
+        self.assertSetError(self.s.path(2), "ForeignShard", self.s.files[1])
+        # a single file (no qins.set.id) under a listed name
+        b = build_qins(self.s.specs[1]["tensors"], metadata={"qins.writer": "test"})
+        self.s.write_shard(2, b.data)
+        self.assertSetError(self.s.index_path, "ForeignShard", self.s.files[1],
+                            contains="no qins.set.id")
+        # the set id differs in case only
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, id=self.s.set_id.upper()))
+        self.assertSetError(self.s.index_path, "ForeignShard", self.s.files[1])
+
+    def test_misplaced_shard(self):
+        # two shards' names exchanged
+        a, b = self.s.path(1), self.s.path(2)
+        os.rename(a, a + ".tmp")
+        os.rename(b, a)
+        os.rename(a + ".tmp", b)
+        for p in (self.s.index_path, self.s.path(3)):
+            self.assertSetError(p, "MisplacedShard", self.s.files[0])
+        self.assertSetError(self.s.path(1), "MisplacedShard", self.s.files[0])
+
+    def test_misplaced_shard_counts(self):
+        # an index that lists fewer shards than the shards say
+        idx = self.s.index
+        idx2 = {"metadata": dict(idx["metadata"], total_size=sum(e["size"]
+                                                                  for e in idx["shards"][:2])),
+                "shards": idx["shards"][:2],
+                "weight_map": {n: f for n, f in idx["weight_map"].items()
+                               if f != self.s.files[2]}}
+        self.s.write_index(idx2)
+        self.assertSetError(self.s.index_path, "MisplacedShard", self.s.files[0],
+                            contains="of 2")
+        # shard 3, no longer listed, opened by itself: UnlistedShard
+        self.assertSetError(self.s.path(3), "UnlistedShard", self.s.files[2])
+
+    def test_misplaced_shard_values(self):
+        # qins.set.shard / shard_count not canonical decimal, or absent (step 3.3)
+        for override in ({"shard": "01"}, {"shard": "+1"}, {"shard": " 1"}, {"shard": "1.0"},
+                         {"shard": None}, {"shard_count": "03"}, {"shard_count": None},
+                         {"shard_count": "4"}, {"shard": "2"}, {"shard": "0"}):
+            with self.subTest(override=override):
+                b = self.s.write_shard(1, metadata=self.s.shard_metadata(1, **override))
+                self.s.index["shards"][0].update(header_crc32=f"{header_crc_of(b.data):08x}",
+                                                 size=len(b.data))
+                self.s.index["metadata"]["total_size"] = sum(
+                    e["size"] for e in self.s.index["shards"])
+                self.s.write_index()
+                self.assertSetError(self.s.index_path, "MisplacedShard", self.s.files[0])
+
+    def test_index_mismatch_size_and_crc(self):
+        # a shard of the same set id but other contents (a re-conversion of a changed model)
+        specs = [dict(sp) for sp in self.s.specs]
+        t = dict(specs[1]["tensors"][1], raw=np.arange(10, 15, dtype="<f4").tobytes())
+        self.s.write_shard(2, tensors=[specs[1]["tensors"][0], t])  # same size, other CRC
+        for p in (self.s.index_path, self.s.path(2)):
+            self.assertSetError(p, "IndexMismatch", self.s.files[1], contains="header CRC")
+        # other size (one tensor fewer)
+        self.s.write_shard(2, tensors=specs[1]["tensors"][:1])
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[1],
+                            contains="bytes")
+        # the index's size or CRC edited (total_size kept consistent)
+        self.s.write_shard(2)
+        for key, v in (("size", 1), ("header_crc32", "00000000")):
+            idx = json.loads(json.dumps(self.s.index))
+            idx["shards"][1][key] = idx["shards"][1][key] + v if key == "size" else v
+            idx["metadata"]["total_size"] = sum(e["size"] for e in idx["shards"])
+            self.s.write_index(idx)
+            self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[1])
+
+    def test_misplaced_asset(self):
+        for k in (3, 2):  # the first shard in order with assets is named
+            b = self.s.write_shard(k, assets=[("extra.txt", b"x")])
+            self.s.index["shards"][k - 1].update(header_crc32=f"{header_crc_of(b.data):08x}",
+                                                 size=len(b.data))
+            self.s.index["metadata"]["total_size"] = sum(
+                e["size"] for e in self.s.index["shards"])
+            self.s.write_index()
+            for p in self.from_all():
+                self.assertSetError(p, "MisplacedAsset", self.s.files[k - 1],
+                                    contains="extra.txt")
+        # an empty asset is an asset
+        self.rewrite(2, assets=[("empty", b"")])
+        self.s.write_index()
+        self.assertSetError(self.s.index_path, "MisplacedAsset", self.s.files[1])
+        # shard 1 without assets and shards 2, 3 without: valid
+        self.rewrite(2)
+        self.rewrite(3)
+        self.rewrite(1, assets=[])
+        self.s.write_index()
+        m = self.model(self.s.path(3))
+        self.assertEqual(m.assets, [])
+        m.verify()
+
+    def rewrite(self, k, **kw):
+        """Rewrite shard k (build_shard's keywords) and make the index agree with its bytes."""
+        b = self.s.write_shard(k, **kw)
+        self.s.built[k - 1] = b
+        wm = self.s.index["weight_map"]
+        self.s.index = self.s.make_index()
+        return wm
+
+    # steps 4 and 5 --------------------------------------------------------------------------
+
+    def test_duplicate_tensor(self):
+        t3 = self.s.specs[2]["tensors"] + [self.s.specs[0]["tensors"][1]]  # "norm" again
+        self.rewrite(3, tensors=t3)
+        self.s.write_index()
+        for p in self.from_all():
+            e = self.assertSetError(p, "DuplicateTensor", self.s.files[2], contains="'norm'")
+            self.assertIn(self.s.files[0], e.message)  # naming both shards
+        # the first duplicate in the set's order is reported
+        t2 = self.s.specs[1]["tensors"] + [self.s.specs[0]["tensors"][0]]  # "embed"
+        self.rewrite(2, tensors=t2)
+        self.s.write_index()
+        self.assertSetError(self.s.index_path, "DuplicateTensor", self.s.files[1],
+                            contains="'embed'")
+
+    def test_weight_map_disagrees(self):
+        good = self.s.index
+        # a tensor missing from the weight map
+        wm = {k: v for k, v in good["weight_map"].items() if k != "layer.0.b"}
+        self.s.write_index(dict(good, weight_map=wm))
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[1],
+                            contains="layer.0.b")
+        # a tensor mapped to another (listed) shard
+        wm = dict(good["weight_map"], head=self.s.files[0])
+        self.s.write_index(dict(good, weight_map=wm))
+        self.assertSetError(self.s.path(1), "IndexMismatch", self.s.files[2], contains="head")
+        # a key no shard holds: naming the index
+        wm = dict(good["weight_map"], ghost=self.s.files[1])
+        self.s.write_index(dict(good, weight_map=wm))
+        self.assertSetError(self.s.path(2), "IndexMismatch", self.s.index_name,
+                            contains="ghost")
+        # in the set's order first, then the extra keys
+        wm = dict(good["weight_map"], ghost=self.s.files[0])
+        del wm["head"]
+        self.s.write_index(dict(good, weight_map=wm))
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[2])
+
+    # from a shard: the index and the shard's place in it ---------------------------------------
+
+    def test_missing_index(self):
+        # qins.set.index_file absent, or not a file name: the error names the shard
+        p = self.s.path(2)
+        for override in ({"index_file": None}, {"index_file": ""}, {"index_file": "a/b.json"},
+                         {"index_file": ".."}, {"index_file": "."}, {"index_file": "a\\b"},
+                         {"index_file": "x" * 256}):
+            with self.subTest(override=override):
+                self.s.write_shard(2, metadata=self.s.shard_metadata(2, **override))
+                self.assertSetError(p, "MissingIndex", self.s.files[1])
+        # a file name that names no file: the error names the index it names
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, index_file="nothere.json"))
+        self.assertSetError(p, "MissingIndex", "nothere.json")
+        # 255 bytes is a file name (§21.7)
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, index_file="x" * 255))
+        self.assertSetError(p, "MissingIndex", "x" * 255)
+        # the index deleted: every shard reports it; opening from the index is impossible
+        self.s.write_shard(2)
+        os.unlink(self.s.index_path)
+        for k in (1, 2, 3):
+            self.assertSetError(self.s.path(k), "MissingIndex", self.s.index_name,
+                                contains=self.s.files[k - 1])
+        # the index is a directory
+        os.mkdir(self.s.index_path)
+        self.assertSetError(self.s.path(1), "MissingIndex", self.s.index_name)
+
+    def test_missing_index_not_checked_from_the_index(self):
+        # a reader that opens the set from its index does not look at qins.set.index_file
+        # (§21.3); from the shard, the index it names must exist
+        self.rewrite(2, metadata=self.s.shard_metadata(2, index_file="other.json"))
+        self.s.write_index()
+        self.model(self.s.index_path).verify()
+        self.model(self.s.path(1)).verify()
+        self.assertSetError(self.s.path(2), "MissingIndex", "other.json")
+        # ... and an index of that name that lists the shard opens the set
+        self.s.write_index(name="other.json")
+        self.model(self.s.path(2)).verify()
+
+    def test_unlisted_shard(self):
+        # an extra copy of a shard beside the set
+        extra = os.path.join(self.s.dir, "model-00002-of-00003 (copy).qins")
+        with open(extra, "wb") as f:
+            f.write(self.s.built[1].data)
+        self.assertSetError(extra, "UnlistedShard", extra)
+        self.model(self.s.index_path).verify()  # the index does not look for extra files
+        # the same name with other case is another name (compared as bytes)
+        up = os.path.join(self.s.dir, self.s.files[1].upper())
+        if not os.path.exists(up):  # a case-sensitive file system
+            os.rename(extra, up)
+            self.assertSetError(up, "UnlistedShard", up)
+
+    def test_shard_of_another_set_with_same_index_name(self):
+        # a shard of another set, whose index has the same name, beside this set
+        other = SetMaker(self.tmp, self.s.specs[:2], subdir="other", set_id="other",
+                         name="big").write()
+        with open(other.path(1), "rb") as f:
+            data = f.read()
+        p = os.path.join(self.s.dir, other.files[0])
+        with open(p, "wb") as f:
+            f.write(data)
+        # it names "big.qins.index.json", absent here
+        self.assertSetError(p, "MissingIndex", other.index_name)
+        md = other.shard_metadata(1)
+        md["qins.set.index_file"] = self.s.index_name
+        with open(p, "wb") as f:
+            f.write(other.build_shard(1, metadata=md).data)
+        self.assertSetError(p, "UnlistedShard", p)
+
+    def test_index_errors_from_a_shard_name_the_index(self):
+        self.s.write_index(text=b"not json")
+        self.assertSetError(self.s.path(1), "BadIndex", self.s.index_name)
+        self.s.write_index(text=self.idx(metadata__format_version="9.0"))
+        self.assertSetError(self.s.path(3), "UnsupportedVersion", self.s.index_name)
+
+    def test_open_order(self):
+        # step 1 (the index) before step 2 (the shards' presence)
+        os.unlink(self.s.path(1))
+        self.s.write_index(text=self.idx(metadata__set_id=""))
+        self.assertSetError(self.s.index_path, "BadIndex", self.s.index_name)
+        self.s.write_index()
+        self.s.write_shard(1)
+        # shard by shard (step 3): shard 1's IndexMismatch before shard 2's ForeignShard
+        self.s.write_shard(1, tensors=self.s.specs[0]["tensors"][:1])
+        self.s.write_shard(2, metadata=self.s.shard_metadata(2, id="zzz"))
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[0])
+        self.s.write_shard(1)
+        # within a shard: ForeignShard (3.2) before MisplacedShard (3.3) before IndexMismatch
+        # (3.4) before MisplacedAsset (3.5)
+        md = self.s.shard_metadata(2, id="zzz", shard="3")
+        self.s.write_shard(2, metadata=md, assets=[("a", b"")])
+        self.assertSetError(self.s.index_path, "ForeignShard", self.s.files[1])
+        md = self.s.shard_metadata(2, shard="3")
+        self.s.write_shard(2, metadata=md, assets=[("a", b"")])
+        self.assertSetError(self.s.index_path, "MisplacedShard", self.s.files[1])
+        self.s.write_shard(2, assets=[("a", b"")])
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[1])
+        # step 3 (every shard) before step 4 (duplicates) before step 5 (weight map)
+        self.s.write_shard(2)
+        t3 = self.s.specs[2]["tensors"] + [self.s.specs[0]["tensors"][1]]
+        wm = self.rewrite(3, tensors=t3)
+        self.s.index["weight_map"] = dict(wm, ghost=self.s.files[0])
+        self.s.write_index()
+        self.assertSetError(self.s.index_path, "DuplicateTensor", self.s.files[2])
+        self.s.write_shard(1, assets=[])
+        self.assertSetError(self.s.index_path, "IndexMismatch", self.s.files[0])
+        # from a shard: MissingIndex (2) before the index (3); the index (3) before
+        # UnlistedShard (4); UnlistedShard before the other shards (5)
+        self.s.write_shard(1)
+        self.s.write_index(text=b"{")
+        other = os.path.join(self.s.dir, "x.qins")
+        with open(other, "wb") as f:
+            f.write(self.s.built[1].data)
+        self.assertSetError(other, "BadIndex", self.s.index_name)
+        self.s.write_index()
+        os.unlink(self.s.path(3))
+        self.assertSetError(other, "UnlistedShard", other)
+
+    def test_zz_every_set_kind_tested(self):
+        for name in dir(self):
+            if set(qr.SET_ERROR_KINDS) <= SET_TESTED_KINDS:
+                break
+            if name.startswith("test_") and name != "test_zz_every_set_kind_tested":
+                self.tearDown()
+                self.setUp()
+                getattr(self, name)()
+        self.assertEqual(set(qr.SET_ERROR_KINDS) - SET_TESTED_KINDS, set())
+        self.assertEqual(len(qr.SET_ERROR_KINDS), 9)
+
+
+DEL = object()
+
+
+# --------------------------------------------------------------------------------------------
+# The public conformance suite (spec/conformance.md §20.2.1 and §20.5)
 # --------------------------------------------------------------------------------------------
 
 SUITE = os.path.join(os.path.dirname(HERE), "conformance")
 
 
-@unittest.skipUnless(os.path.isdir(os.path.join(SUITE, "valid")), "no conformance/ suite")
+def _crc_hex(b) -> str:
+    return f"{zlib.crc32(b):08x}"
+
+
+def check_against_expected(tc: unittest.TestCase, q, exp: dict, *, decode=None, raw=None,
+                           asset=None) -> None:
+    """§20.2.1 item 1: what a `qins-conformance-expected/1` object lists, found in the open
+    file ``q`` (a QinsFile). ``decode``/``raw``/``asset`` fetch a tensor's values or bytes and
+    an asset's bytes by name (default: from ``q``; a set passes its model's, §20.5.1)."""
+    decode = decode or q.decode
+    raw = raw or q.raw_bytes
+    asset = asset or q.asset_bytes
+    tc.assertEqual(list(q.version), exp["version"])
+    tc.assertEqual(q.alignment, exp["alignment"])
+    tc.assertEqual(q.metadata, exp["metadata"])
+    tc.assertEqual(q.actual_size, exp["file_size"])
+    tc.assertEqual(len(q.tensors), len(exp["tensors"]))
+    for t, e in zip(q.tensors, exp["tensors"]):
+        tc.assertEqual((t.name, t.dtype, list(t.shape), t.codec, t.row_scales),
+                       (e["name"], e["dtype"], e["shape"], e["storage"], e["row_scales"]))
+        if e["storage"] == "raw":
+            tc.assertNotIn("params", e)
+            payload = raw(t.name)
+            if "hex" in e:
+                tc.assertEqual(payload.hex(), e["hex"])
+        else:
+            tc.assertEqual([f"{t.param0_bits:016x}", f"{t.param1_bits:016x}"], e["params"])
+            payload = decode(t.name).astype("<f4").tobytes()
+            if "values" in e:
+                bits = [f"{x:08x}" for x in np.frombuffer(payload, dtype="<u4").tolist()]
+                tc.assertEqual(bits, e["values"], t.name)
+        tc.assertEqual((len(payload), _crc_hex(payload)), (e["bytes"], e["crc32"]), t.name)
+    tc.assertEqual([(a.name, a.size, _crc_hex(asset(a.name))) for a in q.assets],
+                   [(a["name"], a["size"], a["crc32"]) for a in exp["assets"]])
+    for a, e in zip(q.assets, exp["assets"]):
+        if "hex" in e:
+            tc.assertEqual(asset(a.name).hex(), e["hex"])
+
+
+def rejection(open_fn, path):
+    """(stage, kind, file) of the reader's rejection of ``path``, or ("accepted", None, None)."""
+    try:
+        m = open_fn(path)
+    except qr.QinsError as e:
+        return ("open", e.kind, e.file)
+    try:
+        m.verify()
+    except qr.QinsError as e:
+        return ("verify", e.kind, e.file)
+    finally:
+        m.close()
+    return ("accepted", None, None)
+
+
 class TestConformanceSuite(unittest.TestCase):
+    """§20.2.1 items 1 and 2. The suite is part of the repository: a missing one fails."""
+
+    @classmethod
+    def setUpClass(cls):
+        for d in ("valid", "invalid"):
+            if not os.path.isdir(os.path.join(SUITE, d)):
+                raise AssertionError(f"{os.path.join(SUITE, d)} is missing")
+
     def test_valid_goldens(self):
-        crc = lambda b: f"{zlib.crc32(b):08x}"  # noqa: E731
         vdir = os.path.join(SUITE, "valid")
         names = sorted(f for f in os.listdir(vdir) if f.endswith(".expected.json"))
         self.assertTrue(names)
         for en in names:
             with open(os.path.join(vdir, en), encoding="utf-8") as fh:
                 exp = json.load(fh)
+            self.assertEqual(exp["schema"], "qins-conformance-expected/1")
             path = os.path.join(vdir, exp["file"])
             with self.subTest(file=exp["file"]):
                 with open(path, "rb") as fh:
                     data = fh.read()
-                self.assertEqual((len(data), crc(data)), (exp["file_size"], exp["file_crc32"]))
+                self.assertEqual((len(data), _crc_hex(data)),
+                                 (exp["file_size"], exp["file_crc32"]))
                 with qr.QinsFile(path) as q:
                     q.verify()
-                    self.assertEqual(list(q.version), exp["version"])
-                    self.assertEqual(q.alignment, exp["alignment"])
-                    self.assertEqual(q.metadata, exp["metadata"])
-                    self.assertEqual(len(q.tensors), len(exp["tensors"]))
-                    for t, e in zip(q.tensors, exp["tensors"]):
-                        self.assertEqual((t.name, t.dtype, list(t.shape), t.codec, t.row_scales),
-                                         (e["name"], e["dtype"], e["shape"], e["storage"],
-                                          e["row_scales"]))
-                        if e["storage"] == "raw":
-                            self.assertNotIn("params", e)
-                            payload = q.raw_bytes(t)
-                            if "hex" in e:
-                                self.assertEqual(payload.hex(), e["hex"])
-                        else:
-                            self.assertEqual([f"{t.param0_bits:016x}", f"{t.param1_bits:016x}"],
-                                             e["params"])
-                            payload = q.decode(t).astype("<f4").tobytes()
-                            if "values" in e:
-                                bits = [f"{x:08x}" for x in
-                                        np.frombuffer(payload, dtype="<u4").tolist()]
-                                self.assertEqual(bits, e["values"], t.name)
-                        self.assertEqual((len(payload), crc(payload)), (e["bytes"], e["crc32"]))
-                    self.assertEqual(
-                        [(a.name, a.size, crc(q.asset_bytes(a))) for a in q.assets],
-                        [(a["name"], a["size"], a["crc32"]) for a in exp["assets"]])
-                    for a, e in zip(q.assets, exp["assets"]):
-                        if "hex" in e:
-                            self.assertEqual(q.asset_bytes(a).hex(), e["hex"])
+                    check_against_expected(self, q, exp)
+                    # §7: writers write the metadata in canonical form, which is what Python's
+                    # json.dumps writes (reader_leniency is patched on purpose)
+                    if exp["file"] != "reader_leniency.qins":
+                        self.assertEqual(q.metadata_bytes(), canonical_metadata(q.metadata))
+                # the model API opens a file that is not a shard as itself (§21.3)
+                with qr.open_model(path) as m:
+                    self.assertFalse(m.is_set)
+                    m.verify()
+                    check_against_expected(self, m.file(1), exp, decode=m.decode,
+                                           raw=m.raw_bytes, asset=m.asset_bytes)
 
     def test_negative_goldens(self):
         idir = os.path.join(SUITE, "invalid")
         with open(os.path.join(idir, "manifest.json"), encoding="utf-8") as fh:
             manifest = json.load(fh)
         self.assertEqual(manifest["schema"], "qins-conformance-invalid/1")
+        self.assertTrue(manifest["cases"])
         for case in manifest["cases"]:
+            path = os.path.join(idir, case["file"])
             with self.subTest(file=case["file"]):
-                got = None
-                try:
-                    q = qr.QinsFile(os.path.join(idir, case["file"]))
-                except qr.QinsError as e:
-                    got = ("open", e.kind)
-                else:
-                    try:
-                        q.verify()
-                    except qr.QinsError as e:
-                        got = ("verify", e.kind)
-                    finally:
-                        q.close()
-                self.assertEqual(got, (case["stage"], case["kind"]), case["description"])
+                want = (case["stage"], case["kind"], path)
+                self.assertEqual(rejection(qr.QinsFile, path), want, case["description"])
+                self.assertEqual(rejection(qr.open_model, path), want, case["description"])
+
+
+SETS = os.path.join(SUITE, "sets")
+
+
+class TestConformanceSets(unittest.TestCase):
+    """§20.5: every valid set opened from its index and from each shard, every invalid set
+    rejected with the manifest's kind, at its stage, naming its file."""
+
+    @classmethod
+    def setUpClass(cls):
+        # part of the repository since spec 1.1: a missing manifest fails (FileNotFoundError)
+        with open(os.path.join(SETS, "manifest.json"), encoding="utf-8") as fh:
+            cls.manifest = json.load(fh)
+
+    def test_manifest(self):
+        self.assertEqual(self.manifest["schema"], "qins-conformance-sets/1")
+        self.assertTrue(self.manifest["valid"])
+        self.assertTrue(self.manifest["invalid"])
+        kinds = {c["kind"] for c in self.manifest["invalid"]}
+        self.assertEqual(set(qr.SET_ERROR_KINDS) - kinds, set())  # §20.1: every §21.6 kind
+
+    def test_valid_sets(self):
+        for case in self.manifest["valid"]:
+            with open(os.path.join(SETS, case["expected"]), encoding="utf-8") as fh:
+                exp = json.load(fh)
+            self.assertEqual(exp["schema"], "qins-conformance-set-expected/1")
+            d = os.path.join(SETS, case["dir"])
+            self.assertEqual(sorted(os.listdir(d)), sorted([case["index"]] + case["shards"]))
+            # §21.2: the index in canonical form, what Python's json.dumps writes
+            with open(os.path.join(d, case["index"]), "rb") as fh:
+                text = fh.read()
+            self.assertEqual(text, canonical_index(json.loads(text)), case["index"])
+            # §21.1: the writer's file names (writer-only; the suite's writer follows it)
+            n = len(case["shards"])
+            stem = case["index"][: -len(".qins.index.json")]
+            self.assertEqual(case["shards"],
+                             [f"{stem}-{k:05d}-of-{n:05d}.qins" for k in range(1, n + 1)])
+            want = [t["name"] for s in exp["shards"] for t in s["tensors"]]
+            for start in [case["index"]] + case["shards"]:
+                with self.subTest(set=case["dir"], start=start):
+                    with qr.open_model(os.path.join(d, start)) as m:
+                        m.verify()
+                        self.assertTrue(m.is_set)
+                        self.assertEqual(m.index.name, exp["index"])
+                        self.assertEqual(m.set_id, exp["set_id"])
+                        self.assertEqual(list(m.version), exp["format_version"])
+                        self.assertEqual([st.file for st in m.shards], case["shards"])
+                        self.assertEqual([t.name for t in m.tensors], want)
+                        self.assertEqual(len(m.shards), len(exp["shards"]))
+                        for st, e in zip(m.shards, exp["shards"]):
+                            self.assertEqual(st.file, e["file"])
+                            check_against_expected(self, m.file(st.k), e, decode=m.decode,
+                                                   raw=m.raw_bytes, asset=m.asset_bytes)
+                        # the set's assets and metadata are shard 1's; every tensor by name
+                        self.assertEqual(m.metadata, exp["shards"][0]["metadata"])
+                        self.assertEqual([a.name for a in m.assets],
+                                         [a["name"] for a in exp["shards"][0]["assets"]])
+                        for k, e in enumerate(exp["shards"], 1):
+                            for t in e["tensors"]:
+                                self.assertEqual(m.shard_of(t["name"]), k)
+                                self.assertEqual(m.tensor(t["name"]).name, t["name"])
+
+    def test_invalid_sets(self):
+        for case in self.manifest["invalid"]:
+            d = os.path.join(SETS, case["dir"])
+            with self.subTest(set=case["dir"], open=case["open"]):
+                stage, kind, file = rejection(qr.open_model, os.path.join(d, case["open"]))
+                got = (stage, kind, file and os.path.basename(file))
+                self.assertEqual(got, (case["stage"], case["kind"], case["file"]),
+                                 case["description"])
+                if file is not None:
+                    self.assertEqual(os.path.dirname(file), d)
 
 
 class TestFuzz(TmpMixin, unittest.TestCase):
@@ -1685,6 +2859,36 @@ class TestFuzz(TmpMixin, unittest.TestCase):
 
     def test_random_mutations_lloyd(self):
         self.mutate(lloyd_file(), 4321)
+
+    def test_random_index_damage(self):
+        # any damage to an index, or a shard swapped for another file, gives a QinsError
+        s = set_fixture(self.tmp)
+        with open(s.index_path, "rb") as f:
+            good = f.read()
+        r = np.random.default_rng(77)
+        kinds = set()
+        for it in range(400):
+            buf = bytearray(good)
+            mode = it % 3
+            if mode == 0:    # a few bytes changed
+                for _ in range(int(r.integers(1, 4))):
+                    buf[int(r.integers(0, len(buf)))] = int(r.integers(0, 256))
+            elif mode == 1:  # a printable character changed: more often still JSON
+                i = int(r.integers(0, len(buf)))
+                alphabet = b'0123456789abcdef"{}[],: -.eE\\'
+                buf[i] = alphabet[int(r.integers(0, len(alphabet)))]
+            else:            # cut
+                buf = buf[: int(r.integers(0, len(buf)))]
+            s.write_index(text=bytes(buf))
+            for p in (s.index_path, s.path(int(r.integers(1, 4)))):
+                try:
+                    with qr.open_model(p) as m:
+                        m.verify()
+                except qr.QinsError as e:
+                    self.assertIn(e.kind, qr.ERROR_KINDS)
+                    self.assertIsNotNone(e.file)
+                    kinds.add(e.kind)
+        self.assertGreaterEqual(len(kinds), 3)
 
     def mutate(self, b, seed):
         r = np.random.default_rng(seed)
@@ -1806,6 +3010,48 @@ class TestCli(TmpMixin, unittest.TestCase):
                 self.assertEqual(payload, expected_decode_bytes(rec))
         self.assertEqual(man[2]["dtype"], "F16")
         self.assertEqual(man[0]["shape"], [3, 5])
+
+    def test_sets(self):
+        s = set_fixture(self.tmp)
+        for p in (s.index_path, s.path(2)):
+            r = self.run_cli("verify", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"QINS set 1.1 ({s.set_id}), 3 shards, 5 tensors, 2 assets", r.stdout)
+            r = self.run_cli("list", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for word in s.files + ["embed", "layer.0.b", "head", "shard 3", "config.json",
+                                   "qins.set.id = " + s.set_id]:
+                self.assertIn(word, r.stdout)
+            r = self.run_cli("dump", p)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            d = json.loads(r.stdout)
+            self.assertEqual([t["name"] for t in d["tensors"]],
+                             ["embed", "norm", "layer.0.w", "layer.0.b", "head"])
+            self.assertEqual(d["set"]["set_id"], s.set_id)
+            self.assertEqual([x["file"] for x in d["set"]["shards"]], s.files)
+            self.assertEqual(d["metadata"], s.shard_metadata(1))
+            self.assertEqual([a["name"] for a in d["assets"]],
+                             ["config.json", "1_Pooling/config.json"])
+            out = os.path.join(self.tmp, "out" + os.path.basename(p))
+            r = self.run_cli("decode", p, out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+                man = json.load(f)["tensors"]
+            self.assertEqual([x["name"] for x in man],
+                             ["embed", "norm", "layer.0.w", "layer.0.b", "head"])
+            with open(os.path.join(out, man[4]["file"]), "rb") as f:
+                self.assertEqual(f.read(), expected_decode_bytes(s.built[2].tensors[0]))
+        # an error names its kind and its file
+        os.unlink(s.path(3))
+        r = self.run_cli("verify", s.path(1))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith(f"error: MissingShard: {s.path(3)}: "), r.stderr)
+        r = self.run_cli("list", s.index_path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("MissingShard", r.stderr)
+        # the file API view of a shard is not reachable from the CLI: a shard is its set
+        r = self.run_cli("dump", s.path(1))
+        self.assertEqual(r.returncode, 1)
 
     def test_decode_names_with_slashes(self):
         b = build_qins([{"name": "a/b", "dtype": "U8", "shape": [1], "raw": b"\1"},

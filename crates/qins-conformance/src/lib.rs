@@ -8,6 +8,7 @@
 //!   values are computed from that description, not read back from the file;
 //! - [`invalid`]: the negative goldens, each one precise corruption of a valid golden
 //!   ([`edit`]) that a reader must reject with a given error kind at a given stage;
+//! - [`sets`]: sharded sets (§21), valid ones and invalid ones with one fault each;
 //! - [`manifest`]: the JSON formats of `NAME.expected.json` and `invalid/manifest.json`;
 //! - [`generate`]: every file of `conformance/`, as bytes, including the inspect dumps and the
 //!   README.
@@ -21,6 +22,7 @@ pub mod edit;
 pub mod invalid;
 pub mod manifest;
 mod readme;
+pub mod sets;
 pub mod valid;
 
 use std::collections::BTreeMap;
@@ -106,6 +108,26 @@ pub fn generate() -> Result<Vec<GeneratedFile>, Error> {
     file(
         "invalid/manifest.json".into(),
         manifest::to_json(&invalid::manifest()).into_bytes(),
+    );
+    let built = sets::build_all()?;
+    for case in sets::cases() {
+        let set = &built[case.name];
+        for (name, bytes) in &set.files {
+            file(format!("sets/valid/{}/{name}", case.name), bytes.clone());
+        }
+        file(
+            format!("sets/valid/{}.expected.json", case.name),
+            manifest::to_json(&set.expected).into_bytes(),
+        );
+    }
+    for fault in sets::faults() {
+        for (name, bytes) in fault.apply(&built)? {
+            file(format!("sets/invalid/{}/{name}", fault.name), bytes);
+        }
+    }
+    file(
+        "sets/manifest.json".into(),
+        manifest::to_json(&sets::manifest()).into_bytes(),
     );
     file("README.md".into(), readme::readme().into_bytes());
     file(".gitattributes".into(), GITATTRIBUTES.as_bytes().to_vec());

@@ -117,6 +117,77 @@ pub struct InvalidEntry {
     pub description: String,
 }
 
+/// The `schema` value of the set manifest (§20.5.2).
+pub const SETS_SCHEMA: &str = "qins-conformance-sets/1";
+/// The `schema` value of a valid set's expected contents (§20.5.3).
+pub const SET_EXPECTED_SCHEMA: &str = "qins-conformance-set-expected/1";
+
+/// `sets/manifest.json`: every valid and invalid set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetManifest {
+    /// Always [`SETS_SCHEMA`].
+    pub schema: String,
+    /// The valid sets.
+    pub valid: Vec<ValidSetEntry>,
+    /// The invalid sets, in the order of the checks of §21.5.
+    pub invalid: Vec<InvalidSetEntry>,
+}
+
+/// One valid set of [`SetManifest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidSetEntry {
+    /// The directory, relative to `sets/`, e.g. `valid/three_shards`.
+    pub dir: String,
+    /// The index's file name.
+    pub index: String,
+    /// The shards' file names, in order.
+    pub shards: Vec<String>,
+    /// The expected contents, relative to `sets/`.
+    pub expected: String,
+    /// What the set covers, in one line.
+    pub description: String,
+}
+
+/// One invalid set of [`SetManifest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidSetEntry {
+    /// The directory, relative to `sets/`, e.g. `invalid/missing_shard`.
+    pub dir: String,
+    /// The file to open the set from, in `dir`.
+    pub open: String,
+    /// The error kind a reader must report.
+    pub kind: String,
+    /// `open` or `verify`.
+    pub stage: String,
+    /// The file the error concerns, in `dir`.
+    pub file: String,
+    /// The spec section whose rule the set breaks.
+    pub spec: String,
+    /// The valid set it was made from.
+    pub base: String,
+    /// The fault, in one line.
+    pub description: String,
+}
+
+/// `sets/valid/NAME.expected.json`: what a reader must find in a valid set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetExpected {
+    /// Always [`SET_EXPECTED_SCHEMA`].
+    pub schema: String,
+    /// The index's file name.
+    pub index: String,
+    /// The set id.
+    pub set_id: String,
+    /// The index's `format_version`.
+    pub format_version: [u16; 2],
+    /// Each shard's expected contents, in order.
+    pub shards: Vec<Expected>,
+}
+
 /// `crc` as 8 lower-case hex digits.
 pub fn crc_hex(crc: u32) -> String {
     format!("{crc:08x}")

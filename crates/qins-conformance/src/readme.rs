@@ -1,7 +1,7 @@
 //! `conformance/README.md`, generated from the cases so that it lists every file and cannot go
 //! stale.
 
-use crate::{invalid, valid};
+use crate::{invalid, sets, valid};
 
 /// Escapes `|` for a Markdown table cell.
 fn cell(s: &str) -> String {
@@ -35,6 +35,13 @@ included, is generated** by `crates/qins-conformance`; do not edit them by hand.
   CRC is recomputed so that the intended kind is the first failure in the order of §17; data\n\
   corruptions that must not trip a checksum first also recompute that section's CRC. The\n\
   `order_*` files break two rules, to pin which one a reader must report first.\n\
+- `sets/`: sharded sets (§21). `sets/valid/NAME/` holds a valid set (its index\n\
+  `model.qins.index.json` and its shards `model-0000k-of-0000n.qins`), written as `qins-write`'s\n\
+  set writer writes one from the shards' source descriptions in `src/sets.rs`;\n\
+  `sets/valid/NAME.expected.json` lists each shard's expected contents. `sets/invalid/NAME/` is\n\
+  a valid set with one fault (a file removed, renamed, replaced or re-written, or the index\n\
+  edited), listed in `sets/manifest.json` with the file to open, the error kind, the stage and\n\
+  the file the error concerns.\n\
 - `.gitattributes`: keeps git from converting line endings in any of these files.\n\
 \n\
 ## Regenerating\n\
@@ -93,6 +100,39 @@ In the order of the checks of §17 (stage `open`) and §14 (stage `verify`).\n\
             c.spec,
             c.base,
             cell(c.description)
+        ));
+    }
+    s.push_str(
+        "\n## Sets\n\
+\n\
+Valid sets (every one opens, from its index and from each shard, and verifies):\n\
+\n\
+| directory | covers |\n\
+|---|---|\n",
+    );
+    for c in sets::cases() {
+        s.push_str(&format!(
+            "| `sets/valid/{}/` | {} |\n",
+            c.name,
+            cell(c.covers)
+        ));
+    }
+    s.push_str(
+        "\nInvalid sets, in the order of the checks of §21.5 (then §14):\n\
+\n\
+| directory | opened from | kind | stage | names | § | fault |\n\
+|---|---|---|---|---|---|---|\n",
+    );
+    for f in sets::faults() {
+        s.push_str(&format!(
+            "| `sets/invalid/{}/` | `{}` | `{}` | {} | `{}` | {} | {} |\n",
+            f.name,
+            f.open,
+            f.kind,
+            f.stage.as_str(),
+            f.file,
+            f.spec,
+            cell(f.description)
         ));
     }
     s

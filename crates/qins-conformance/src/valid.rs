@@ -192,17 +192,30 @@ pub fn cases() -> Vec<ValidCase> {
                      metadata with whitespace, unsorted keys and `\\u` escapes (§7)",
             source: reader_leniency,
         },
+        ValidCase {
+            name: "sign_on_code_zero",
+            covers: "a sign bit set on elements with code 0, which writers never write and readers \
+                     do not check (§11.2): they decode to -0.0, with and without row scales",
+            source: sign_on_code_zero,
+        },
+        ValidCase {
+            name: "writer_rules_unchecked",
+            covers: "files that break writer-only rules (§12, §18.2), which readers accept: a \
+                     `lloyd` tensor with row scales, a `lloyd-rows` tensor without them and with \
+                     max_abs 2.0, `-0.0` parameters where the constraints compare with 0 (§4)",
+            source: writer_rules_unchecked,
+        },
     ]
 }
 
 /// Builds a [`Source`] step by step.
-struct Builder {
+pub(crate) struct Builder {
     plan: Plan,
     data: Vec<TensorData>,
 }
 
 impl Builder {
-    fn new(alignment: u32) -> Self {
+    pub(crate) fn new(alignment: u32) -> Self {
         let mut plan = Plan::new();
         plan.alignment = alignment;
         Builder {
@@ -211,7 +224,7 @@ impl Builder {
         }
     }
 
-    fn raw(mut self, name: &str, dtype: Dtype, shape: &[u64], bytes: Vec<u8>) -> Self {
+    pub(crate) fn raw(mut self, name: &str, dtype: Dtype, shape: &[u64], bytes: Vec<u8>) -> Self {
         self.plan
             .tensors
             .push(TensorSpec::new(name, dtype, shape.to_vec(), Storage::Raw));
@@ -219,7 +232,7 @@ impl Builder {
         self
     }
 
-    fn encoded(
+    pub(crate) fn encoded(
         mut self,
         name: &str,
         dtype: Dtype,
@@ -248,7 +261,7 @@ impl Builder {
         self
     }
 
-    fn asset(mut self, name: &str, data: &[u8]) -> Self {
+    pub(crate) fn asset(mut self, name: &str, data: &[u8]) -> Self {
         self.plan.assets.push(Asset {
             name: name.into(),
             data: data.to_vec(),
@@ -256,7 +269,7 @@ impl Builder {
         self
     }
 
-    fn meta(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn meta(mut self, key: &str, value: &str) -> Self {
         self.plan.metadata.insert(key.into(), value.into());
         self
     }
@@ -274,7 +287,7 @@ impl Builder {
         unreachable!("some length in 0..alignment hits every residue")
     }
 
-    fn done(self) -> Source {
+    pub(crate) fn done(self) -> Source {
         Source {
             plan: self.plan,
             data: self.data,
@@ -906,6 +919,131 @@ fn patch_leniency(bytes: &mut Vec<u8>, expected: &mut Expected) {
     expected.metadata = serde_json::from_str(LENIENT_METADATA).expect("valid JSON");
 }
 
+/// Tensor indices in `sign_on_code_zero.qins`, and the elements whose code is 0 (zeros).
+const SIGN_TENSORS: [(usize, &[usize]); 2] = [(0, &[2, 7]), (1, &[0, 5])];
+
+fn sign_on_code_zero() -> Source {
+    let plain = vec![0.5, -0.25, 0.0, 0.125, -1.0, 0.75, 2.0, 0.0, -3.0];
+    let scaled = vec![0.0, -0.5, 0.25, 1.0, -2.0, 0.0];
+    let mut s = Builder::new(64)
+        .encoded("plain", Dtype::F32, &[9], LOG, plain, None)
+        .encoded(
+            "scaled",
+            Dtype::F32,
+            &[2, 3],
+            LOG,
+            scaled,
+            Some(vec![0.5, 4.0]),
+        )
+        .meta("qins.writer", "qins-conformance")
+        .done();
+    s.patch = Some(Patch {
+        description: "the sign bits of the code-0 elements (2 and 7 of `plain`, 0 and 5 of \
+                      `scaled`) set, the signs sections' CRCs and the header CRC recomputed",
+        apply: patch_sign_on_code_zero,
+    });
+    s
+}
+
+fn patch_sign_on_code_zero(bytes: &mut Vec<u8>, expected: &mut Expected) {
+    use crate::edit::Section;
+    let mut e = crate::edit::Editor::new(std::mem::take(bytes));
+    for (k, zeros) in SIGN_TENSORS {
+        let codes = e.section_bytes(Section::Data(k)).to_vec();
+        let values = expected.tensors[k].values.as_mut().expect("listed values");
+        for &i in zeros {
+            assert_eq!(codes[i], 0, "element {i} of tensor {k} has code 0");
+            e.section_bytes(Section::Signs(k))[i / 8] |= 1 << (i % 8);
+            values[i] = format!("{:08x}", (-0.0f32).to_bits());
+        }
+        e.refresh_crc(Section::Signs(k));
+        let decoded: Vec<u8> = values
+            .iter()
+            .flat_map(|v| u32::from_str_radix(v, 16).expect("hex").to_le_bytes())
+            .collect();
+        expected.tensors[k].crc32 = crc_hex(crc32fast::hash(&decoded));
+    }
+    *bytes = e.finish();
+}
+
+/// Tensor indices in `writer_rules_unchecked.qins`.
+const RELABEL_LLOYD: usize = 0; // written as `log` with row scales, relabelled `lloyd`
+const RELABEL_LLOYD_ROWS: usize = 1; // written as `log` without row scales, relabelled `lloyd-rows`
+const NEG_ZERO_LINEAR: usize = 2; // `linear`, param1 = -0.0
+const NEG_ZERO_LLOYD: usize = 3; // `lloyd`, all zero, params -0.0 and -0.0
+
+fn writer_rules_unchecked() -> Source {
+    let w = |seed, n| weights(seed, n, Dtype::F32);
+    let mut s = Builder::new(64)
+        .encoded(
+            "lloyd_with_scales",
+            Dtype::F32,
+            &[2, 4],
+            LOG,
+            w(81, 8),
+            Some(vec![2.0, 0.5]),
+        )
+        .encoded(
+            "lloyd_rows_without_scales",
+            Dtype::F32,
+            &[2, 4],
+            LOG,
+            w(82, 8),
+            None,
+        )
+        .encoded(
+            "linear_negative_zero",
+            Dtype::F32,
+            &[6],
+            LINEAR,
+            w(83, 6),
+            None,
+        )
+        .encoded(
+            "lloyd_negative_zero",
+            Dtype::F32,
+            &[4],
+            LLOYD,
+            vec![0.0; 4],
+            None,
+        )
+        .meta("qins.writer", "qins-conformance")
+        .done();
+    s.patch = Some(Patch {
+        description: "tensor 0 (a `log` tensor with row scales) relabelled `lloyd` with params \
+                      (2.5, 0.125); tensor 1 (`log`, no row scales) relabelled `lloyd-rows` with \
+                      params (2.0, 0.5); tensor 2's (`linear`) param1 set to -0.0; tensor 3's \
+                      (`lloyd`, all zero) params set to (-0.0, -0.0); header CRC recomputed",
+        apply: patch_writer_rules,
+    });
+    s
+}
+
+fn patch_writer_rules(bytes: &mut Vec<u8>, expected: &mut Expected) {
+    let param = |t: &ExpectedTensor, i: usize| {
+        let bits = &t.params.as_ref().expect("an encoded tensor")[i];
+        f64::from_bits(u64::from_str_radix(bits, 16).expect("hex"))
+    };
+    let linear_max_abs = param(&expected.tensors[NEG_ZERO_LINEAR], 0);
+    let mut e = crate::edit::Editor::new(std::mem::take(bytes));
+    for (k, codec, params) in [
+        (RELABEL_LLOYD, Some(LLOYD), [2.5, 0.125]),
+        (RELABEL_LLOYD_ROWS, Some(LLOYD_ROWS), [2.0, 0.5]),
+        (NEG_ZERO_LINEAR, None, [linear_max_abs, -0.0]),
+        (NEG_ZERO_LLOYD, None, [-0.0, -0.0]),
+    ] {
+        let t = e.tensor(k);
+        if let Some(c) = codec {
+            t.codec = c.id().into();
+            expected.tensors[k].storage = c.name().into();
+        }
+        t.param0 = params[0].into();
+        t.param1 = params[1].into();
+        expected.tensors[k].params = Some(params.map(|p| format!("{:016x}", p.to_bits())));
+    }
+    *bytes = e.finish();
+}
+
 /// Writes `source` with `qins-write` (into a temporary directory) and applies its patch to the
 /// bytes; returns the bytes and the expected values, whose file size and CRC are those of the
 /// final bytes.
@@ -1051,7 +1189,10 @@ pub fn expected(file: &str, source: &Source) -> Result<Expected, String> {
         file: file.into(),
         file_size: 0,
         file_crc32: String::new(),
-        version: [qins_format::VERSION_MAJOR, qins_format::VERSION_MINOR],
+        version: [
+            qins_format::VERSION_MAJOR,
+            qins_format::set::minor_version(plan.metadata.keys()),
+        ],
         alignment: plan.alignment,
         metadata: plan.metadata.clone(),
         tensors,

@@ -65,6 +65,15 @@ pub enum ConvertError {
         /// What is wrong.
         cause: String,
     },
+    /// The model would need more shards than a set may have (spec §21.7).
+    #[error(
+        "the model would be {shards} shards, more than the 65536 a set may have (§21.7): \
+         choose a larger --max-shard-size"
+    )]
+    TooManyShards {
+        /// The shards it would take.
+        shards: usize,
+    },
     /// The alignment is not a power of two in [64, 1048576] (spec §3).
     #[error("alignment {alignment} is not a power of two in [64, 1048576]")]
     BadAlignment {

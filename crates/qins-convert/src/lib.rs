@@ -11,6 +11,19 @@
 //!   (rayon), written in a deterministic order through `qins-write`, which writes a temporary
 //!   file beside the target and renames it into place only when complete.
 //!
+//! # Sharded output
+//!
+//! A model whose file would be larger than [`ConvertOptions::max_shard_size`] (default 5 GB,
+//! huggingface_hub's and transformers' default for safetensors shards) is written as a set
+//! (spec §21): for a target `DIR/NAME.qins`, the shards `DIR/NAME-0000k-of-0000n.qins`, each a
+//! complete `.qins` of at most that size (a tensor larger than the limit gets a shard of its
+//! own), and the index `DIR/NAME.qins.index.json`; nothing is written at `NAME.qins`. Tensors
+//! keep the single file's order, filling each shard before the next; the assets go in shard 1.
+//! Each shard is written by its own `qins_write::Writer` (in a staging directory beside the
+//! targets), and the shards then the index are renamed into place only when all are complete
+//! (`qins_write::set::SetWriter`), so the same input and options give byte-identical shards
+//! and index, and a failed conversion leaves nothing at any target.
+//!
 //! # Codecs
 //!
 //! Encoded tensors use one codec of the registry (spec §12), [`PolicyOptions::codec`]:
@@ -62,19 +75,23 @@ mod error;
 mod pipeline;
 pub mod policy;
 mod report;
+mod shard;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use qins_format::layout::Cursor;
 use qins_format::{alignment_is_valid, section_lengths, Storage, DEFAULT_ALIGNMENT, LUT_BYTES};
 use qins_source::{AssetFile, HfSource};
-use qins_write::{Asset, Plan, TensorSpec, Writer};
+use qins_write::set::SetWriter;
+use qins_write::{Asset, Plan, TensorSpec, WriteSummary, Writer};
 
 pub use error::ConvertError;
 pub use policy::{Decision, EncodeReason, Policy, PolicyOptions, RawReason};
 pub use report::{human_bytes, ConvertPlan, ConvertSummary, OutputBytes, RawGroup, TensorPlan};
+pub use shard::ShardPlan;
 
 /// The value of `qins.writer`.
 pub const WRITER: &str = concat!("qins-convert ", env!("CARGO_PKG_VERSION"));
@@ -98,11 +115,15 @@ pub struct ConvertOptions {
     /// Elements per parallel job when encoding (rounded up to a multiple of 8). Changes
     /// speed and memory, never the output.
     pub chunk_elements: usize,
+    /// The largest file to write, in bytes: a model whose single file would be larger is
+    /// written as a set of shards of at most this size each (see the crate documentation).
+    pub max_shard_size: u64,
 }
 
 impl ConvertOptions {
     /// Options with the defaults: the default policy ([`PolicyOptions::default`]: the
-    /// `lloyd-rows` codec, embeddings and heads raw), alignment 4096, no overwrite.
+    /// `lloyd-rows` codec, embeddings and heads raw), alignment 4096, no overwrite, shards
+    /// above 5 GB.
     pub fn new(source: PathBuf, target: PathBuf) -> Self {
         ConvertOptions {
             source,
@@ -111,6 +132,7 @@ impl ConvertOptions {
             alignment: DEFAULT_ALIGNMENT,
             overwrite: false,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+            max_shard_size: qins_stdx::HF_MAX_SHARD_SIZE,
         }
     }
 }
@@ -144,6 +166,10 @@ struct Prepared {
     source: HfSource,
     policy: Policy,
     plan: ConvertPlan,
+    /// The writer's plan of the single file (assets read).
+    wplan: Plan,
+    /// The set, when the model does not fit in one file.
+    set: Option<shard::SetPlan>,
 }
 
 /// Encoded tensors whose preparation (row scales, statistics, fit) may run ahead of the
@@ -183,7 +209,48 @@ fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
             )
         })
         .collect();
-    let output = layout(&tensors, source.assets(), &metadata, opts.alignment);
+    let mut output = layout(&tensors, source.assets(), &metadata, opts.alignment);
+    let mut assets = Vec::with_capacity(source.assets().len());
+    for a in source.assets() {
+        assets.push(Asset {
+            name: a.name.clone(),
+            data: source.read_asset(a)?,
+        });
+    }
+    let wplan = Plan {
+        tensors: tensors
+            .iter()
+            .map(|t| TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone(), t.storage))
+            .collect(),
+        assets,
+        metadata: metadata.clone(),
+        alignment: opts.alignment,
+    };
+    let mut set = None;
+    if output.file_size > opts.max_shard_size {
+        let ranges = shard::split(
+            &tensors,
+            source.assets(),
+            shard::metadata_bound(&metadata, &opts.target),
+            opts.alignment,
+            opts.max_shard_size,
+        );
+        if ranges.len() > 1 {
+            let s = shard::plan_set(
+                &opts.target,
+                &ranges,
+                &wplan,
+                &tensors,
+                source.assets(),
+                |t, a, m| layout(t, a, m, opts.alignment),
+            )?;
+            output = OutputBytes::default();
+            for sh in &s.shards {
+                output.add(&sh.output);
+            }
+            set = Some(s);
+        }
+    }
     let input_bytes = source.weight_files().iter().map(|f| f.size).sum::<u64>()
         + source
             .indexes()
@@ -202,11 +269,17 @@ fn prepare(opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
         metadata,
         input_bytes,
         output,
+        max_shard_size: opts.max_shard_size,
+        shards: set.as_ref().map(|s| s.shards.clone()).unwrap_or_default(),
+        index: set.as_ref().map(|s| s.index.clone()),
+        set_id: set.as_ref().map(|s| s.set_id.clone()),
     };
     Ok(Prepared {
         source,
         policy,
         plan,
+        wplan,
+        set,
     })
 }
 
@@ -341,33 +414,50 @@ pub fn convert(
         source,
         policy,
         plan,
+        wplan,
+        set,
     } = prepare(opts)?;
     let target = opts.target.as_path();
-    check_target(target, &source)?;
-    if !opts.overwrite && target.exists() {
-        return Err(ConvertError::TargetExists {
-            path: target.into(),
-        });
-    }
-    let mut assets = Vec::with_capacity(source.assets().len());
-    for a in source.assets() {
-        assets.push(Asset {
-            name: a.name.clone(),
-            data: source.read_asset(a)?,
-        });
-    }
-    let wplan = Plan {
-        tensors: plan
-            .tensors
-            .iter()
-            .map(|t| TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone(), t.storage))
-            .collect(),
-        assets,
-        metadata: plan.metadata.clone(),
-        alignment: opts.alignment,
+    let (dir, stem) = shard::dir_and_stem(target);
+    // The files written, and the other form's entry point (the single file when a set is
+    // written, the set's index when a single file is): an old one would be left under the
+    // target's name, so it must not exist, and with --force it is removed once the new output
+    // is in place.
+    let (outputs, other): (Vec<PathBuf>, PathBuf) = match &set {
+        None => (vec![target.into()], shard::index_path(target)),
+        Some(s) => (
+            s.shards
+                .iter()
+                .map(|sh| dir.join(&sh.file))
+                .chain([dir.join(&s.index)])
+                .collect(),
+            target.into(),
+        ),
     };
-    let mut w = Writer::create(target, wplan, opts.overwrite)
-        .map_err(|e| ConvertError::from_write(target, e))?;
+    for o in outputs.iter().chain([&other]) {
+        check_target(o, &source)?;
+        if !opts.overwrite && o.exists() {
+            return Err(ConvertError::TargetExists { path: o.clone() });
+        }
+    }
+    let ranges: Vec<Range<usize>> = match &set {
+        None => std::iter::once(0..plan.tensors.len()).collect(),
+        Some(s) => s.shards.iter().map(ShardPlan::range).collect(),
+    };
+    let mut sink = match set {
+        None => shard::Sink::File(
+            Some(
+                Writer::create(target, wplan, opts.overwrite)
+                    .map_err(|e| ConvertError::from_write(target, e))?,
+            ),
+            target.into(),
+        ),
+        Some(s) => shard::Sink::Set(
+            SetWriter::create(&dir, &stem, s.plans, opts.overwrite)
+                .map_err(|e| ConvertError::from_write(&outputs[outputs.len() - 1], e))?,
+            dir.clone(),
+        ),
+    };
     let chunking = pipeline::Chunking::new(opts.chunk_elements);
     progress.begin(
         plan.tensors.len(),
@@ -394,69 +484,106 @@ pub fn convert(
     let overlap = rayon::current_num_threads() > 1;
     let prepared = pipeline::Prepared::new(tensors.len());
     let pool = pipeline::Pool::default();
-    let mut stream = pipeline::Stream::new(&source, &mut w, target, progress, &pool);
     // Set when the conversion fails: the preparations that have not started then never do
     // (their slots stay claimed, and nobody takes them), so a failure does not wait for the
     // encoding of everything ahead.
     let failed = AtomicBool::new(false);
-    rayon::in_place_scope(|s| {
+    let written = rayon::in_place_scope(|s| {
         let mut run = || {
-            for (i, t) in tensors.iter().enumerate() {
-                if overlap {
-                    let mut elements = 0;
-                    let ahead = (i + 1..tensors.len())
-                        .filter(|&k| encoded(k))
-                        .enumerate()
-                        .take_while(|&(j, k)| {
-                            elements += tensors[k].numel();
-                            j < PREPARED_AHEAD || elements <= AHEAD_ELEMENTS
-                        });
-                    for (_, k) in ahead {
-                        if prepared.claim(k) {
-                            let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
-                            let (prepared, prepare, failed) = (&prepared, &prepare, &failed);
-                            s.spawn(move |_| {
-                                if !failed.load(Ordering::Relaxed) {
-                                    prepared.finish(k, prepare(k, whole));
-                                }
+            // One writer per file (shard), one after the other; preparations run ahead
+            // across files.
+            let mut written: Vec<(PathBuf, WriteSummary)> = Vec::with_capacity(ranges.len());
+            for (k, range) in ranges.iter().enumerate() {
+                let (mut w, path) = sink.begin(k)?;
+                let mut stream = pipeline::Stream::new(&source, &mut w, &path, progress, &pool);
+                for i in range.clone() {
+                    let t = &tensors[i];
+                    if overlap {
+                        let mut elements = 0;
+                        let ahead = (i + 1..tensors.len())
+                            .filter(|&k| encoded(k))
+                            .enumerate()
+                            .take_while(|&(j, k)| {
+                                elements += tensors[k].numel();
+                                j < PREPARED_AHEAD || elements <= AHEAD_ELEMENTS
                             });
+                        for (_, k) in ahead {
+                            if prepared.claim(k) {
+                                let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
+                                let (prepared, prepare, failed) = (&prepared, &prepare, &failed);
+                                s.spawn(move |_| {
+                                    if !failed.load(Ordering::Relaxed) {
+                                        prepared.finish(k, prepare(k, whole));
+                                    }
+                                });
+                            }
                         }
                     }
+                    if encoded(i) {
+                        let f = prepared.take(i, || prepare(i, None))?;
+                        stream.emit(t, f)?;
+                    } else {
+                        stream.copy_raw(t)?;
+                    }
                 }
-                if encoded(i) {
-                    let f = prepared.take(i, || prepare(i, None))?;
-                    stream.emit(t, f)?;
-                } else {
-                    stream.copy_raw(t)?;
-                }
+                stream.flush()?;
+                drop(stream);
+                let ws = sink.finish(w, &path)?;
+                written.push((path, ws));
             }
-            stream.flush()
+            Ok::<_, ConvertError>(written)
         };
         let r = run();
         failed.store(r.is_err(), Ordering::Relaxed);
         r
     })?;
     progress.end();
-    let ws = w
-        .finish()
-        .map_err(|e| ConvertError::from_write(target, e))?;
-    let written = std::fs::metadata(target)
-        .map_err(|cause| ConvertError::TargetNotWritable {
-            path: target.into(),
-            cause,
-        })?
-        .len();
-    let output = OutputBytes {
-        file_size: written,
-        header_bytes: ws.header_bytes,
-        lut_bytes: ws.lut_bytes,
-        code_bytes: ws.code_bytes,
-        sign_bytes: ws.sign_bytes,
-        scale_bytes: ws.scale_bytes,
-        raw_bytes: ws.raw_bytes,
-        asset_bytes: ws.asset_bytes,
-        padding_bytes: written.saturating_sub(ws.file_size - ws.padding_bytes),
-    };
+    sink.commit()?;
+    if opts.overwrite && other.exists() {
+        // Best effort: the new output is complete and in place either way.
+        let _ = std::fs::remove_file(&other);
+    }
+    // Every size counted from the files written: the writer's layout, against their lengths.
+    let mut output = OutputBytes::default();
+    let mut shards = Vec::new();
+    for (k, (staged, ws)) in written.iter().enumerate() {
+        let path = match plan.shards.get(k) {
+            Some(sh) => dir.join(&sh.file),
+            None => staged.clone(),
+        };
+        let len = std::fs::metadata(&path)
+            .map_err(|cause| ConvertError::TargetNotWritable {
+                path: path.clone(),
+                cause,
+            })?
+            .len();
+        let o = OutputBytes {
+            file_size: len,
+            header_bytes: ws.header_bytes,
+            lut_bytes: ws.lut_bytes,
+            code_bytes: ws.code_bytes,
+            sign_bytes: ws.sign_bytes,
+            scale_bytes: ws.scale_bytes,
+            raw_bytes: ws.raw_bytes,
+            asset_bytes: ws.asset_bytes,
+            padding_bytes: len.saturating_sub(ws.file_size - ws.padding_bytes),
+        };
+        output.add(&o);
+        if let Some(sh) = plan.shards.get(k) {
+            debug_assert_eq!(
+                o, sh.output,
+                "the planned layout of shard {k} is the written one"
+            );
+            shards.push(ShardPlan {
+                output: o,
+                ..sh.clone()
+            });
+        }
+    }
     debug_assert_eq!(output, plan.output, "the planned layout is the written one");
-    Ok(ConvertSummary::new(&plan, target, output))
+    let shown = match &plan.index {
+        Some(index) => dir.join(index),
+        None => target.to_path_buf(),
+    };
+    Ok(ConvertSummary::new(&plan, &shown, output, shards))
 }

@@ -18,7 +18,8 @@ use qins_convert::{convert, plan, ConvertOptions, NoProgress, PolicyOptions, Pro
 use qins_format::{alignment_is_valid, Codec, DEFAULT_ALIGNMENT};
 
 /// Convert a Hugging Face model directory (safetensors weights, config and tokenizer files)
-/// into one .qins file.
+/// into one .qins file, or into a set of .qins shards and an index when the file would exceed
+/// --max-shard-size.
 ///
 /// Selection, first rule that applies: a dtype other than F32/F16/BF16 stays raw; an empty
 /// tensor stays raw; --exclude globs keep raw; --include globs encode; tensors with fewer than
@@ -32,7 +33,9 @@ struct Cli {
     /// model.safetensors.index.json, plus config and tokenizer files).
     hf_dir: PathBuf,
 
-    /// The .qins file to write (not needed with --dry-run).
+    /// The .qins file to write, e.g. out/model.qins (not needed with --dry-run). A model larger
+    /// than --max-shard-size is written as out/model-0000k-of-0000n.qins and
+    /// out/model.qins.index.json instead.
     #[arg(required_unless_present = "dry_run")]
     out: Option<PathBuf>,
 
@@ -60,12 +63,21 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ALIGNMENT, value_parser = parse_alignment)]
     alignment: u32,
 
+    /// The largest file to write: 5GB, 500MB (powers of 1000, as huggingface_hub and
+    /// transformers), 2GiB (powers of 1024), or a number of bytes. A model whose .qins would be
+    /// larger is split into shards of at most this size (a tensor larger than it gets a shard
+    /// of its own), each a complete .qins, with an index.
+    #[arg(long, value_name = "SIZE", default_value = "5GB", value_parser = parse_size)]
+    max_shard_size: u64,
+
     /// Print the per-tensor plan (encoded or raw and why, bits per weight, sizes) and the
     /// exact output size, without writing anything.
     #[arg(long)]
     dry_run: bool,
 
-    /// Overwrite OUT if it exists.
+    /// Overwrite OUT (or the set's shards and index) if it exists; and remove the other form
+    /// of an earlier output of the same name (OUT when a set is written, its index when a
+    /// single file is) once the new one is in place.
     #[arg(long)]
     force: bool,
 
@@ -120,7 +132,17 @@ source files, and with the same model in F32 and in BF16.
 Output: written as .OUT.XXXXXX.tmp beside OUT and renamed to OUT when complete, so OUT is never
 partial. A failed conversion removes the temporary file; a killed one (kill -9, a power cut)
 cannot, and the next conversion to the same OUT removes it (once it is a minute old and no
-running conversion holds it).";
+running conversion holds it).
+
+Sharded output (spec §21): when the .qins of the model would be larger than --max-shard-size
+(default 5GB, the default of huggingface_hub and transformers for safetensors shards, a tenth of
+the Hub's 50 GB per-file cap), the model is written as a set: for OUT = DIR/NAME.qins, the shards
+DIR/NAME-00001-of-0000N.qins ... (tensors in the same order as the single file, each shard a
+complete .qins that any QINS reader opens on its own; the assets in shard 1) and the index
+DIR/NAME.qins.index.json, which qins-inspect, qins-export and the readers open (or any shard).
+The shards are built in a directory .NAME.qins.index.json.XXXXXX.tmp beside them and renamed
+into place, the index last, only when all are complete. The same input and options give
+byte-identical shards and index.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum CodecArg {
@@ -153,6 +175,10 @@ fn parse_glob(s: &str) -> Result<String, String> {
     globset::Glob::new(s)
         .map(|_| s.to_string())
         .map_err(|e| e.kind().to_string())
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    qins_stdx::parse_size(s).map_err(str::to_string)
 }
 
 fn parse_alignment(s: &str) -> Result<u32, String> {
@@ -210,6 +236,7 @@ fn run(cli: &Cli) -> Result<()> {
         exclude: cli.exclude.clone(),
     };
     opts.alignment = cli.alignment;
+    opts.max_shard_size = cli.max_shard_size;
     opts.overwrite = cli.force;
     let mut stdout = std::io::stdout().lock();
 

@@ -8,6 +8,7 @@ use qins_format::{section_lengths, Codec, Dtype, Storage, LUT_BYTES};
 use serde::{Serialize, Serializer};
 
 use crate::policy::{Decision, RawReason};
+use crate::shard::ShardPlan;
 use qins_source::{AssetFile, SkippedFile, SourceTensor};
 
 fn ser_dtype<S: Serializer>(d: &Dtype, s: S) -> Result<S::Ok, S::Error> {
@@ -109,6 +110,21 @@ pub struct OutputBytes {
     pub padding_bytes: u64,
 }
 
+impl OutputBytes {
+    /// Adds `o`'s counts to these (the totals of a set's shards).
+    pub(crate) fn add(&mut self, o: &OutputBytes) {
+        self.file_size += o.file_size;
+        self.header_bytes += o.header_bytes;
+        self.lut_bytes += o.lut_bytes;
+        self.code_bytes += o.code_bytes;
+        self.sign_bytes += o.sign_bytes;
+        self.scale_bytes += o.scale_bytes;
+        self.raw_bytes += o.raw_bytes;
+        self.asset_bytes += o.asset_bytes;
+        self.padding_bytes += o.padding_bytes;
+    }
+}
+
 /// What a conversion will do: the output of [`crate::plan`] (`--dry-run`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConvertPlan {
@@ -128,8 +144,17 @@ pub struct ConvertPlan {
     pub metadata: BTreeMap<String, String>,
     /// Bytes read: the weight files, the shard indexes and the assets.
     pub input_bytes: u64,
-    /// The output's exact layout.
+    /// The output's exact layout (for a set, the sums over its shards).
     pub output: OutputBytes,
+    /// The largest file the output may have (`--max-shard-size`).
+    pub max_shard_size: u64,
+    /// When the model does not fit in one file: the shards of the set (spec §21), in order.
+    /// Empty for a single file.
+    pub shards: Vec<ShardPlan>,
+    /// The set's index file name, for a set.
+    pub index: Option<String>,
+    /// The set id, for a set.
+    pub set_id: Option<String>,
 }
 
 /// Raw tensors that share a reason.
@@ -153,8 +178,13 @@ pub struct RawGroup {
 pub struct ConvertSummary {
     /// The source directory as given.
     pub source: String,
-    /// The output file.
+    /// The output file: the single file, or the set's index.
     pub target: String,
+    /// For a set: its shards in order (file names beside the index), each with its exact
+    /// layout. Empty for a single file.
+    pub shards: Vec<ShardPlan>,
+    /// For a set: its id (spec §21.2).
+    pub set_id: Option<String>,
     /// The codec of encoded tensors.
     pub codec: String,
     /// Tensors in all.
@@ -220,7 +250,12 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 impl ConvertSummary {
-    pub(crate) fn new(plan: &ConvertPlan, target: &Path, output: OutputBytes) -> ConvertSummary {
+    pub(crate) fn new(
+        plan: &ConvertPlan,
+        target: &Path,
+        output: OutputBytes,
+        shards: Vec<ShardPlan>,
+    ) -> ConvertSummary {
         let mut groups: BTreeMap<RawReason, RawGroup> = BTreeMap::new();
         let (mut encoded, mut weights, mut enc_src) = (0, 0, 0);
         let (mut f32b, mut bf16b, mut srcb) = (0u64, 0u64, 0u64);
@@ -262,6 +297,8 @@ impl ConvertSummary {
         ConvertSummary {
             source: plan.source.clone(),
             target: target.display().to_string(),
+            shards,
+            set_id: plan.set_id.clone(),
             codec: plan.codec.clone(),
             tensors: plan.tensors.len(),
             encoded,
@@ -356,6 +393,27 @@ impl ConvertSummary {
             h(o.asset_bytes),
             h(o.padding_bytes)
         );
+        let n = self.shards.len();
+        if n > 0 {
+            let _ = writeln!(
+                s,
+                "set of {n} shards (set id {}), each a complete .qins; open it from {}:",
+                self.set_id.as_deref().unwrap_or("?"),
+                self.target
+            );
+            for (k, sh) in self.shards.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  shard {}/{n}: {}, {} tensor{}{}, {}",
+                    k + 1,
+                    sh.file,
+                    sh.tensors,
+                    if sh.tensors == 1 { "" } else { "s" },
+                    if sh.assets { " and the assets" } else { "" },
+                    h(sh.output.file_size)
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "ratio: {:.2}x vs source ({}), {:.2}x vs F32 ({}), {:.2}x vs BF16 ({})",
@@ -373,7 +431,11 @@ impl ConvertSummary {
 impl ConvertPlan {
     /// The plan as a summary of the file it would write.
     pub fn summary(&self, target: &Path) -> ConvertSummary {
-        ConvertSummary::new(self, target, self.output)
+        let target = match &self.index {
+            Some(index) => target.with_file_name(index),
+            None => target.to_path_buf(),
+        };
+        ConvertSummary::new(self, &target, self.output, self.shards.clone())
     }
 
     /// The plan as text: one line per tensor (decision, reason, bits per weight, stored bytes),

@@ -19,7 +19,7 @@ use qins_read::ReadError;
 #[non_exhaustive]
 pub enum ExportError {
     /// The input is not a valid `.qins` file (its structure, spec §17).
-    #[error("{}: not a valid .qins file", path.display())]
+    #[error("{}: not a valid .qins file or set", path.display())]
     BadInput {
         /// The input file.
         path: PathBuf,
@@ -124,6 +124,11 @@ impl ExportError {
 
     /// A [`Damaged`](Self::Damaged) error for what verification found, naming the section.
     pub(crate) fn damaged(path: PathBuf, source: ReadError) -> ExportError {
+        let source = match source {
+            // In one shard of a set: that shard is the damaged file.
+            ReadError::In { file, inner } => return ExportError::damaged(file, *inner),
+            source => source,
+        };
         let section = match &source {
             ReadError::DataChecksum { section, .. } => section.clone(),
             ReadError::NonZeroPadding { offset, .. } => format!("padding at offset {offset}"),

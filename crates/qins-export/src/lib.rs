@@ -40,6 +40,10 @@
 //!
 //! # Guarantees
 //!
+//! - **Sets**: the input may be a set of shards (spec §21), given by its index or any shard
+//!   ([`qins_read::open_model`]): the whole model is exported, its tensors in the set's order,
+//!   its assets from shard 1, every shard verified, and an error names the shard at fault. A
+//!   set and the single file its converter would have written export to the same bytes.
 //! - **Verified as read**: everything outside the tensors is verified (spec §14) before
 //!   anything is written, each tensor just before it is decoded; a damaged file exports
 //!   nothing and the error names the bad section.
@@ -325,8 +329,8 @@ fn safetensors_metadata(meta: &BTreeMap<String, String>) -> BTreeMap<String, Str
 pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
     let start = Instant::now();
     let input = opts.input.as_path();
-    let file = qins_read::open(input).map_err(|e| ExportError::input(input.into(), e))?;
-    let qins = file
+    let mapped = qins_read::open_model(input).map_err(|e| ExportError::input(input.into(), e))?;
+    let qins = mapped
         .parse()
         .map_err(|e| ExportError::input(input.into(), e))?;
 
@@ -334,9 +338,11 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     // removed again if anything below fails.
     let staging = target::Staging::new(&opts.output, opts.force, input)?;
     // The tensors are verified one by one as they are written (in `st`); the rest now.
-    progress.verifying(qins.file_size() - qins.tensors().map(|t| t.stored_bytes()).sum::<u64>());
+    progress.verifying(qins.total_size() - qins.tensors().map(|t| t.stored_bytes()).sum::<u64>());
     qins.verify_frame()
         .map_err(|e| ExportError::damaged(input.into(), e))?;
+    // For a set, the shard each tensor is in (a damaged one is named).
+    let paths: Vec<&Path> = qins.paths().collect();
 
     // The tensors of sentence-transformers modules go back to their modules' directories
     // (spec §18.1); the others to the top-level weight files.
@@ -360,7 +366,8 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
             Some((module, name)) => (Some(module), name),
             None => (None, t.name()),
         };
-        tensors.push(st::OutTensor::new(t, name, dtype));
+        let file = paths[qins.file_of(t.name()).unwrap_or(0)];
+        tensors.push(st::OutTensor::new(t, name, dtype, file));
         module_of.push(module);
     }
     let mut written_modules: Vec<&str> = module_of.iter().flatten().copied().collect();
@@ -423,7 +430,7 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
         let path = staging.file_path(name, "write")?;
-        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &file)?;
+        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &mapped)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
             file: name.clone(),

@@ -24,7 +24,9 @@ use qins_export::{export, ExportOptions, NoProgress, OutputDtype, Progress};
 #[derive(Debug, Parser)]
 #[command(name = "qins-export", version)]
 struct Cli {
-    /// The .qins file to export.
+    /// The .qins file to export; for a model stored as a set of shards (spec §21), its index
+    /// (NAME.qins.index.json) or any of its shards: the whole set is exported, every shard
+    /// verified.
     input: PathBuf,
     /// The directory to create (must not exist or be empty, unless --force).
     out_dir: PathBuf,

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use qins_format::Dtype;
-use qins_read::{DecodeError, MappedFile, TensorView};
+use qins_read::{DecodeError, MappedModel, TensorView};
 use rayon::prelude::*;
 use safetensors::tensor::TensorInfo;
 use serde::ser::{SerializeMap, Serializer};
@@ -48,10 +48,17 @@ pub(crate) struct OutTensor<'q> {
     pub dtype: Dtype,
     /// Its data bytes in the output.
     pub bytes: u64,
+    /// The `.qins` file it is in (a shard, for a set).
+    pub file: &'q Path,
 }
 
 impl<'q> OutTensor<'q> {
-    pub(crate) fn new(view: TensorView<'q>, name: &'q str, dtype: Dtype) -> OutTensor<'q> {
+    pub(crate) fn new(
+        view: TensorView<'q>,
+        name: &'q str,
+        dtype: Dtype,
+        file: &'q Path,
+    ) -> OutTensor<'q> {
         // Validated by the reader: numel × bits is a whole number of bytes, within u64.
         let bytes = view.numel() * u64::from(dtype.bits()) / 8;
         OutTensor {
@@ -59,6 +66,7 @@ impl<'q> OutTensor<'q> {
             name,
             dtype,
             bytes,
+            file,
         }
     }
 }
@@ -217,7 +225,7 @@ fn write_data(
     out: &OutTensor<'_>,
     scratch: &mut Scratch,
     progress: &dyn Progress,
-    input: &MappedFile,
+    input: &MappedModel,
 ) -> std::io::Result<()> {
     let t = &out.view;
     if let Some(raw) = t.raw_bytes() {
@@ -273,7 +281,7 @@ pub(crate) fn write_file(
     tensors: &[&OutTensor<'_>],
     scratch: &mut Scratch,
     progress: &dyn Progress,
-    input: &MappedFile,
+    input: &MappedModel,
 ) -> Result<u64, ExportError> {
     let io = || ExportError::io("write", path);
     let file = File::create(path).map_err(io())?;
@@ -283,7 +291,7 @@ pub(crate) fn write_file(
     for t in tensors {
         t.view
             .verify()
-            .map_err(|e| ExportError::damaged(input.path().into(), e))?;
+            .map_err(|e| ExportError::damaged(t.file.into(), e))?;
         write_data(&mut w, t, scratch, progress, input).map_err(io())?;
         for (_, _, bytes) in t.view.sections() {
             input.release(bytes);

@@ -5,7 +5,8 @@
 //!   structs, and the canonical section layout (§9.2);
 //! - [`Dtype`]: the dtype registry (§13.1);
 //! - [`codec`]: the codec registry (§12), the `log`, `linear`, `lloyd` and `lloyd-rows` encoders;
-//! - [`decode`]: the decode rule (§11.4) into f32, bf16 and f16 buffers.
+//! - [`decode`]: the decode rule (§11.4) into f32, bf16 and f16 buffers;
+//! - [`set`]: the constants and name rules of sharded sets (§21).
 //!
 //! The reader (`qins-read`) and writer (`qins-write`) are built on it; neither redefines a
 //! constant or a formula that lives here.
@@ -16,6 +17,7 @@ pub mod decode;
 mod dtype;
 pub mod layout;
 pub mod names;
+pub mod set;
 
 pub use codec::{Codec, EncodeError, Histogram, Quantizer, RowMaxima, RowScales, Stats};
 pub use dtype::Dtype;

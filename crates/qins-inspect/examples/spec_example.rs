@@ -149,6 +149,8 @@ Status: informative (§19 of [qins-v1.md](qins-v1.md), which is normative). This
 generated: `cargo run -p qins-inspect --example spec_example > spec/example.md`. A test of
 `qins-inspect` fails if this page differs from what the program prints, so every byte below is
 what the current writer produces and every annotation is what the current inspector reads.
+The file is a version 1.0 file; a 1.1 writer writes the same bytes, since it is not one shard
+of a set (§15.2, §21).
 
 ## What is in the file
 
@@ -177,9 +179,9 @@ Every byte is counted once: {header} + {luts} + {codes} + {signs} + {raw} + {ass
 The non-zero magnitudes range from 0.03125 to 1, so
 `log_min` = ln 0.03125 = {log_min} and `log_max` = ln 1 = {log_max}.
 Each non-zero value gets
-`x = 255 − 254 × (ln|value| − log_min) / (log_max − log_min)`, rounded half to even; zero
-gets code 0 and sign 0. The table has
-`LUT[c] = exp(log_min + (255 − c) / 254 × (log_max − log_min))`, so LUT[1] is the largest
+`x = 255 − ((254 × (ln|value| − log_min)) / (log_max − log_min))` in f64, with exactly that
+grouping, rounded half to even; zero gets code 0 and sign 0. The table has
+`LUT[c] = exp(log_min + (((255 − c) / 254) × (log_max − log_min)))`, so LUT[1] is the largest
 magnitude and LUT[255] the smallest. The decoded value (§11.4) is `±LUT[code]`: close to the
 input but not always equal to it (0.5 comes back as {w0}).
 

@@ -30,7 +30,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use qins_format::{Storage, LUT_BYTES};
-use qins_read::{Qins, TensorView};
+use qins_read::{Model, Qins, TensorView};
 use qins_source::{HfSource, SourceError, SourceTensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -360,6 +360,21 @@ fn check_raw(
 /// with another shape or dtype, and when the source cannot be read; raw tensors that differ
 /// are recorded in the result ([`Against::mismatches`]), not failed on.
 pub fn compare(file: &Qins<'_>, source: &HfSource) -> Result<Against, AgainstError> {
+    compare_views(file.tensors(), |name| file.tensor(name).is_some(), source)
+}
+
+/// [`compare`] for a model stored as a set of shards (spec §21), or a single file: every
+/// tensor of every shard, in the set's order.
+pub fn compare_model(model: &Model<'_>, source: &HfSource) -> Result<Against, AgainstError> {
+    compare_views(model.tensors(), |name| model.tensor(name).is_some(), source)
+}
+
+/// [`compare`] of the tensors `views`, `in_file` saying which names are among them.
+fn compare_views<'v>(
+    views: impl Iterator<Item = TensorView<'v>>,
+    in_file: impl Fn(&str) -> bool,
+    source: &HfSource,
+) -> Result<Against, AgainstError> {
     let by_name = |name: &str| {
         source
             .tensors()
@@ -369,7 +384,7 @@ pub fn compare(file: &Qins<'_>, source: &HfSource) -> Result<Against, AgainstErr
     };
     let (mut encoded, mut raw) = (Vec::new(), Vec::new());
     let mut bits = 0u64;
-    for t in file.tensors() {
+    for t in views {
         let st = by_name(t.name()).ok_or_else(|| AgainstError::Missing {
             tensor: t.name().to_string(),
             dir: source.dir().to_path_buf(),
@@ -405,7 +420,6 @@ pub fn compare(file: &Qins<'_>, source: &HfSource) -> Result<Against, AgainstErr
             }
         }
     }
-    let in_file = |name: &str| file.tensor(name).is_some();
     let source_only: Vec<String> = source
         .tensors()
         .iter()

@@ -439,8 +439,8 @@ fn section_map(
         }
         let what = match s.category {
             Category::Luts => format!("{} ({} x 1 KiB)", s.name, s.length / LUT_BYTES),
-            Category::Codes => s.name.replacen(" data", " codes", 1),
-            Category::Raw => s.name.replacen(" data", " raw data", 1),
+            Category::Codes => format!("{} (codes)", s.name),
+            Category::Raw => format!("{} (raw)", s.name),
             _ => s.name.clone(),
         };
         t.row(vec![
@@ -683,7 +683,7 @@ fn tensor_section(
     };
     match s.category {
         Category::Raw => {
-            d.heading(&head("raw data", "§13"))?;
+            d.heading(&head("data (raw)", "§13"))?;
             let dtype = t.dtype();
             let size = u64::from(dtype.bits() / 8).max(1);
             d.lines(
@@ -699,7 +699,7 @@ fn tensor_section(
             )
         }
         Category::Codes => {
-            d.heading(&head("codes", "§11.1"))?;
+            d.heading(&head("data (codes)", "§11.1"))?;
             d.lines(s.offset, s.length, &|rel, chunk| {
                 let codes: Vec<String> = chunk.iter().map(u8::to_string).collect();
                 format!(

@@ -13,6 +13,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Sets of shards
+//!
+//! A model stored as a set (spec §21) is opened with [`qins_read::open_model`], from its index
+//! or any shard, and shown by [`inspect_model`]: the set (index, id, shards), then each shard's
+//! report as for a single file; in JSON, one [`SetReport`]
+//! (`{"set": {"index", "set_id", "format_version", "total_size", "tensors", "shards": [{"file",
+//! "size", "header_crc32", "tensors", "assets"}], "verified"}, "shards": [report, ...]}`).
+//! With `--verify` every shard is verified; with `--against` every tensor of every shard is
+//! compared ([`inspect_model_against`]). A single file is shown exactly as before.
+//!
 //! # Honest accounting
 //!
 //! Every size comes from the section lengths in the header, which the reader has checked
@@ -96,6 +106,7 @@ pub mod against;
 mod layout;
 mod report;
 mod sections;
+mod set;
 mod text;
 mod units;
 
@@ -106,13 +117,16 @@ use qins_read::{Qins, ReadError};
 use qins_source::HfSource;
 use serde::Serialize;
 
-pub use against::{compare, write_against_text, Against, AgainstError};
+pub use against::{compare, compare_model, write_against_text, Against, AgainstError};
 pub use layout::write_layout;
 pub use report::{
     AssetReport, ByteCounts, HeaderFields, Params, Report, Section, TensorBytes, TensorReport,
     Totals, Version,
 };
 pub use sections::Category;
+pub use set::{
+    inspect_model, inspect_model_against, write_set_text, SetInfo, SetReport, ShardInfo,
+};
 pub use text::write_text;
 pub use units::human_size;
 
@@ -180,12 +194,53 @@ fn failure_message(dir: &str, cause: &AgainstError) -> String {
     }
 }
 
-/// The JSON document of [`inspect_against`]: the report's keys, then `against`.
+/// The JSON document of [`inspect_against`] (and [`inspect_model_against`]): the report's
+/// keys, then `against`.
 #[derive(Serialize)]
-struct WithAgainst<'a> {
+struct WithAgainst<'a, R> {
     #[serde(flatten)]
-    report: &'a Report,
+    report: &'a R,
     against: &'a Against,
+}
+
+/// Writes `report` (as JSON, or as text by `text`) with the comparison `against` of the files
+/// with `source`, then fails if raw tensors differ from the source.
+fn write_with_against<R: Serialize>(
+    report: &R,
+    text: impl FnOnce(&R, &mut dyn Write) -> io::Result<()>,
+    against: Against,
+    opts: &Options,
+    source: &Path,
+    out: &mut dyn Write,
+) -> Result<Against, Error> {
+    match opts.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &WithAgainst {
+                    report,
+                    against: &against,
+                },
+            )
+            .map_err(io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Text | Format::Layout => {
+            text(report, out)?;
+            write_against_text(&against, out)?;
+        }
+    }
+    out.flush()?;
+    let mismatches = against.mismatches();
+    if !mismatches.is_empty() {
+        let cause = AgainstError::RawMismatch { mismatches };
+        return Err(AgainstFailure {
+            dir: source.display().to_string(),
+            cause,
+        }
+        .into());
+    }
+    Ok(against)
 }
 
 /// Inspects a validated file shown as `name` and compares it with the Hugging Face directory
@@ -214,29 +269,7 @@ pub fn inspect_against(
     let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
     let against = compare(file, &src).map_err(fail)?;
     let report = Report::new(file, name, opts.verify);
-    match opts.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &WithAgainst {
-                    report: &report,
-                    against: &against,
-                },
-            )
-            .map_err(io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Text | Format::Layout => {
-            write_text(&report, out)?;
-            write_against_text(&against, out)?;
-        }
-    }
-    out.flush()?;
-    let mismatches = against.mismatches();
-    if !mismatches.is_empty() {
-        return Err(fail(AgainstError::RawMismatch { mismatches }).into());
-    }
-    Ok(against)
+    write_with_against(&report, write_text, against, opts, source, out)
 }
 
 /// Inspects a validated file shown as `name`: verifies it if asked, then writes the view that

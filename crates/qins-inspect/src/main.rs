@@ -1,5 +1,6 @@
 //! `qins-inspect FILE [--verify] [--json | --layout [--full]] [--against HF_DIR]`: what is in a
-//! `.qins` file, and with `--against`, how far its tensors are from the source weights.
+//! `.qins` file (or a set of shards, given by its index or any shard), and with `--against`,
+//! how far its tensors are from the source weights.
 //!
 //! Exit status: 0 when the file is valid (and, with `--verify`, every checksum matches; with
 //! `--against`, every tensor is in the source with its shape and dtype and every raw tensor is
@@ -17,14 +18,16 @@ use clap::Parser;
 use qins_inspect::{Error, Format, Options};
 use qins_read::ReadError;
 
-/// Shows what is in a .qins file: header, tensors, assets, and where every byte goes.
+/// Shows what is in a .qins file: header, tensors, assets, and where every byte goes. For a
+/// model stored as a set of shards (spec §21), give its index or any shard: the set is shown,
+/// then each shard, and --verify checks every shard.
 #[derive(Parser, Debug)]
 #[command(name = "qins-inspect", version, about)]
 struct Cli {
-    /// The .qins file.
+    /// The .qins file, or a set's index (NAME.qins.index.json) or any of its shards.
     file: PathBuf,
-    /// Also verify every checksum, the padding, sign bits and row scales (reads all data);
-    /// exit 1 naming the first bad section.
+    /// Also verify every checksum, the padding, sign bits and row scales (reads all data), of
+    /// every shard of a set; exit 1 naming the first bad section (and shard).
     #[arg(long)]
     verify: bool,
     /// Print one JSON document instead of text (for scripts).
@@ -59,8 +62,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             e => anyhow::Error::new(e).context(name.clone()),
         }
     };
-    let file = qins_read::open(path).map_err(in_file)?;
-    let qins = file.parse().map_err(in_file)?;
+    let files = qins_read::open_model(path).map_err(in_file)?;
+    let model = files.parse().map_err(in_file)?;
     let opts = Options {
         format: match (cli.json, cli.layout) {
             (true, _) => Format::Json,
@@ -73,8 +76,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let done = match &cli.against {
-        None => qins_inspect::inspect(&qins, &name, &opts, &mut out),
-        Some(dir) => qins_inspect::inspect_against(&qins, &name, &opts, dir, &mut out).map(drop),
+        None => qins_inspect::inspect_model(&model, &name, &opts, &mut out),
+        Some(dir) => {
+            qins_inspect::inspect_model_against(&model, &name, &opts, dir, &mut out).map(drop)
+        }
     };
     match done {
         Ok(()) => Ok(()),

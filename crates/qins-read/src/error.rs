@@ -1,6 +1,7 @@
-//! The reader's errors: one variant per error kind of `spec/qins-v1.md` §17, plus I/O.
+//! The reader's errors: one variant per error kind of `spec/qins-v1.md` §17 and §21.6, plus
+//! I/O, and [`ReadError::In`] for an error inside one file of a set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use qins_format::names::NameProblem;
 
@@ -282,6 +283,115 @@ pub enum ReadError {
         /// The scale.
         value: f32,
     },
+
+    // --- Sets of shards (§21).
+    /// An error inside one file of a set (a shard, or the index): its kind is the inner
+    /// error's (§21.5).
+    #[error("{}: {inner}", file.display())]
+    In {
+        /// The shard or index.
+        file: PathBuf,
+        /// What is wrong with it (its message is part of this one's).
+        inner: Box<ReadError>,
+    },
+    /// The index is not UTF-8 JSON or breaks a rule of §21.2.
+    #[error("not a valid set index: {reason} (§21.2)")]
+    BadIndex {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A shard names an index that is not beside it (§21.3).
+    #[error(
+        "{} is a shard of set {set_id:?}, {}: put the index beside it, or open the set from \
+         its index (§21.5)",
+        shard.display(),
+        match index {
+            Some(p) => format!("whose index {} is missing", p.display()),
+            None => "which names no valid index file (qins.set.index_file)".to_string(),
+        }
+    )]
+    MissingIndex {
+        /// The shard opened.
+        shard: Box<Path>,
+        /// Its set id.
+        set_id: Box<str>,
+        /// Where its index should be; `None` if it names no valid file name.
+        index: Option<Box<Path>>,
+    },
+    /// A shard the index lists is not in the index's directory (§21.5).
+    #[error("shard {k} of {n}, {}, is missing: the index lists it, but there is no such file; \
+             download or restore it (§21.5)", shard.display())]
+    MissingShard {
+        /// The missing shard's path.
+        shard: PathBuf,
+        /// Its position, from 1.
+        k: usize,
+        /// The number of shards.
+        n: usize,
+    },
+    /// A file the index lists is not a shard of the set (§21.3).
+    #[error("{} is not a shard of this set: its set id is {}, the index's is {expected:?}; \
+             it belongs to another set or is a single file (§21.5)",
+             shard.display(), found.as_deref().map_or("absent".to_string(), |f| format!("{f:?}")))]
+    ForeignShard {
+        /// The shard.
+        shard: Box<Path>,
+        /// Its `qins.set.id`, if any.
+        found: Option<Box<str>>,
+        /// The index's `set_id`.
+        expected: Box<str>,
+    },
+    /// A shard of the set at another position, or of a set of another size (§21.3).
+    #[error("{} says it is shard {found}, the index lists it as shard {k} of {n}: shards \
+             renamed or swapped, or an index of another size (§21.5)", shard.display())]
+    MisplacedShard {
+        /// The shard.
+        shard: PathBuf,
+        /// Its `qins.set.shard` and `qins.set.shard_count`, as found: `K of N`.
+        found: Box<str>,
+        /// Its position in the index, from 1.
+        k: u32,
+        /// The index's number of shards.
+        n: u32,
+    },
+    /// A shard's size or header CRC differs from the index, or the weight map disagrees with
+    /// the shards (§21.2, §21.5).
+    #[error("{}: the index disagrees: {what} (§21.5)", file.display())]
+    IndexMismatch {
+        /// The shard (or the index, for a weight-map entry no shard holds).
+        file: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// A shard other than the first has assets (§21.4).
+    #[error("{}: asset {asset:?} in shard {k}: a set's assets are in shard 1 only (§21.4)", shard.display())]
+    MisplacedAsset {
+        /// The shard.
+        shard: Box<Path>,
+        /// Its position, from 1.
+        k: usize,
+        /// The first asset in it.
+        asset: String,
+    },
+    /// Two shards hold a tensor of the same name (§21.4).
+    #[error("tensor {tensor:?} is in {} and again in {} (§21.4)", first.display(), shard.display())]
+    DuplicateTensor {
+        /// The tensor.
+        tensor: Box<str>,
+        /// The shard that holds it first.
+        first: Box<Path>,
+        /// The later shard that holds it too.
+        shard: Box<Path>,
+    },
+    /// The shard a set was opened from is not listed by its index (§21.5).
+    #[error("{} is not listed by its index {}: an extra or renamed shard, or one of another \
+             set; open the set from its index (§21.5)", shard.display(), index.display())]
+    UnlistedShard {
+        /// The shard opened.
+        shard: PathBuf,
+        /// The index it names.
+        index: PathBuf,
+    },
 }
 
 impl ReadError {
@@ -319,6 +429,45 @@ impl ReadError {
             ReadError::NonZeroPadding { .. } => "NonZeroPadding",
             ReadError::StraySignBits { .. } => "StraySignBits",
             ReadError::BadScale { .. } => "BadScale",
+            ReadError::In { inner, .. } => inner.kind(),
+            ReadError::BadIndex { .. } => "BadIndex",
+            ReadError::MissingIndex { .. } => "MissingIndex",
+            ReadError::MissingShard { .. } => "MissingShard",
+            ReadError::ForeignShard { .. } => "ForeignShard",
+            ReadError::MisplacedShard { .. } => "MisplacedShard",
+            ReadError::IndexMismatch { .. } => "IndexMismatch",
+            ReadError::MisplacedAsset { .. } => "MisplacedAsset",
+            ReadError::DuplicateTensor { .. } => "DuplicateTensor",
+            ReadError::UnlistedShard { .. } => "UnlistedShard",
+        }
+    }
+
+    /// The file that the error names (§21.5): for a set, the shard or index it concerns, or
+    /// the missing file; for an I/O error, its path. `None` for an error inside a single file,
+    /// which its caller names.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ReadError::In { file, .. } | ReadError::IndexMismatch { file, .. } => Some(file),
+            ReadError::Io { path, .. } => Some(path),
+            ReadError::MissingShard { shard, .. }
+            | ReadError::MisplacedShard { shard, .. }
+            | ReadError::UnlistedShard { shard, .. } => Some(shard),
+            ReadError::ForeignShard { shard, .. }
+            | ReadError::MisplacedAsset { shard, .. }
+            | ReadError::DuplicateTensor { shard, .. } => Some(shard),
+            ReadError::MissingIndex { shard, index, .. } => Some(index.as_deref().unwrap_or(shard)),
+            _ => None,
+        }
+    }
+
+    /// `self` inside `file`: [`ReadError::In`] unless it names its file already.
+    pub(crate) fn within(self, file: &Path) -> ReadError {
+        if self.file().is_some() {
+            return self;
+        }
+        ReadError::In {
+            file: file.into(),
+            inner: Box::new(self),
         }
     }
 }

@@ -7,6 +7,9 @@
 //! raw bytes from the buffer and decode into the caller's buffers. [`Qins::verify`] reads every
 //! byte of the data (§14). [`open`] maps a file with memmap2.
 //!
+//! A model stored as a set of shards (§21) is opened with [`open_model`], from its index or
+//! any shard (or a single file), and read through [`Model`] as one model.
+//!
 //! ```no_run
 //! let file = qins_read::open("model.qins".as_ref())?;
 //! let qins = file.parse()?;
@@ -18,6 +21,7 @@
 
 mod error;
 mod parse;
+mod set;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +31,7 @@ use qins_format::decode::EncodedParts;
 use qins_format::{Codec, Dtype, Preamble, Storage, TensorRecord};
 
 pub use error::{DecodeError, ReadError};
+pub use set::{open_model, Index, IndexShard, MappedModel, Model};
 
 /// A validated `.qins` file borrowed from a byte buffer.
 #[derive(Debug)]
@@ -91,6 +96,13 @@ impl<'a> Qins<'a> {
         self.preamble.file_size.get()
     }
 
+    /// The header CRC (§8), which a set's index records for each shard (§21.2).
+    pub fn header_crc32(&self) -> u32 {
+        let end = self.header_size() as usize;
+        let b = &self.data[end - 4..end];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
     /// The length of the LUT table section.
     pub fn lut_table_size(&self) -> u64 {
         self.preamble.lut_table.length.get()
@@ -133,6 +145,11 @@ impl<'a> Qins<'a> {
             scales: slice(&r.scales),
             lut,
         }
+    }
+
+    /// The tensors' names in file order.
+    pub fn tensor_names(&self) -> impl ExactSizeIterator<Item = &'a str> + '_ {
+        self.tensors.iter().map(|t| t.name)
     }
 
     /// The tensor called `name`.

@@ -598,6 +598,8 @@ fn check_summary(s: &WriteSummary, b: &[u8], tensors: &[Tensor], case: &Case) {
         header_bytes: u64_at(b, 32),
         lut_bytes: 1024 * u64::from(u32_at(b, 48)),
         asset_bytes: case.assets.iter().map(|(_, d)| d.len() as u64).sum(),
+        // The header CRC: the 4 bytes that end the header block (§8).
+        header_crc32: u32_at(b, u64_at(b, 32) as usize - 4),
         ..WriteSummary::default()
     };
     for t in tensors {

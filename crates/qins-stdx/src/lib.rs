@@ -5,7 +5,9 @@
 //!   killed while building its output beside the target left behind (`qins-write` for files,
 //!   `qins-export` for directories);
 //! - [`error_report`] and [`print_error`]: the one line `error: outer: inner: ...` (or, with
-//!   `--verbose`, one line per cause) that every binary prints on failure.
+//!   `--verbose`, one line per cause) that every binary prints on failure;
+//! - [`parse_size`]: sizes such as `--max-shard-size 5GB`, as huggingface_hub writes them, and
+//!   its default largest shard, [`HF_MAX_SHARD_SIZE`].
 //!
 //! No dependency, no knowledge of the format: any crate of the workspace may use it.
 #![forbid(unsafe_code)]
@@ -92,6 +94,82 @@ pub fn error_report(e: &(dyn Error + 'static), verbose: bool) -> String {
 /// Prints [`error_report`] of `e` on stderr. An `anyhow::Error` is given as `&*e`.
 pub fn print_error(e: &(dyn Error + 'static), verbose: bool) {
     eprintln!("{}", error_report(e, verbose));
+}
+
+/// huggingface_hub's and transformers' default largest shard, 5 GB (5,000,000,000 bytes): the
+/// `max_shard_size` of `split_torch_state_dict_into_shards` and of `save_pretrained`.
+pub const HF_MAX_SHARD_SIZE: u64 = 5_000_000_000;
+
+/// Parses a size as huggingface_hub and transformers write them: a number of bytes
+/// (`1048576`), or a number followed by a unit, with or without a space: `KB`, `MB`, `GB`, `TB`
+/// are powers of 1000 (`5GB` is 5,000,000,000 bytes), `KiB`, `MiB`, `GiB`, `TiB` powers of 1024,
+/// `B` is bytes. Units are case-insensitive; the number may have a fraction (`1.5GB`), and the
+/// result is rounded down to whole bytes. The size must be at least one byte. The error is
+/// what is wrong, in a few words.
+///
+/// ```
+/// assert_eq!(qins_stdx::parse_size("5GB"), Ok(5_000_000_000));
+/// assert_eq!(qins_stdx::parse_size("2GiB"), Ok(2 << 30));
+/// assert_eq!(qins_stdx::parse_size("500 MB"), Ok(500_000_000));
+/// assert_eq!(qins_stdx::parse_size("4096"), Ok(4096));
+/// assert_eq!(qins_stdx::parse_size("5 parsecs"), Err("unknown unit"));
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, &'static str> {
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim());
+    if number.is_empty() {
+        return Err("no number");
+    }
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err("unknown unit"),
+    };
+    let bytes = match number.split_once('.') {
+        None => number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .ok_or("too large")?,
+        Some((whole, frac)) => {
+            if frac.contains('.') || (whole.is_empty() && frac.is_empty()) {
+                return Err("not a number");
+            }
+            // Exact decimal arithmetic: whole × m + frac × m / 10^len(frac), rounded down.
+            let whole: u64 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| "too large")?
+            };
+            let frac = frac.trim_end_matches('0');
+            if frac.len() > 18 {
+                return Err("too many decimals");
+            }
+            let digits: u128 = if frac.is_empty() {
+                0
+            } else {
+                frac.parse().map_err(|_| "not a number")?
+            };
+            let scale = 10u128.pow(frac.len() as u32);
+            let total = u128::from(whole) * u128::from(multiplier)
+                + digits * u128::from(multiplier) / scale;
+            u64::try_from(total).map_err(|_| "too large")?
+        }
+    };
+    if bytes == 0 {
+        return Err("must be at least one byte");
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -193,6 +271,52 @@ mod tests {
             want.sort();
             assert_eq!(left, want, "{kind:?}");
             drop(live);
+        }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        let ok = [
+            ("5GB", 5_000_000_000),
+            ("5gb", 5_000_000_000),
+            ("500MB", 500_000_000),
+            ("500 MB", 500_000_000),
+            ("2GiB", 2 << 30),
+            ("10KiB", 10 << 10),
+            ("1TiB", 1 << 40),
+            ("3TB", 3_000_000_000_000),
+            ("7KB", 7_000),
+            ("123", 123),
+            ("123B", 123),
+            ("1.5GB", 1_500_000_000),
+            ("0.5KiB", 512),
+            (".25MB", 250_000),
+            ("2.", 2),
+            (" 64 ", 64),
+            ("1.0000000000000000000000", 1),
+        ];
+        for (s, v) in ok {
+            assert_eq!(parse_size(s), Ok(v), "{s}");
+        }
+        for s in [
+            "",
+            "GB",
+            "5 parsecs",
+            "-5GB",
+            "1e9",
+            "0",
+            "0.0001B",
+            "1.2.3MB",
+            ".",
+            "99999999999TB",
+            "18446744073709551616",
+        ] {
+            assert!(parse_size(s).is_err(), "{s:?} accepted");
         }
     }
 }

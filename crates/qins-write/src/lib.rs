@@ -31,6 +31,7 @@
 mod atomic;
 mod layout;
 mod plan;
+pub mod set;
 mod stream;
 mod writer;
 
@@ -114,4 +115,6 @@ pub struct WriteSummary {
     pub asset_bytes: u64,
     /// Zero padding.
     pub padding_bytes: u64,
+    /// The header CRC (§8), which a set's index records for each shard (§21.2).
+    pub header_crc32: u32,
 }

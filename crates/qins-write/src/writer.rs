@@ -5,7 +5,7 @@ use std::path::Path;
 
 use qins_format::Storage;
 use qins_format::{
-    AssetRecord, Preamble, SectionRef, TensorRecord, LUT_BYTES, MAGIC, VERSION_MAJOR, VERSION_MINOR,
+    AssetRecord, Preamble, SectionRef, TensorRecord, LUT_BYTES, MAGIC, VERSION_MAJOR,
 };
 use zerocopy::IntoBytes;
 
@@ -107,7 +107,9 @@ impl Writer {
         let header = self.header_bytes();
         debug_assert_eq!(header.len() as u64, self.header_size);
         self.file.write_at(0, &header)?;
-        let summary = self.summary();
+        let mut summary = self.summary();
+        let crc = &header[header.len() - 4..];
+        summary.header_crc32 = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         self.file.commit()?;
         Ok(summary)
     }
@@ -116,7 +118,8 @@ impl Writer {
         let preamble = Preamble {
             magic: MAGIC,
             version_major: VERSION_MAJOR.into(),
-            version_minor: VERSION_MINOR.into(),
+            // 1 in a shard of a set, 0 otherwise (§15.2).
+            version_minor: qins_format::set::minor_version(self.plan.metadata.keys()).into(),
             alignment: self.plan.alignment.into(),
             required_features: 0.into(),
             file_size: self.file_size.into(),
