@@ -245,7 +245,15 @@ impl<'a> Qins<'a> {
 
 /// Checks `bytes` against the `stored` CRC-32 of the section called `name()`.
 fn check_crc(name: &dyn Fn() -> String, bytes: &[u8], stored: u32) -> Result<(), ReadError> {
-    let computed = crc32fast::hash(bytes);
+    check_computed_crc(name, crc32fast::hash(bytes), stored)
+}
+
+/// Checks the `computed` CRC-32 of the section called `name()` against the `stored` one.
+fn check_computed_crc(
+    name: &dyn Fn() -> String,
+    computed: u32,
+    stored: u32,
+) -> Result<(), ReadError> {
     if computed != stored {
         return Err(ReadError::DataChecksum {
             section: name(),
@@ -454,10 +462,17 @@ impl<'a> TensorView<'a> {
     /// Verifies the tensor's own sections (§14): their checksums, its unused sign bits and its
     /// row scales. See [`Qins::verify_frame`] for the rest of the file.
     pub fn verify(&self) -> Result<(), ReadError> {
+        self.verify_with(crc32fast::hash)
+    }
+
+    /// [`TensorView::verify`], with each section's CRC-32 computed by `crc`, which must give
+    /// what `crc32fast::hash` gives (the IEEE CRC-32 of the bytes): a caller can compute it on
+    /// several threads and combine the parts. The checks and their order stay the reader's.
+    pub fn verify_with(&self, crc: impl Fn(&[u8]) -> u32) -> Result<(), ReadError> {
         for (part, s, bytes) in self.sections() {
-            check_crc(
+            check_computed_crc(
                 &|| format!("tensor {:?} {part}", self.name),
-                bytes,
+                crc(bytes),
                 s.crc.get(),
             )?;
         }
