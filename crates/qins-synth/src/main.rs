@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use qins_synth::{generate, SynthConfig, SynthDtype};
+use qins_synth::{generate, SynthArch, SynthConfig, SynthDtype};
 
 /// Write a synthetic Llama-like Hugging Face checkpoint (safetensors weights, config
 /// and tokenizer files). The output is deterministic: the same flags give the same bytes.
@@ -41,6 +41,12 @@ struct Cli {
     /// Seed of the deterministic weight generator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+
+    /// Architecture: tensor names and config.json of llama, mistral, qwen2, qwen3, gemma3,
+    /// phi3 or bert (a sentence-transformers encoder). Other than llama, the sizes are tiny
+    /// (--preset and --target-size apply to llama only).
+    #[arg(long, default_value = "llama", value_parser = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "bert"])]
+    arch: String,
 
     /// Tie the output head to the embeddings (no lm_head.weight tensor).
     #[arg(long)]
@@ -83,14 +89,18 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let dtype: SynthDtype = cli.dtype.parse()?;
     let shards = cli.shards as usize;
-    let mut cfg = match (cli.target_size, cli.preset.as_deref()) {
-        (Some(bytes), _) => SynthConfig::for_target_bytes(dtype, bytes, shards, cli.seed),
-        (None, Some("tiny")) => SynthConfig::tiny(dtype),
-        (None, _) => SynthConfig::small(dtype),
+    let arch: SynthArch = cli.arch.parse()?;
+    let mut cfg = match (arch, cli.target_size, cli.preset.as_deref()) {
+        (SynthArch::Llama, Some(bytes), _) => {
+            SynthConfig::for_target_bytes(dtype, bytes, shards, cli.seed)
+        }
+        (SynthArch::Llama, None, Some("tiny")) => SynthConfig::tiny(dtype),
+        (SynthArch::Llama, None, _) => SynthConfig::small(dtype),
+        (arch, ..) => SynthConfig::tiny_arch(arch, dtype),
     };
     cfg.shards = shards;
     cfg.seed = cli.seed;
-    cfg.tie_word_embeddings = cli.tied;
+    cfg.tie_word_embeddings |= cli.tied;
     if let Some(v) = cli.vocab_size {
         cfg.vocab_size = usize::try_from(v)?;
     }
