@@ -41,12 +41,12 @@ DTYPE_BITS = {name: bits for _code, (name, bits) in qins_reader.DTYPES.items()}
 
 
 def build_binaries() -> str:
-    """Builds the workspace's binaries (the dev profile, as `cargo build` does) and returns the
-    directory that holds them. `--examples` makes cargo resolve features with the
-    dev-dependencies, as `cargo build --all-targets` in tools/test.sh does, so that nothing is
-    compiled a second time."""
+    """Builds the workspace's binaries with the `test` profile and returns the directory that
+    holds them: the command tools/test.sh and the end-to-end tests (tests/support.rs) run, so
+    that after `cargo test --workspace` it compiles nothing. `--examples` makes cargo resolve
+    features with the dev-dependencies, as `cargo test` does."""
     subprocess.run(["cargo", "build", "--workspace", "--bins", "--examples", "--locked",
-                    "--quiet"], cwd=ROOT, check=True)
+                    "--quiet", "--profile", "test"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     return os.path.join(target, "debug")
 

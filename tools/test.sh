@@ -11,8 +11,11 @@ cd "$root"
 ./tools/fetch-smollm.sh
 py="$(./tools/venv.sh)"
 
-# Build once; the end-to-end tests run the built binaries.
-cargo build --workspace --all-targets --locked
+# Build once, with the `test` profile (opt-level 1, the workspace's Cargo.toml): the binaries
+# the end-to-end tests, the Python checks and the qins package's tests run (target/debug), then
+# the tests themselves, which share every compiled dependency with them. (A `cargo build`
+# would use the dev profile and compile the whole dependency tree, candle included, twice.)
+cargo build --workspace --bins --examples --profile test --locked
 cargo test --workspace --locked
 
 # The Python tools' own tests (the second reader, the GGUF converter); the converted SmolLM2

@@ -1,7 +1,7 @@
 """Shared fixtures of the `qins` package's tests.
 
 The tests run against the installed package (`pip install ./crates/qins-py`, as
-tools/test.sh does) and the Rust tools built by `cargo build` (target/debug unless
+tools/test.sh does) and the Rust tools built by `cargo build --profile test` (target/debug unless
 QINS_BIN_DIR says otherwise). The real model is all-MiniLM-L6-v2, fetched by
 tools/fetch-minilm.sh: the tests that need it fail, loudly, if it is missing.
 """
@@ -33,7 +33,7 @@ def expected(name: str) -> Dict:
 def tool(name: str) -> str:
     path = BIN_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `cargo build --workspace` first")
+        raise FileNotFoundError(f"{path} is missing: run `cargo build --workspace --bins --profile test` first")
     return str(path)
 
 
