@@ -637,18 +637,25 @@ impl<'a> Model<'a> {
     }
 
     /// Verifies every file (§14), in order; for a set, the error names the shard (§21.5).
+    /// The pages read are released behind the check ([`Qins::verify_with`],
+    /// [`MappedFile::release`]), so verifying a model needs little memory whatever its size;
+    /// tensors read afterwards come back from the page cache.
     pub fn verify(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify)
+        self.each_file(Qins::verify_with)
     }
 
-    /// [`Qins::verify_frame`] for every file: everything but the tensors' own sections.
+    /// [`Qins::verify_frame`] for every file: everything but the tensors' own sections,
+    /// releasing the pages read as [`Model::verify`] does.
     pub fn verify_frame(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify_frame)
+        self.each_file(Qins::verify_frame_with)
     }
 
-    fn each_file(&self, f: impl Fn(&Qins<'a>) -> Result<(), ReadError>) -> Result<(), ReadError> {
+    fn each_file(
+        &self,
+        f: impl Fn(&Qins<'a>, &mut dyn FnMut(&[u8])) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         for (q, file) in self.shards.iter().zip(self.files) {
-            f(q).map_err(|e| self.name_file(e, file.path()))?;
+            f(q, &mut |bytes| file.release(bytes)).map_err(|e| self.name_file(e, file.path()))?;
         }
         Ok(())
     }
