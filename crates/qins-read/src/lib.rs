@@ -183,7 +183,11 @@ impl<'a> Qins<'a> {
         for t in self.tensors() {
             t.verify_values()?;
             done(t.scales);
-            done(t.signs.get(t.signs.len().saturating_sub(1)..).unwrap_or(&[]));
+            done(
+                t.signs
+                    .get(t.signs.len().saturating_sub(1)..)
+                    .unwrap_or(&[]),
+            );
         }
         Ok(())
     }

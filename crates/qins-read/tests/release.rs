@@ -71,8 +71,12 @@ fn verify_with_hands_every_data_byte_behind_the_check() {
     ));
     // Larger than one piece (16 MiB), so that it is handed over in several.
     const BIG: usize = (16 << 20) + 3;
-    plan.tensors
-        .push(TensorSpec::new("b", Dtype::U8, vec![BIG as u64], Storage::Raw));
+    plan.tensors.push(TensorSpec::new(
+        "b",
+        Dtype::U8,
+        vec![BIG as u64],
+        Storage::Raw,
+    ));
     plan.assets.push(qins_write::Asset {
         name: "config.json".into(),
         data: b"{}".to_vec(),
@@ -104,7 +108,10 @@ fn verify_with_hands_every_data_byte_behind_the_check() {
         at += len;
     }
     assert_eq!(at, bytes.len());
-    assert!(parts.len() > walk_end + 1, "the row scales are handed over again");
+    assert!(
+        parts.len() > walk_end + 1,
+        "the row scales are handed over again"
+    );
     drop(q);
 
     // A damaged byte in the large tensor: the same error as `verify`, pieces handed over up to
