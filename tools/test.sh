@@ -21,3 +21,9 @@ cargo test --workspace --locked
 "$py" -m unittest discover -s tools -p 'test_*.py'
 "$py" tools/check_smollm_tokenizer.py
 "$py" tools/check_python_reader.py
+
+# The qins Python package: built from this source by pip (maturin, an abi3 wheel) into the
+# venv, then its tests (pytest) against the golden files, the Rust tools built above and the
+# real model; torch, transformers and sentence-transformers come from tools/requirements.txt.
+"$py" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./crates/qins-py
+"$py" -m pytest -q crates/qins-py/tests

@@ -170,7 +170,7 @@ impl<'a> Qins<'a> {
     /// Verifies every byte of the data (§14): section checksums in canonical order, zero
     /// padding, unused sign bits, row scales. Reports the first problem.
     pub fn verify(&self) -> Result<(), ReadError> {
-        self.verify_with(&mut |_| {})
+        self.verify_and_release(&mut |_| {})
     }
 
     /// [`Qins::verify`], handing each part of the file to `done` as soon as it has been
@@ -178,7 +178,7 @@ impl<'a> Qins<'a> {
     /// maps the file can release the pages behind the check ([`MappedFile::release`]) and
     /// verify a file larger than the memory it should use. The checks and their order are
     /// [`Qins::verify`]'s.
-    pub fn verify_with(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
+    pub fn verify_and_release(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
         self.walk(true, done)?;
         for t in self.tensors() {
             t.verify_values()?;
@@ -201,8 +201,8 @@ impl<'a> Qins<'a> {
     }
 
     /// [`Qins::verify_frame`], handing each part of the file to `done` as soon as it has been
-    /// checked, as [`Qins::verify_with`] does.
-    pub fn verify_frame_with(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
+    /// checked, as [`Qins::verify_and_release`] does.
+    pub fn verify_frame_and_release(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
         self.walk(false, done)
     }
 
@@ -232,7 +232,7 @@ impl<'a> Qins<'a> {
                     h.update(part);
                     done(part);
                 }
-                compare_crc(name, h.finalize(), stored)?;
+                check_computed_crc(name, h.finalize(), stored)?;
             }
             end = offset + bytes.len() as u64;
             Ok(())
@@ -271,18 +271,17 @@ impl<'a> Qins<'a> {
     }
 }
 
-/// How much of a section [`Qins::verify_with`] reads before it hands the part to its caller:
-/// small enough that releasing behind it bounds the memory, large enough that the calls cost
-/// nothing beside the checksum.
+/// How much of a section [`Qins::verify_and_release`] reads before it hands the part to its
+/// caller: small enough that releasing behind it bounds the memory, large enough that the
+/// calls cost nothing beside the checksum.
 const VERIFY_CHUNK: usize = 16 << 20;
 
-/// Checks `bytes` against the `stored` CRC-32 of the section called `name()`.
-fn check_crc(name: &dyn Fn() -> String, bytes: &[u8], stored: u32) -> Result<(), ReadError> {
-    compare_crc(name, crc32fast::hash(bytes), stored)
-}
-
-/// Compares the `computed` CRC-32 of the section called `name()` with the `stored` one.
-fn compare_crc(name: &dyn Fn() -> String, computed: u32, stored: u32) -> Result<(), ReadError> {
+/// Checks the `computed` CRC-32 of the section called `name()` against the `stored` one.
+fn check_computed_crc(
+    name: &dyn Fn() -> String,
+    computed: u32,
+    stored: u32,
+) -> Result<(), ReadError> {
     if computed != stored {
         return Err(ReadError::DataChecksum {
             section: name(),
@@ -491,10 +490,17 @@ impl<'a> TensorView<'a> {
     /// Verifies the tensor's own sections (§14): their checksums, its unused sign bits and its
     /// row scales. See [`Qins::verify_frame`] for the rest of the file.
     pub fn verify(&self) -> Result<(), ReadError> {
+        self.verify_with(crc32fast::hash)
+    }
+
+    /// [`TensorView::verify`], with each section's CRC-32 computed by `crc`, which must give
+    /// what `crc32fast::hash` gives (the IEEE CRC-32 of the bytes): a caller can compute it on
+    /// several threads and combine the parts. The checks and their order stay the reader's.
+    pub fn verify_with(&self, crc: impl Fn(&[u8]) -> u32) -> Result<(), ReadError> {
         for (part, s, bytes) in self.sections() {
-            check_crc(
+            check_computed_crc(
                 &|| format!("tensor {:?} {part}", self.name),
-                bytes,
+                crc(bytes),
                 s.crc.get(),
             )?;
         }

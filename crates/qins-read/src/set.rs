@@ -638,17 +638,17 @@ impl<'a> Model<'a> {
     }
 
     /// Verifies every file (§14), in order; for a set, the error names the shard (§21.5).
-    /// The pages read are released behind the check ([`Qins::verify_with`],
+    /// The pages read are released behind the check ([`Qins::verify_and_release`],
     /// [`MappedFile::release`]), so verifying a model needs little memory whatever its size;
     /// tensors read afterwards come back from the page cache.
     pub fn verify(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify_with)
+        self.each_file(Qins::verify_and_release)
     }
 
     /// [`Qins::verify_frame`] for every file: everything but the tensors' own sections,
     /// releasing the pages read as [`Model::verify`] does.
     pub fn verify_frame(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify_frame_with)
+        self.each_file(Qins::verify_frame_and_release)
     }
 
     fn each_file(

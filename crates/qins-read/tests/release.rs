@@ -53,10 +53,10 @@ fn released_pages_leave_the_resident_set_and_read_the_same() {
     assert_eq!(raw, &data[..]);
 }
 
-/// `verify_with` hands every byte from the end of the header to the end of the file to its
+/// `verify_and_release` hands every byte from the end of the header to the end of the file to its
 /// caller once checked, in file order and in bounded pieces, and reports what `verify` reports.
 #[test]
-fn verify_with_hands_every_data_byte_behind_the_check() {
+fn verify_and_release_hands_every_data_byte_behind_the_check() {
     use qins_format::Codec;
     let mut plan = Plan::new();
     plan.alignment = 64;
@@ -93,7 +93,7 @@ fn verify_with_hands_every_data_byte_behind_the_check() {
     let q = qins_read::Qins::parse(&bytes).unwrap();
     let base = bytes.as_ptr() as usize;
     let mut parts: Vec<(usize, usize)> = Vec::new();
-    q.verify_with(&mut |b| parts.push((b.as_ptr() as usize - base, b.len())))
+    q.verify_and_release(&mut |b| parts.push((b.as_ptr() as usize - base, b.len())))
         .unwrap();
     assert!(parts.iter().all(|&(_, len)| len <= 16 << 20), "{parts:?}");
     // The walk over the sections, then each encoded tensor's values again (its row scales
@@ -121,7 +121,7 @@ fn verify_with_hands_every_data_byte_behind_the_check() {
     let q = qins_read::Qins::parse(&bytes).unwrap();
     let want = q.verify().unwrap_err().to_string();
     let mut seen = 0;
-    let got = q.verify_with(&mut |b| seen += b.len()).unwrap_err();
+    let got = q.verify_and_release(&mut |b| seen += b.len()).unwrap_err();
     assert_eq!(got.to_string(), want);
     assert!(got.to_string().contains("tensor \"b\" data"), "{got}");
     assert!(seen > BIG, "{seen}");

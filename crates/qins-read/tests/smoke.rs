@@ -42,6 +42,20 @@ fn write_parse_verify_decode() {
     assert_eq!(q.tensor("b").unwrap().raw_bytes(), Some(&[1u8; 16][..]));
     assert_eq!(q.assets().next(), Some(("config.json", &b"{}"[..])));
     assert_eq!(q.metadata()["k"], "v");
+
+    // verify_with checks each section with the caller's CRC-32, in the reader's order and
+    // with its error: a wrong CRC fails on the first section, the data.
+    a.verify_with(crc32fast::hash).unwrap();
+    let err = a.verify_with(|b| crc32fast::hash(b) ^ 1).unwrap_err();
+    assert_eq!(err.kind(), "DataChecksum");
+    assert!(err.to_string().contains("tensor \"a\" data"), "{err}");
+    let sections = std::cell::Cell::new(0);
+    a.verify_with(|b| {
+        sections.set(sections.get() + 1);
+        crc32fast::hash(b)
+    })
+    .unwrap();
+    assert_eq!(sections.get(), 3, "data, signs and scales");
 }
 
 #[test]
