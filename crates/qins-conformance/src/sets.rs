@@ -321,6 +321,18 @@ impl Fault<'_> {
         bytes
     }
 
+    /// Re-writes shard `k` (from 1) with its metadata changed by `change` (the shard keys are
+    /// in it), and makes the index's entry agree with the new bytes: the only fault is the
+    /// change.
+    pub fn rewrite_metadata(
+        &mut self,
+        k: usize,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) {
+        let bytes = self.rewrite_shard(k, |s| change(&mut s.plan.metadata));
+        self.update_entry(k, &bytes);
+    }
+
     /// Sets the index's entry of shard `k` (from 1) to the size and header CRC of `bytes`, and
     /// its `total_size` to match.
     pub fn update_entry(&mut self, k: usize, bytes: &[u8]) {
@@ -783,12 +795,9 @@ pub fn faults() -> Vec<SetFault> {
             "§21.5",
             "shard 2's qins.set.shard is \"02\" (a leading zero: not canonical decimal), its \
              index entry updated to match",
-            |f| {
-                let bytes = f.rewrite_shard(2, |s| {
-                    s.plan.metadata.insert(KEY_SHARD.into(), "02".into());
-                });
-                f.update_entry(2, &bytes);
-            }
+            |f| f.rewrite_metadata(2, |m| {
+                m.insert(KEY_SHARD.into(), "02".into());
+            })
         ),
         fault!(
             "misplaced_shard_key_absent",
@@ -798,12 +807,9 @@ pub fn faults() -> Vec<SetFault> {
             S2,
             "§21.5",
             "shard 2 has no qins.set.shard_count, its index entry updated to match",
-            |f| {
-                let bytes = f.rewrite_shard(2, |s| {
-                    s.plan.metadata.remove(KEY_SHARD_COUNT);
-                });
-                f.update_entry(2, &bytes);
-            }
+            |f| f.rewrite_metadata(2, |m| {
+                m.remove(KEY_SHARD_COUNT);
+            })
         ),
         fault!(
             "index_mismatch_size",
@@ -948,12 +954,9 @@ pub fn faults() -> Vec<SetFault> {
             "§21.5",
             "shard 1 has no qins.set.index_file (its index entry updated to match), and the set \
              is opened from it: the error names the shard",
-            |f| {
-                let bytes = f.rewrite_shard(1, |s| {
-                    s.plan.metadata.remove(KEY_INDEX_FILE);
-                });
-                f.update_entry(1, &bytes);
-            }
+            |f| f.rewrite_metadata(1, |m| {
+                m.remove(KEY_INDEX_FILE);
+            })
         ),
         fault!(
             "missing_index_not_a_file_name",
@@ -965,14 +968,9 @@ pub fn faults() -> Vec<SetFault> {
             "shard 1's qins.set.index_file is \"../model.qins.index.json\", not a file name (its \
              index entry updated to match), and the set is opened from it: the error names the \
              shard",
-            |f| {
-                let bytes = f.rewrite_shard(1, |s| {
-                    s.plan
-                        .metadata
-                        .insert(KEY_INDEX_FILE.into(), format!("../{}", index_name()));
-                });
-                f.update_entry(1, &bytes);
-            }
+            |f| f.rewrite_metadata(1, |m| {
+                m.insert(KEY_INDEX_FILE.into(), format!("../{}", index_name()));
+            })
         ),
         fault!(
             "unlisted_shard_other_set",

@@ -108,15 +108,21 @@ fn an_index_longer_than_256_mib_is_refused_before_it_is_read() {
     assert!(e.to_string().contains("index"), "{e}");
 }
 
+/// An index of `n` shards `s0.qins`, … of `size` bytes each, with the set id `set_id`, the
+/// total size `total` and the weight map `weight_map` (JSON text), written compactly.
+fn index_of(n: usize, size: u64, set_id: &str, total: u64, weight_map: &str) -> String {
+    let shards: Vec<String> = (0..n)
+        .map(|k| format!(r#"{{"file":"s{k}.qins","header_crc32":"00000000","size":{size}}}"#))
+        .collect();
+    format!(
+        r#"{{"metadata":{{"format":"qins","format_version":"1.1","set_id":"{set_id}","total_size":{total}}},"shards":[{}],"weight_map":{weight_map}}}"#,
+        shards.join(",")
+    )
+}
+
 #[test]
 fn more_than_65536_shards_is_a_limit() {
-    let shards: Vec<String> = (0..65_537)
-        .map(|k| format!(r#"{{"file":"s{k}.qins","header_crc32":"00000000","size":0}}"#))
-        .collect();
-    let text = format!(
-        r#"{{"metadata":{{"format":"qins","format_version":"1.1","set_id":"x","total_size":0}},"shards":[{}],"weight_map":{{}}}}"#,
-        shards.join(",")
-    );
+    let text = index_of(65_537, 0, "x", 0, "{}");
     let e = Index::parse(text.as_bytes()).unwrap_err();
     assert!(
         matches!(e, ReadError::LimitExceeded { value: 65_537, .. }),
@@ -294,13 +300,7 @@ fn an_index_is_known_by_its_name_and_a_qins_file_by_its_magic() {
 /// of §21.2 that come after `format_version` (here a bad set id and a wrong total size).
 #[test]
 fn the_shard_count_is_checked_before_the_other_rules_of_the_index() {
-    let shards: Vec<String> = (0..65_537)
-        .map(|k| format!(r#"{{"file":"s{k}.qins","header_crc32":"00000000","size":1}}"#))
-        .collect();
-    let text = format!(
-        r#"{{"metadata":{{"format":"qins","format_version":"1.1","set_id":"a b","total_size":0}},"shards":[{}],"weight_map":{{"w":"nowhere"}}}}"#,
-        shards.join(",")
-    );
+    let text = index_of(65_537, 1, "a b", 0, r#"{"w":"nowhere"}"#);
     let e = Index::parse(text.as_bytes()).unwrap_err();
     assert_eq!(e.kind(), "LimitExceeded", "{e}");
     // Before it: the version (UnsupportedVersion) and the format (BadIndex).
