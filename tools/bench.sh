@@ -220,6 +220,9 @@ if [ "$big" = 1 ]; then
     measure "$data/export-8g" "$bin/qins-export" -q "$data/big.qins" "$data/big-export"
     row "export 8GB BF16: peak RSS" "$(rss_mib "$data/export-8g.time") in $(elapsed "$data/export-8g.time") ($(peaks "$data/export-8g"))" "< 1024 MiB" "/usr/bin/time -v qins-export -q big.qins OUT"
     rm -rf "$data/big-export" "$hf8"
+    echo "== verifying it; load $(load)"
+    measure "$data/verify-8g" "$bin/qins-inspect" --verify "$data/big.qins"
+    row "verify 5GB .qins: peak RSS" "$(rss_mib "$data/verify-8g.time") in $(elapsed "$data/verify-8g.time") ($(peaks "$data/verify-8g"))" "< 256 MiB" "/usr/bin/time -v qins-inspect --verify big.qins"
     open_cmds+=("$bin/qins-inspect $data/big.qins")
     echo "== verify against reading the file; load $(load)"
     hyperfine --runs 3 --warmup 1 --style basic --export-json "$data/verify.json" \

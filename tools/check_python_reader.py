@@ -7,8 +7,13 @@ the Rust reader, bit for bit:
    metadata);
 2. every negative golden in conformance/invalid: rejected with the manifest's error kind, at the
    manifest's stage (open or verify);
-3. the real all-MiniLM-L6-v2, converted by the Rust `qins-convert` (default policy and
-   --encode-embeddings): the dumps agree.
+3. every valid set in conformance/sets (§21), opened from its index and from each shard: the
+   dumps agree (the tensors in the set's order, their values by bits, shard 1's assets and
+   metadata, and the index: set id, version, shards with sizes and header CRCs);
+4. every invalid set in conformance/sets: both readers reject it with the manifest's kind, at
+   its stage, naming its file (the Rust side through `qins-dump --json-errors`);
+5. the real all-MiniLM-L6-v2, converted by the Rust `qins-convert` (default policy and
+   --encode-embeddings, and the latter again as a set of shards): the dumps agree.
 
 Dumps are compared value by value, floating-point values by their bits (so -0.0 is not 0.0),
 and a disagreement names the first differing value: the field and both values, and for a
@@ -58,9 +63,36 @@ def rust_dump(bin_dir: str, path: str) -> dict:
 
 
 def python_dump(path: str) -> dict:
-    with qins_reader.QinsFile(path) as q:
-        q.verify()
-        return q.dump()
+    """The Python reader's model API (a file, or a set from its index or any shard)."""
+    with qins_reader.open_model(path) as m:
+        m.verify()
+        return m.dump()
+
+
+def rust_rejection(bin_dir: str, path: str) -> tuple[str, str, str] | None:
+    """(stage, kind, file name) of the Rust reader's rejection of the model at `path`, or None
+    if it accepts it."""
+    r = subprocess.run([os.path.join(bin_dir, "qins-dump"), "--json-errors", path],
+                       capture_output=True, text=True)
+    if r.returncode == 0:
+        return None
+    e = json.loads(r.stdout)["error"]
+    return (e["stage"], e["kind"], os.path.basename(e["file"]))
+
+
+def python_model_rejection(path: str) -> tuple[str, str, str] | None:
+    """(stage, kind, file name) of the Python reader's rejection of the model at `path`."""
+    try:
+        m = qins_reader.open_model(path)
+    except qins_reader.QinsError as e:
+        return ("open", e.kind, os.path.basename(e.file or path))
+    try:
+        m.verify()
+    except qins_reader.QinsError as e:
+        return ("verify", e.kind, os.path.basename(e.file or path))
+    finally:
+        m.close()
+    return None
 
 
 def python_rejection(path: str) -> tuple[str, str] | None:
@@ -190,7 +222,7 @@ def locate(bin_dir: str, path: str, where: str, rust: dict) -> str:
                             "--quiet"], capture_output=True, text=True)
         if r.returncode != 0:
             return f"cannot locate the first difference: qins-export failed: {r.stderr.strip()}"
-        with qins_reader.QinsFile(path) as q:
+        with qins_reader.open_model(path) as q:
             if kind == "tensors":
                 t = q.tensor(name)
                 exported = read_safetensors(out)
@@ -250,6 +282,22 @@ def main() -> int:
         want = (case["stage"], case["kind"])
         check(f"invalid/{case['file']}", got == want, f"expected {want}, got {got}")
 
+    sets = os.path.join(ROOT, "conformance", "sets")
+    with open(os.path.join(sets, "manifest.json")) as fh:
+        set_manifest = json.load(fh)
+    for case in set_manifest["valid"]:
+        d = os.path.join(sets, case["dir"])
+        for start in [case["index"]] + case["shards"]:
+            diff = compare(bin_dir, os.path.join(d, start))
+            check(f"sets/{case['dir']} from {start}", not diff, diff)
+    for case in set_manifest["invalid"]:
+        p = os.path.join(sets, case["dir"], case["open"])
+        want = (case["stage"], case["kind"], case["file"])
+        got = {"Rust": rust_rejection(bin_dir, p), "Python": python_model_rejection(p)}
+        bad = {who: g for who, g in got.items() if g != want}
+        check(f"sets/{case['dir']} from {case['open']}", not bad,
+              f"expected {want}, got " + ", ".join(f"{w} {g}" for w, g in bad.items()))
+
     if not os.path.isfile(os.path.join(args.minilm, "model.safetensors")):
         print(f"error: {args.minilm} has no model.safetensors: run tools/fetch-minilm.sh",
               file=sys.stderr)
@@ -261,6 +309,19 @@ def main() -> int:
                             "--quiet", "--force", *flags], check=True)
             diff = compare(bin_dir, out)
             check(f"minilm {' '.join(flags) or 'default'}", not diff, diff)
+        # the same as a set of shards (a limit far below the model's size), from the index
+        # and from the last shard
+        setdir = os.path.join(tmp, "set")
+        os.mkdir(setdir)
+        subprocess.run([os.path.join(bin_dir, "qins-convert"), args.minilm,
+                        os.path.join(setdir, "minilm.qins"), "--quiet", "--encode-embeddings",
+                        "--max-shard-size", "20MB"], check=True)
+        with open(os.path.join(setdir, "minilm.qins.index.json"), encoding="utf-8") as fh:
+            shards = [e["file"] for e in json.load(fh)["shards"]]
+        for start in ("minilm.qins.index.json", shards[-1]):
+            diff = compare(bin_dir, os.path.join(setdir, start))
+            check(f"minilm as a set of {len(shards)} shards from {start}",
+                  not diff and len(shards) > 1, diff or "one shard only")
 
     print(f"python reader: {passed} passed, {len(failed)} failed")
     return 1 if failed else 0

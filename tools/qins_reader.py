@@ -1376,6 +1376,15 @@ def _read_index(path: str) -> SetIndex:
     if major != 1:
         _fail("UnsupportedVersion", f"unsupported format version {major}.{minor} of the set: "
                                     f"this reader implements 1.x (§15, §21.2)")
+    # then shards: an array (BadIndex) of at most 65536 elements (LimitExceeded), before
+    # anything in it or any other rule is looked at
+    shards_json = obj.get("shards")
+    if not isinstance(shards_json, list):
+        bad("the index has no member 'shards'" if "shards" not in obj else
+            f"'shards' is a JSON {_json_type(shards_json)}, not an array")
+    if len(shards_json) > MAX_SHARDS:
+        _fail("LimitExceeded", f"the index lists {len(shards_json)} shards, more than the "
+                               f"limit {MAX_SHARDS} (§21.7)")
     # then every other rule of §21.2, in the order of its table
     set_id = meta.get("set_id")
     if not (isinstance(set_id, str) and _SET_ID_RE.fullmatch(set_id)):
@@ -1386,13 +1395,6 @@ def _read_index(path: str) -> SetIndex:
         bad(f"metadata.total_size is "
             f"{_json_repr(total_size) if 'total_size' in meta else 'missing'}, not an integer "
             f"(without sign, fraction or exponent, below 2^64)")
-    shards_json = obj.get("shards")
-    if not isinstance(shards_json, list):
-        bad("the index has no member 'shards'" if "shards" not in obj else
-            f"'shards' is a JSON {_json_type(shards_json)}, not an array")
-    if len(shards_json) > MAX_SHARDS:
-        _fail("LimitExceeded", f"the index lists {len(shards_json)} shards, more than the "
-                               f"limit {MAX_SHARDS} (§21.7)")
     if not shards_json:
         bad("'shards' is empty: a set has at least one shard")
     shards: list[ShardEntry] = []
@@ -1442,22 +1444,15 @@ def _read_index(path: str) -> SetIndex:
 
 
 def _sniff_is_index(path: str) -> bool:
-    """Whether a model path is a set's index rather than a .qins file. The spec gives no rule
-    (§21.5 says a reader opens a set "from its index, or from any of its shards"); this reader
-    takes a file that starts with the QINS magic (§3) for a .qins file, and otherwise for an
-    index when its name ends in ``.json`` or its first byte after any whitespace (and a UTF-8
-    byte-order mark) is ``{``; anything else is opened as a .qins file, and so fails by §17
-    (``Truncated``, ``BadMagic``)."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if head.startswith(MAGIC):
-        return False
-    if path.endswith(".json"):
-        return True
-    rest = head.lstrip(b" \t\r\n")
-    if rest.startswith(b"\xef\xbb\xbf"):
-        rest = rest[3:].lstrip(b" \t\r\n")
-    return rest.startswith(b"{")
+    """Whether a model path is a set's index rather than a .qins file (§21.5, "Which file a
+    path is"): a regular file whose first 8 bytes are the magic (§3) is a .qins file; otherwise
+    a path whose last component ends in ``.json`` (lower case) is an index; anything else is
+    opened as a .qins file, and so fails by §17 (``Truncated``, ``BadMagic``)."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                return False
+    return os.path.basename(path).endswith(".json")
 
 
 @dataclass

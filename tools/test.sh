@@ -20,7 +20,7 @@ cargo test --workspace --locked
 
 # The Python tools' own tests (the second reader, the GGUF converter); the converted SmolLM2
 # tokenizer against its GGUF; then the Python reader's agreement with the Rust reader on every
-# golden file and on a converted MiniLM.
+# golden file and set, and on a converted MiniLM (a file and a set).
 "$py" -m unittest discover -s tools -p 'test_*.py'
 "$py" tools/check_smollm_tokenizer.py
 "$py" tools/check_python_reader.py

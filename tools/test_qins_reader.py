@@ -2072,6 +2072,53 @@ class TestSets(SetCase):
             with self.subTest(path=os.path.basename(p)):
                 self.check_model(self.model(p), self.s)
 
+    def test_which_file_a_path_is(self):
+        # §21.5: the magic makes a .qins file whatever its name; otherwise a name ending in
+        # ".json" (lower case) makes an index; anything else is opened as a .qins file
+        with open(self.s.index_path, "rb") as f:
+            index = f.read()
+        for name in ("model.qins.index", "model.qins.index.JSON", "index.txt", "{.qins"):
+            p = os.path.join(self.s.dir, name)
+            with open(p, "wb") as f:
+                f.write(index)
+            self.assertSetError(p, "BadMagic", p)
+        p = os.path.join(self.s.dir, "tiny")  # shorter than the preamble (§17 step 1)
+        with open(p, "wb") as f:
+            f.write(b"{}")
+        self.assertSetError(p, "Truncated", p)
+        p = os.path.join(self.s.dir, "shard.json")  # a shard named like an index
+        with open(p, "wb") as f:
+            f.write(self.s.built[0].data)
+        self.assertSetError(p, "UnlistedShard", p)
+        buf = bytearray(self.s.built[1].data)  # a damaged shard (no magic)
+        buf[0] ^= 0xFF
+        for name, kind in (("damaged.json", "BadIndex"), ("damaged.qins", "BadMagic")):
+            p = os.path.join(self.s.dir, name)
+            with open(p, "wb") as f:
+                f.write(buf)
+            self.assertSetError(p, kind, p)
+
+    def test_symbolic_links(self):
+        # §21.5: links are followed to the file, but the directory of a path is the link's
+        elsewhere = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(elsewhere)
+        stored = os.path.join(elsewhere, "stored.qins")
+        os.rename(self.s.path(2), stored)
+        os.symlink(os.path.join("..", "elsewhere", "stored.qins"), self.s.path(2))
+        for p in (self.s.index_path, self.s.path(2)):
+            self.check_model(self.model(p), self.s)
+        # the file by its own path: no index beside it
+        self.assertSetError(stored, "MissingIndex",
+                            os.path.join(elsewhere, self.s.index_name))
+        # a link elsewhere to shard 1 under its own name: the index is looked for there
+        link = os.path.join(elsewhere, self.s.files[0])
+        os.symlink(self.s.path(1), link)
+        self.assertSetError(link, "MissingIndex", os.path.join(elsewhere, self.s.index_name))
+        # a link to the index is an index, and its shards are looked for beside the link
+        link = os.path.join(elsewhere, "linked.json")
+        os.symlink(self.s.index_path, link)
+        self.assertSetError(link, "MissingShard", os.path.join(elsewhere, self.s.files[1]))
+
     def test_relative_paths(self):
         cwd = os.getcwd()
         os.chdir(self.s.dir)
@@ -2163,13 +2210,14 @@ class TestSets(SetCase):
         self.model(os.path.join(self.s.dir, "renamed.json")).verify()
 
     def test_index_or_shard_by_content(self):
-        # an index whose name does not end in .json is still recognised as JSON
+        # an index whose name does not end in .json is opened as a .qins file (§21.5, "Which
+        # file a path is"), whatever its content
         other = os.path.join(self.s.dir, "index")
         os.rename(self.s.index_path, other)
-        self.model(other).verify()
+        self.assertSetError(other, "BadMagic", other)
         with open(other, "wb") as f:
             f.write(b"\xef\xbb\xbf{}")
-        self.assertSetError(other, "BadIndex", other)
+        self.assertSetError(other, "Truncated", other)
         # a file that is neither: §17's kinds
         for data, kind in ((b"", "Truncated"), (b"PK\x03\x04" + bytes(200), "BadMagic"),
                            (b"\x89QINS", "Truncated")):
@@ -2329,6 +2377,18 @@ class TestSets(SetCase):
                    "weight_map": {}}
             self.s.write_index(text=json.dumps(idx, separators=(",", ":")))
             self.assertSetError(self.s.index_path, kind, file)
+        # the shard count is checked as soon as 'shards' is an array, before the other rules
+        # of §21.2 (a bad set_id, a total_size that is not the sum, a weight_map value that is
+        # not a listed file): LimitExceeded (§21.5 step 1)
+        idx["shards"].append({"file": "extra.qins", "size": 7, "header_crc32": "0"})
+        idx["metadata"].update(set_id="a b", total_size=1)
+        idx["weight_map"] = {"w": "nowhere"}
+        self.s.write_index(text=json.dumps(idx, separators=(",", ":")))
+        self.assertSetError(self.s.index_path, "LimitExceeded", self.s.index_name)
+        # ... and after format and format_version
+        idx["metadata"]["format_version"] = "2.0"
+        self.s.write_index(text=json.dumps(idx, separators=(",", ":")))
+        self.assertSetError(self.s.index_path, "UnsupportedVersion", self.s.index_name)
 
     # step 2: every shard is there ---------------------------------------------------------
 

@@ -196,6 +196,15 @@ pub fn cases() -> Vec<InvalidCase> {
                 let s = e.preamble().strings_size;
                 e.tensor(B).name_offset = s;
             }),
+        case!("name_empty_out_of_bounds", "mixed", "OutOfBounds", Open, "§6",
+            "tensor `b`'s name_len is 0 and its name_offset strings_size + 1: an empty range \
+             that lies past the string table is `OutOfBounds`, checked before the name is empty",
+            |e| {
+                let s = e.preamble().strings_size.get();
+                let t = e.tensor(B);
+                t.name_offset = (s + 1).into();
+                t.name_len = 0.into();
+            }),
         case!("bad_name_empty", "mixed", "BadName", Open, "§4",
             "tensor `b`'s name_len is 0",
             |e| e.tensor(B).name_len = 0.into()),

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use qins_format::set::{index_file_name, shard_file_name};
+use qins_format::set::{
+    index_file_name, shard_file_name, KEY_INDEX_FILE, KEY_SHARD, KEY_SHARD_COUNT,
+};
 use qins_format::{Codec, Dtype};
 use qins_write::set::{add_shard_keys, index_json, set_id, ShardEntry};
 use qins_write::Asset;
@@ -319,6 +321,18 @@ impl Fault<'_> {
         bytes
     }
 
+    /// Re-writes shard `k` (from 1) with its metadata changed by `change` (the shard keys are
+    /// in it), and makes the index's entry agree with the new bytes: the only fault is the
+    /// change.
+    pub fn rewrite_metadata(
+        &mut self,
+        k: usize,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) {
+        let bytes = self.rewrite_shard(k, |s| change(&mut s.plan.metadata));
+        self.update_entry(k, &bytes);
+    }
+
     /// Sets the index's entry of shard `k` (from 1) to the size and header CRC of `bytes`, and
     /// its `total_size` to match.
     pub fn update_entry(&mut self, k: usize, bytes: &[u8]) {
@@ -427,6 +441,22 @@ macro_rules! fault {
 /// Every invalid set, in the order of the checks of §21.5 (and §14 last).
 pub fn faults() -> Vec<SetFault> {
     vec![
+        // Which file a path is.
+        fault!(
+            "index_not_named_json",
+            "model.qins.index",
+            "BadMagic",
+            Open,
+            "model.qins.index",
+            "§21.5",
+            "the set is opened from model.qins.index, a copy of the index under a name that does \
+             not end in .json: without the magic, and not named as an index, it is opened as a \
+             .qins file",
+            |f| {
+                let index = f.files[&index_name()].clone();
+                f.files.insert("model.qins.index".into(), index);
+            }
+        ),
         // Step 1: the index.
         fault!(
             "bad_index_syntax",
@@ -450,6 +480,34 @@ pub fn faults() -> Vec<SetFault> {
                 "  \"model.positions\": \"model-00003-of-00003.qins\"",
                 "  \"model.positions\": \"model-00003-of-00003.qins\",\n    \
                  \"model.positions\": \"model-00003-of-00003.qins\""
+            )
+        ),
+        fault!(
+            "bad_index_bom",
+            IDX,
+            "BadIndex",
+            Open,
+            IDX,
+            "§21.2",
+            "the index starts with a UTF-8 byte-order mark (EF BB BF)",
+            |f| {
+                let mut text = vec![0xEF, 0xBB, 0xBF];
+                text.extend_from_slice(&f.files[&index_name()]);
+                f.files.insert(index_name(), text);
+            }
+        ),
+        fault!(
+            "bad_index_lone_surrogate",
+            IDX,
+            "BadIndex",
+            Open,
+            IDX,
+            "§21.2",
+            "metadata has a member \"comment\" that a reader does not know, whose value is the \
+             escape \\ud800, a lone surrogate: not Unicode, wherever it is",
+            |f| f.edit_index_text(
+                "    \"format\": \"qins\",",
+                "    \"comment\": \"\\ud800\",\n    \"format\": \"qins\","
             )
         ),
         fault!(
@@ -481,6 +539,32 @@ pub fn faults() -> Vec<SetFault> {
             "§21.2",
             "metadata.format_version is \"1.01\" (a leading zero)",
             |f| f.edit_index(|v| v["metadata"]["format_version"] = "1.01".into())
+        ),
+        fault!(
+            "limit_shard_count",
+            IDX,
+            "LimitExceeded",
+            Open,
+            IDX,
+            "§21.7",
+            "the index lists 65537 shards (written compactly, 3 MB): the three and 65534 \
+             entries `{\"file\":\"xK\",\"header_crc32\":\"0\",\"size\":0}`; those entries \
+             and metadata.set_id \"a b\" break §21.2 too, but the count is checked first \
+             (§21.5 step 1)",
+            |f| {
+                let mut v = f.index();
+                v["metadata"]["set_id"] = "a b".into();
+                let shards = v["shards"].as_array_mut().expect("shards");
+                for k in shards.len() + 1..=qins_format::set::limits::MAX_SHARDS + 1 {
+                    shards.push(serde_json::json!({
+                        "file": format!("x{k}"),
+                        "header_crc32": "0",
+                        "size": 0,
+                    }));
+                }
+                let text = serde_json::to_vec(&v).expect("JSON serializes");
+                f.files.insert(index_name(), text);
+            }
         ),
         fault!(
             "bad_index_set_id",
@@ -542,6 +626,27 @@ pub fn faults() -> Vec<SetFault> {
             |f| {
                 let size = f.index()["shards"][0]["size"].as_u64().expect("size");
                 f.edit_index_text(&format!("\"size\": {size}"), &format!("\"size\": {size}.0"));
+            }
+        ),
+        fault!(
+            "bad_index_negative_zero",
+            IDX,
+            "BadIndex",
+            Open,
+            IDX,
+            "§21.2",
+            "shard 1's size is written `-0`, which is not an integer (it has a sign), and \
+             total_size is the sum of the other two (so a reader that reads -0 as 0 passes step \
+             1 and fails at step 3 instead)",
+            |f| {
+                let v = f.index();
+                let size = v["shards"][0]["size"].as_u64().expect("size");
+                let total = v["metadata"]["total_size"].as_u64().expect("total");
+                f.edit_index_text(&format!("\"size\": {size}"), "\"size\": -0");
+                f.edit_index_text(
+                    &format!("\"total_size\": {total}"),
+                    &format!("\"total_size\": {}", total - size),
+                );
             }
         ),
         fault!(
@@ -682,6 +787,31 @@ pub fn faults() -> Vec<SetFault> {
             })
         ),
         fault!(
+            "misplaced_shard_not_canonical",
+            IDX,
+            "MisplacedShard",
+            Open,
+            S2,
+            "§21.5",
+            "shard 2's qins.set.shard is \"02\" (a leading zero: not canonical decimal), its \
+             index entry updated to match",
+            |f| f.rewrite_metadata(2, |m| {
+                m.insert(KEY_SHARD.into(), "02".into());
+            })
+        ),
+        fault!(
+            "misplaced_shard_key_absent",
+            IDX,
+            "MisplacedShard",
+            Open,
+            S2,
+            "§21.5",
+            "shard 2 has no qins.set.shard_count, its index entry updated to match",
+            |f| f.rewrite_metadata(2, |m| {
+                m.remove(KEY_SHARD_COUNT);
+            })
+        ),
+        fault!(
             "index_mismatch_size",
             IDX,
             "IndexMismatch",
@@ -814,6 +944,47 @@ pub fn faults() -> Vec<SetFault> {
             "§21.5",
             "the index is deleted, and the set is opened from shard 1",
             |f| f.remove(IDX)
+        ),
+        fault!(
+            "missing_index_key_absent",
+            S1,
+            "MissingIndex",
+            Open,
+            S1,
+            "§21.5",
+            "shard 1 has no qins.set.index_file (its index entry updated to match), and the set \
+             is opened from it: the error names the shard",
+            |f| f.rewrite_metadata(1, |m| {
+                m.remove(KEY_INDEX_FILE);
+            })
+        ),
+        fault!(
+            "missing_index_not_a_file_name",
+            S1,
+            "MissingIndex",
+            Open,
+            S1,
+            "§21.5",
+            "shard 1's qins.set.index_file is \"../model.qins.index.json\", not a file name (its \
+             index entry updated to match), and the set is opened from it: the error names the \
+             shard",
+            |f| f.rewrite_metadata(1, |m| {
+                m.insert(KEY_INDEX_FILE.into(), format!("../{}", index_name()));
+            })
+        ),
+        fault!(
+            "unlisted_shard_other_set",
+            "model-00002-of-00002.qins",
+            "UnlistedShard",
+            Open,
+            "model-00002-of-00002.qins",
+            "§21.5",
+            "shard 2 of the set assets_first, whose index has the same name, is put beside this \
+             set and the set is opened from it: this index does not list it",
+            |f| {
+                let other = f.other("assets_first", "model-00002-of-00002.qins");
+                f.files.insert("model-00002-of-00002.qins".into(), other);
+            }
         ),
         fault!(
             "unlisted_shard",

@@ -970,10 +970,12 @@ fn reader_rejects_every_invalid_set_with_its_kind_naming_its_file() {
     let mut failures = Vec::new();
     for case in &manifest.invalid {
         let dir = set_dir(&case.dir);
+        // An error inside the file given, when it is not a shard, names no file: its caller
+        // names it, and it concerns the file opened.
         let name = |e: &qins_read::ReadError| {
             e.file()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
+                .map_or(Some(case.open.as_str().as_ref()), |p| p.file_name())
+                .map(|n: &std::ffi::OsStr| n.to_string_lossy().into_owned())
         };
         let got = match qins_read::open_model(&dir.path().join(&case.open)).and_then(|files| {
             let m = files.parse()?;

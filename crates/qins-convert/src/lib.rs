@@ -545,9 +545,15 @@ pub fn convert(
     })?;
     progress.end();
     sink.commit()?;
-    if opts.overwrite && other.exists() {
-        // Best effort: the new output is complete and in place either way.
-        let _ = std::fs::remove_file(&other);
+    if opts.overwrite {
+        // Best effort: the new output is complete and in place either way. The other form,
+        // and the shards of an earlier set of this name that the new output did not replace.
+        if other.exists() {
+            let _ = std::fs::remove_file(&other);
+        }
+        for stale in shard::stale_shards(&dir, &stem, &outputs) {
+            let _ = std::fs::remove_file(stale);
+        }
     }
     // Every size counted from the files written: the writer's layout, against their lengths.
     let mut output = OutputBytes::default();

@@ -75,9 +75,11 @@ struct Cli {
     #[arg(long)]
     dry_run: bool,
 
-    /// Overwrite OUT (or the set's shards and index) if it exists; and remove the other form
-    /// of an earlier output of the same name (OUT when a set is written, its index when a
-    /// single file is) once the new one is in place.
+    /// Overwrite OUT (or the set's shards and index) if it exists; and once the new output is
+    /// in place, remove what an earlier output of the same name left: OUT when a set is
+    /// written, the index when a single file is, and any other file named as a shard of this
+    /// name (NAME-0000k-of-0000n.qins for OUT = NAME.qins), whatever set it belongs to. Files
+    /// of other names, shards of other names included, are never touched.
     #[arg(long)]
     force: bool,
 

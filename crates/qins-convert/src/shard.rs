@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use qins_format::set::{index_file_name, limits::MAX_SHARDS, shard_file_name, stem};
+use qins_format::set::{
+    index_file_name, limits::MAX_SHARDS, parse_shard_file_name, shard_file_name, stem,
+};
 use qins_format::{align_up, section_lengths, Storage, LUT_BYTES};
 use qins_write::set::{add_shard_keys, SetSummary, SetWriter};
 use qins_write::{Plan, WriteSummary, Writer};
@@ -56,6 +58,38 @@ pub(crate) fn dir_and_stem(target: &Path) -> (PathBuf, String) {
 pub(crate) fn index_path(target: &Path) -> PathBuf {
     let (dir, stem) = dir_and_stem(target);
     dir.join(index_file_name(&stem))
+}
+
+/// The shards of earlier outputs for this target that the new output does not replace: the
+/// files in `dir` named as a writer names a shard of `stem` (`STEM-0000k-of-0000n.qins`, §21.1)
+/// other than `outputs`, sorted. They belong to the model of this name by their names alone,
+/// whatever set id they hold (an earlier conversion into more shards, or a copy); no file of
+/// another name is listed, the shards of other stems included.
+pub(crate) fn stale_shards(dir: &Path, stem: &str, outputs: &[PathBuf]) -> Vec<PathBuf> {
+    let listed = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(listed) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            !outputs
+                .iter()
+                .any(|o| o.file_name() == Some(name.as_os_str()))
+                && name
+                    .to_str()
+                    .is_some_and(|n| parse_shard_file_name(stem, n).is_some())
+                && e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink())
+        })
+        .map(|e| dir.join(e.file_name()))
+        .collect();
+    stale.sort();
+    stale
 }
 
 /// An upper bound of the size of one shard as its tensors and assets are added: the header,

@@ -205,8 +205,9 @@ fn existing_outputs_are_refused_and_force_replaces_the_other_form() {
     std::fs::create_dir_all(&out).unwrap();
     let target = out.join("model.qins");
     let max = limit_for(&src, &target, 2);
-    // A single file first.
+    // A single file first (and a copy to compare the sets with).
     convert_with(&src, &target, |_| {});
+    std::fs::copy(&target, d.path().join("one.qins")).unwrap();
     // A set of the same name: refused while model.qins exists, even though no name clashes.
     let mut o = ConvertOptions::new(src.clone(), target.clone());
     o.max_shard_size = max;
@@ -230,9 +231,46 @@ fn existing_outputs_are_refused_and_force_replaces_the_other_form() {
     o.overwrite = false;
     let e = convert(&o, &NoProgress).unwrap_err();
     assert!(matches!(e, ConvertError::TargetExists { .. }), "{e:?}");
-    // A single file over the set, with --force: the index goes (the shards, unlisted, stay).
+    // Into three shards with --force: the two shards of the earlier set go, and so does any
+    // file named as a shard of this name; files of other names stay.
+    for other in [
+        "model-00009-of-00009.qins",
+        "other-00001-of-00002.qins",
+        "model-1-of-2.qins",
+        "model-00001-of-00002.qins.bak",
+    ] {
+        std::fs::write(out.join(other), b"not ours").unwrap();
+    }
+    o.overwrite = true;
+    o.max_shard_size = limit_for(&src, &target, 3);
+    convert(&o, &NoProgress).unwrap();
+    assert_eq!(
+        files_in(&out),
+        [
+            "model-00001-of-00002.qins.bak",
+            "model-00001-of-00003.qins",
+            "model-00002-of-00003.qins",
+            "model-00003-of-00003.qins",
+            "model-1-of-2.qins",
+            "model.qins.index.json",
+            "other-00001-of-00002.qins",
+        ]
+    );
+    assert_same_model(
+        &out.join("model.qins.index.json"),
+        &d.path().join("one.qins"),
+    );
+    // A single file over the set, with --force: the index and the shards go.
     let mut o = ConvertOptions::new(src.clone(), target.clone());
     o.overwrite = true;
     convert(&o, &NoProgress).unwrap();
-    assert!(target.is_file() && !out.join("model.qins.index.json").exists());
+    assert_eq!(
+        files_in(&out),
+        [
+            "model-00001-of-00002.qins.bak",
+            "model-1-of-2.qins",
+            "model.qins",
+            "other-00001-of-00002.qins",
+        ]
+    );
 }

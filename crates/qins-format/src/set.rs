@@ -86,6 +86,21 @@ pub fn shard_file_name(stem: &str, k: usize, n: usize) -> String {
     format!("{stem}-{k:05}-of-{n:05}.qins")
 }
 
+/// `(k, n)` if `name` is the writers' name of shard `k` of `n` for the stem `stem`
+/// ([`shard_file_name`], §21.1, with `1 ≤ k ≤ n ≤ 65536`), else `None`.
+pub fn parse_shard_file_name(stem: &str, name: &str) -> Option<(usize, usize)> {
+    let rest = name.strip_prefix(stem)?.strip_prefix('-')?;
+    let (k, n) = rest.strip_suffix(".qins")?.split_once("-of-")?;
+    let number = |s: &str| {
+        (s.len() >= 5 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<usize>().ok())
+            .flatten()
+    };
+    let (k, n) = (number(k)?, number(n)?);
+    ((1..=n).contains(&k) && n <= limits::MAX_SHARDS && shard_file_name(stem, k, n) == name)
+        .then_some((k, n))
+}
+
 /// The writers' name of the index for a model that would be `NAME.qins` (§21.1):
 /// `NAME.qins.index.json`.
 pub fn index_file_name(stem: &str) -> String {
@@ -101,6 +116,27 @@ mod tests {
         assert_eq!(stem("model.qins"), "model");
         assert_eq!(stem("model"), "model");
         assert_eq!(shard_file_name("model", 2, 3), "model-00002-of-00003.qins");
+        assert_eq!(
+            parse_shard_file_name("model", "model-00002-of-00003.qins"),
+            Some((2, 3))
+        );
+        assert_eq!(
+            parse_shard_file_name("m-1", "m-1-65536-of-65536.qins"),
+            Some((65536, 65536))
+        );
+        for not in [
+            "model-2-of-3.qins",
+            "model-00004-of-00003.qins",
+            "model-00000-of-00003.qins",
+            "model-000002-of-00003.qins",
+            "model-00001-of-00003.qins.tmp",
+            "other-00001-of-00003.qins",
+            "model.qins",
+            "model-00001-of-99999.qins",
+            "model--00001-of-00003.qins",
+        ] {
+            assert_eq!(parse_shard_file_name("model", not), None, "{not}");
+        }
         assert_eq!(index_file_name("model"), "model.qins.index.json");
         assert!(is_valid_file_name("model-00001-of-00003.qins"));
         for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", &"x".repeat(256)] {

@@ -259,13 +259,24 @@ pub fn inspect_against(
     source: &Path,
     out: &mut dyn Write,
 ) -> Result<Against, Error> {
+    if opts.verify {
+        file.verify()?;
+    }
+    against_verified(file, name, opts, source, out)
+}
+
+/// [`inspect_against`] for a file that was verified already if `opts.verify` says so.
+fn against_verified(
+    file: &Qins<'_>,
+    name: &str,
+    opts: &Options,
+    source: &Path,
+    out: &mut dyn Write,
+) -> Result<Against, Error> {
     let fail = |cause: AgainstError| AgainstFailure {
         dir: source.display().to_string(),
         cause,
     };
-    if opts.verify {
-        file.verify()?;
-    }
     let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
     let against = compare(file, &src).map_err(fail)?;
     let report = Report::new(file, name, opts.verify);
@@ -283,6 +294,11 @@ pub fn inspect(
     if opts.verify {
         file.verify()?;
     }
+    show(file, name, opts, out)
+}
+
+/// [`inspect`] for a file that was verified already if `opts.verify` says so: writes the view.
+fn show(file: &Qins<'_>, name: &str, opts: &Options, out: &mut dyn Write) -> Result<(), Error> {
     match opts.format {
         Format::Text => write_text(&Report::new(file, name, opts.verify), out)?,
         Format::Json => write_json(&Report::new(file, name, opts.verify), out)?,

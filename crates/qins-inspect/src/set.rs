@@ -164,12 +164,13 @@ pub fn inspect_model(
     opts: &Options,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let Some(r) = SetReport::new(model, name, opts.verify) else {
-        return crate::inspect(&model.files()[0], name, opts, out);
-    };
+    // Verified through the model, which releases the pages it has read (a single file too).
     if opts.verify {
         model.verify()?;
     }
+    let Some(r) = SetReport::new(model, name, opts.verify) else {
+        return crate::show(&model.files()[0], name, opts, out);
+    };
     match opts.format {
         Format::Text => {
             write_set_text(&r, out)?;
@@ -218,16 +219,16 @@ pub fn inspect_model_against(
     source: &Path,
     out: &mut dyn Write,
 ) -> Result<Against, Error> {
+    if opts.verify {
+        model.verify()?;
+    }
     let Some(r) = SetReport::new(model, name, opts.verify) else {
-        return crate::inspect_against(&model.files()[0], name, opts, source, out);
+        return crate::against_verified(&model.files()[0], name, opts, source, out);
     };
     let fail = |cause: AgainstError| AgainstFailure {
         dir: source.display().to_string(),
         cause,
     };
-    if opts.verify {
-        model.verify()?;
-    }
     let src = HfSource::open(source).map_err(|e| fail(e.into()))?;
     let against = compare_model(model, &src).map_err(fail)?;
     let text = |r: &SetReport, out: &mut dyn Write| {

@@ -170,9 +170,24 @@ impl<'a> Qins<'a> {
     /// Verifies every byte of the data (§14): section checksums in canonical order, zero
     /// padding, unused sign bits, row scales. Reports the first problem.
     pub fn verify(&self) -> Result<(), ReadError> {
-        self.walk(true)?;
+        self.verify_and_release(&mut |_| {})
+    }
+
+    /// [`Qins::verify`], handing each part of the file to `done` as soon as it has been
+    /// checked (in file order, a section in pieces of at most 16 MiB), so that a caller that
+    /// maps the file can release the pages behind the check ([`MappedFile::release`]) and
+    /// verify a file larger than the memory it should use. The checks and their order are
+    /// [`Qins::verify`]'s.
+    pub fn verify_and_release(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
+        self.walk(true, done)?;
         for t in self.tensors() {
             t.verify_values()?;
+            done(t.scales);
+            done(
+                t.signs
+                    .get(t.signs.len().saturating_sub(1)..)
+                    .unwrap_or(&[]),
+            );
         }
         Ok(())
     }
@@ -182,12 +197,19 @@ impl<'a> Qins<'a> {
     /// exactly what [`Qins::verify`] checks, so that a reader can verify each tensor just
     /// before it reads it, in one pass over the data, instead of in a pass of its own.
     pub fn verify_frame(&self) -> Result<(), ReadError> {
-        self.walk(false)
+        self.walk(false, &mut |_| {})
+    }
+
+    /// [`Qins::verify_frame`], handing each part of the file to `done` as soon as it has been
+    /// checked, as [`Qins::verify_and_release`] does.
+    pub fn verify_frame_and_release(&self, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
+        self.walk(false, done)
     }
 
     /// Walks the sections in canonical order, checking the padding before each and the
-    /// checksum of each (of the tensors' sections only if `tensors`).
-    fn walk(&self, tensors: bool) -> Result<(), ReadError> {
+    /// checksum of each (of the tensors' sections only if `tensors`), and hands each part
+    /// checked to `done`.
+    fn walk(&self, tensors: bool, done: &mut dyn FnMut(&[u8])) -> Result<(), ReadError> {
         let align = u64::from(self.alignment());
         let mut end = self.header_size();
         let mut check = |name: &dyn Fn() -> String, offset: u64, bytes: &[u8], stored, crc| {
@@ -203,8 +225,14 @@ impl<'a> Qins<'a> {
                     value: self.data[offset as usize],
                 });
             }
+            done(&self.data[end as usize..pad_end as usize]);
             if crc {
-                check_crc(name, bytes, stored)?;
+                let mut h = crc32fast::Hasher::new();
+                for part in bytes.chunks(VERIFY_CHUNK) {
+                    h.update(part);
+                    done(part);
+                }
+                check_computed_crc(name, h.finalize(), stored)?;
             }
             end = offset + bytes.len() as u64;
             Ok(())
@@ -243,10 +271,10 @@ impl<'a> Qins<'a> {
     }
 }
 
-/// Checks `bytes` against the `stored` CRC-32 of the section called `name()`.
-fn check_crc(name: &dyn Fn() -> String, bytes: &[u8], stored: u32) -> Result<(), ReadError> {
-    check_computed_crc(name, crc32fast::hash(bytes), stored)
-}
+/// How much of a section [`Qins::verify_and_release`] reads before it hands the part to its
+/// caller: small enough that releasing behind it bounds the memory, large enough that the
+/// calls cost nothing beside the checksum.
+const VERIFY_CHUNK: usize = 16 << 20;
 
 /// Checks the `computed` CRC-32 of the section called `name()` against the `stored` one.
 fn check_computed_crc(

@@ -178,6 +178,18 @@ fn parse_index(bytes: &[u8]) -> Result<Index, ReadError> {
             minor: version.1,
         });
     }
+    // The shard count before anything in `shards`, or any other rule (§21.5 step 1).
+    let list = root
+        .get("shards")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no \"shards\" array"))?;
+    if list.len() > limits::MAX_SHARDS {
+        return Err(ReadError::LimitExceeded {
+            what: "shards in a set".into(),
+            value: list.len() as u64,
+            limit: limits::MAX_SHARDS as u64,
+        });
+    }
     let set_id = string(meta, "set_id", "metadata.set_id")?;
     if !is_valid_set_id(&set_id) {
         return Err(bad(format!(
@@ -185,19 +197,8 @@ fn parse_index(bytes: &[u8]) -> Result<Index, ReadError> {
         )));
     }
     let total_size = integer(meta, "total_size", "metadata.total_size")?;
-    let list = root
-        .get("shards")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no \"shards\" array"))?;
     if list.is_empty() {
         return Err(bad("\"shards\" is empty"));
-    }
-    if list.len() > limits::MAX_SHARDS {
-        return Err(ReadError::LimitExceeded {
-            what: "shards in a set".into(),
-            value: list.len() as u64,
-            limit: limits::MAX_SHARDS as u64,
-        });
     }
     let mut shards = Vec::with_capacity(list.len());
     let mut by_file: HashMap<String, usize> = HashMap::with_capacity(list.len());
@@ -323,9 +324,9 @@ pub struct MappedModel {
 }
 
 /// Opens the model at `path`: a set's index, any shard of a set, or a single `.qins` file
-/// (§21.5). A file that starts with the `.qins` magic is a `.qins` file (a shard if its
-/// metadata has `qins.set.id`); any other file whose name ends in `.json` is an index; anything
-/// else is opened as a `.qins` file, and refused as such.
+/// (§21.5). A regular file that starts with the `.qins` magic is a `.qins` file (a shard if
+/// its metadata has `qins.set.id`); otherwise a path whose file name ends in `.json` (lower
+/// case) is an index; anything else is opened as a `.qins` file, and refused as such.
 ///
 /// This step checks what needs the file system: the index (step 1), that every shard exists
 /// (step 2), and for a shard given, that its index is there and lists it; the shards' contents
@@ -333,8 +334,8 @@ pub struct MappedModel {
 pub fn open_model(path: &Path) -> Result<MappedModel, ReadError> {
     let is_index = !has_magic(path)
         && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().ends_with(b".json"));
     if is_index {
         return open_set(path, read_index(path)?, None);
     }
@@ -637,18 +638,25 @@ impl<'a> Model<'a> {
     }
 
     /// Verifies every file (§14), in order; for a set, the error names the shard (§21.5).
+    /// The pages read are released behind the check ([`Qins::verify_and_release`],
+    /// [`MappedFile::release`]), so verifying a model needs little memory whatever its size;
+    /// tensors read afterwards come back from the page cache.
     pub fn verify(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify)
+        self.each_file(Qins::verify_and_release)
     }
 
-    /// [`Qins::verify_frame`] for every file: everything but the tensors' own sections.
+    /// [`Qins::verify_frame`] for every file: everything but the tensors' own sections,
+    /// releasing the pages read as [`Model::verify`] does.
     pub fn verify_frame(&self) -> Result<(), ReadError> {
-        self.each_file(Qins::verify_frame)
+        self.each_file(Qins::verify_frame_and_release)
     }
 
-    fn each_file(&self, f: impl Fn(&Qins<'a>) -> Result<(), ReadError>) -> Result<(), ReadError> {
+    fn each_file(
+        &self,
+        f: impl Fn(&Qins<'a>, &mut dyn FnMut(&[u8])) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         for (q, file) in self.shards.iter().zip(self.files) {
-            f(q).map_err(|e| self.name_file(e, file.path()))?;
+            f(q, &mut |bytes| file.release(bytes)).map_err(|e| self.name_file(e, file.path()))?;
         }
         Ok(())
     }

@@ -52,3 +52,77 @@ fn released_pages_leave_the_resident_set_and_read_the_same() {
     assert_eq!(sum(raw), expected);
     assert_eq!(raw, &data[..]);
 }
+
+/// `verify_and_release` hands every byte from the end of the header to the end of the file to its
+/// caller once checked, in file order and in bounded pieces, and reports what `verify` reports.
+#[test]
+fn verify_and_release_hands_every_data_byte_behind_the_check() {
+    use qins_format::Codec;
+    let mut plan = Plan::new();
+    plan.alignment = 64;
+    plan.tensors.push(TensorSpec::new(
+        "a",
+        Dtype::F32,
+        vec![3, 5],
+        Storage::Encoded {
+            codec: Codec::Log,
+            row_scales: true,
+        },
+    ));
+    // Larger than one piece (16 MiB), so that it is handed over in several.
+    const BIG: usize = (16 << 20) + 3;
+    plan.tensors.push(TensorSpec::new(
+        "b",
+        Dtype::U8,
+        vec![BIG as u64],
+        Storage::Raw,
+    ));
+    plan.assets.push(qins_write::Asset {
+        name: "config.json".into(),
+        data: b"{}".to_vec(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.qins");
+    let mut w = Writer::create(&path, plan, false).unwrap();
+    let vals: Vec<f32> = (0..15).map(|i| i as f32 - 7.0).collect();
+    w.encode_tensor(&vals, Some(&[1.0, 2.0, 4.0])).unwrap();
+    w.write_raw(&vec![5u8; BIG]).unwrap();
+    w.finish().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+
+    let q = qins_read::Qins::parse(&bytes).unwrap();
+    let base = bytes.as_ptr() as usize;
+    let mut parts: Vec<(usize, usize)> = Vec::new();
+    q.verify_and_release(&mut |b| parts.push((b.as_ptr() as usize - base, b.len())))
+        .unwrap();
+    assert!(parts.iter().all(|&(_, len)| len <= 16 << 20), "{parts:?}");
+    // The walk over the sections, then each encoded tensor's values again (its row scales
+    // and its last sign byte): the walk covers [header_size, file_size) exactly, in order.
+    let walk_end = parts
+        .iter()
+        .position(|&(at, len)| at + len == bytes.len())
+        .expect("the walk reaches the end of the file");
+    let mut at = q.header_size() as usize;
+    for &(start, len) in &parts[..=walk_end] {
+        assert_eq!(start, at, "{parts:?}");
+        at += len;
+    }
+    assert_eq!(at, bytes.len());
+    assert!(
+        parts.len() > walk_end + 1,
+        "the row scales are handed over again"
+    );
+    drop(q);
+
+    // A damaged byte in the large tensor: the same error as `verify`, pieces handed over up to
+    // the check that failed.
+    let n = bytes.len();
+    bytes[n - 200] ^= 1;
+    let q = qins_read::Qins::parse(&bytes).unwrap();
+    let want = q.verify().unwrap_err().to_string();
+    let mut seen = 0;
+    let got = q.verify_and_release(&mut |b| seen += b.len()).unwrap_err();
+    assert_eq!(got.to_string(), want);
+    assert!(got.to_string().contains("tensor \"b\" data"), "{got}");
+    assert!(seen > BIG, "{seen}");
+}

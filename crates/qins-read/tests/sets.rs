@@ -3,6 +3,7 @@
 //! Every error kind of §21.6 has an invalid set in `conformance/sets/`, checked by
 //! `crates/qins-conformance`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use qins_format::{Codec, Dtype, Storage};
@@ -107,15 +108,21 @@ fn an_index_longer_than_256_mib_is_refused_before_it_is_read() {
     assert!(e.to_string().contains("index"), "{e}");
 }
 
+/// An index of `n` shards `s0.qins`, … of `size` bytes each, with the set id `set_id`, the
+/// total size `total` and the weight map `weight_map` (JSON text), written compactly.
+fn index_of(n: usize, size: u64, set_id: &str, total: u64, weight_map: &str) -> String {
+    let shards: Vec<String> = (0..n)
+        .map(|k| format!(r#"{{"file":"s{k}.qins","header_crc32":"00000000","size":{size}}}"#))
+        .collect();
+    format!(
+        r#"{{"metadata":{{"format":"qins","format_version":"1.1","set_id":"{set_id}","total_size":{total}}},"shards":[{}],"weight_map":{weight_map}}}"#,
+        shards.join(",")
+    )
+}
+
 #[test]
 fn more_than_65536_shards_is_a_limit() {
-    let shards: Vec<String> = (0..65_537)
-        .map(|k| format!(r#"{{"file":"s{k}.qins","header_crc32":"00000000","size":0}}"#))
-        .collect();
-    let text = format!(
-        r#"{{"metadata":{{"format":"qins","format_version":"1.1","set_id":"x","total_size":0}},"shards":[{}],"weight_map":{{}}}}"#,
-        shards.join(",")
-    );
+    let text = index_of(65_537, 0, "x", 0, "{}");
     let e = Index::parse(text.as_bytes()).unwrap_err();
     assert!(
         matches!(e, ReadError::LimitExceeded { value: 65_537, .. }),
@@ -190,6 +197,11 @@ fn messages_name_the_file_and_the_rule() {
         };
         let msg = e.to_string();
         let file = case["file"].as_str().unwrap();
+        if e.file().is_none() {
+            // An error inside the file given, which is not a shard: its caller names it.
+            assert_eq!(file, case["open"].as_str().unwrap(), "{}", dir.display());
+            continue;
+        }
         assert!(
             msg.contains(file),
             "{}: {msg:?} does not name {file}",
@@ -212,4 +224,191 @@ fn read_errors_stay_small() {
         "{}",
         std::mem::size_of::<ReadError>()
     );
+}
+
+/// Writes a set of one tensor per shard, each shard's metadata changed by `edit(k, metadata)`
+/// after the shard keys are added (so that tests can make shards the writer never makes).
+fn write_edited_set(dir: &Path, n: usize, edit: impl Fn(usize, &mut BTreeMap<String, String>)) {
+    use qins_write::set::{add_shard_keys, index_json, set_id, ShardEntry};
+    let mut plans: Vec<Plan> = (1..=n).map(|k| plan(&[&format!("t{k}")])).collect();
+    let id = set_id(&plans);
+    let mut entries = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    for (k, p) in plans.iter_mut().enumerate() {
+        let file = format!("model-{:05}-of-{n:05}.qins", k + 1);
+        add_shard_keys(&mut p.metadata, &id, "model.qins.index.json", k + 1, n);
+        edit(k + 1, &mut p.metadata);
+        let mut w = Writer::create(&dir.join(&file), p.clone(), false).unwrap();
+        w.encode_tensor(&[0.5, -1.0, 0.0, 2.0, 0.25, -0.125], None)
+            .unwrap();
+        let s = w.finish().unwrap();
+        weight_map.insert(format!("t{}", k + 1), file.clone());
+        entries.push(ShardEntry {
+            file,
+            size: s.file_size,
+            header_crc32: s.header_crc32,
+        });
+    }
+    std::fs::write(
+        dir.join("model.qins.index.json"),
+        index_json(&id, &entries, &weight_map),
+    )
+    .unwrap();
+}
+
+fn open_err(path: &Path) -> ReadError {
+    match open_model(path).and_then(|f| f.parse().map(drop)) {
+        Err(e) => e,
+        Ok(()) => panic!("{} opens", path.display()),
+    }
+}
+
+/// §21.5 "Which file a path is": the magic makes a `.qins` file whatever its name; otherwise a
+/// name ending in `.json` (lower case) makes an index; anything else is opened as a `.qins`
+/// file and fails as one.
+#[test]
+fn an_index_is_known_by_its_name_and_a_qins_file_by_its_magic() {
+    let d = tempfile::tempdir().unwrap();
+    write_set(d.path(), &[&["a"], &["b"]]);
+    let index = std::fs::read(d.path().join("model.qins.index.json")).unwrap();
+    for name in ["model.qins.index", "model.qins.index.JSON", "index.txt"] {
+        std::fs::write(d.path().join(name), &index).unwrap();
+        let e = open_err(&d.path().join(name));
+        assert_eq!(e.kind(), "BadMagic", "{name}: {e}");
+    }
+    // An index shorter than the preamble, not named .json: Truncated, as §17 step 1 says.
+    std::fs::write(d.path().join("tiny"), b"{}").unwrap();
+    assert_eq!(open_err(&d.path().join("tiny")).kind(), "Truncated");
+    // A shard named like an index is a .qins file (its magic), and then not a listed shard.
+    std::fs::copy(
+        d.path().join("model-00001-of-00002.qins"),
+        d.path().join("shard.json"),
+    )
+    .unwrap();
+    let e = open_err(&d.path().join("shard.json"));
+    assert_eq!(e.kind(), "UnlistedShard", "{e}");
+    // A damaged shard named .json has no magic: it is read as an index, and is not one.
+    let mut bytes = std::fs::read(d.path().join("model-00002-of-00002.qins")).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(d.path().join("damaged.json"), &bytes).unwrap();
+    assert_eq!(open_err(&d.path().join("damaged.json")).kind(), "BadIndex");
+    std::fs::write(d.path().join("damaged.qins"), &bytes).unwrap();
+    assert_eq!(open_err(&d.path().join("damaged.qins")).kind(), "BadMagic");
+}
+
+/// §21.5 step 1: the shard count is checked as soon as `shards` is an array, before the rules
+/// of §21.2 that come after `format_version` (here a bad set id and a wrong total size).
+#[test]
+fn the_shard_count_is_checked_before_the_other_rules_of_the_index() {
+    let text = index_of(65_537, 1, "a b", 0, r#"{"w":"nowhere"}"#);
+    let e = Index::parse(text.as_bytes()).unwrap_err();
+    assert_eq!(e.kind(), "LimitExceeded", "{e}");
+    // Before it: the version (UnsupportedVersion) and the format (BadIndex).
+    let v2 = text.replacen("\"1.1\"", "\"2.0\"", 1);
+    assert_eq!(
+        Index::parse(v2.as_bytes()).unwrap_err().kind(),
+        "UnsupportedVersion"
+    );
+    let other = text.replacen("\"qins\"", "\"other\"", 1);
+    assert_eq!(
+        Index::parse(other.as_bytes()).unwrap_err().kind(),
+        "BadIndex"
+    );
+    // `shards` not an array is BadIndex, whatever else is wrong.
+    let text = r#"{"metadata":{"format":"qins","format_version":"1.1","set_id":"a b","total_size":0},"shards":{},"weight_map":{}}"#;
+    assert_eq!(
+        Index::parse(text.as_bytes()).unwrap_err().kind(),
+        "BadIndex"
+    );
+}
+
+/// §21.3: `qins.set.index_file` is read only when the set is opened from that shard; from the
+/// index (which may have been renamed) it is not looked at. Absent or not a file name, the
+/// error names the shard; naming no file, it names that path (§21.5, From a shard, step 2).
+#[test]
+fn qins_set_index_file_is_read_only_from_its_shard() {
+    let d = tempfile::tempdir().unwrap();
+    write_edited_set(d.path(), 3, |k, m| match k {
+        2 => {
+            m.remove("qins.set.index_file");
+        }
+        3 => {
+            m.insert(
+                "qins.set.index_file".into(),
+                "../model.qins.index.json".into(),
+            );
+        }
+        _ => {}
+    });
+    let files = open_model(&d.path().join("model.qins.index.json")).unwrap();
+    files.parse().unwrap().verify().unwrap();
+    assert!(open_model(&d.path().join("model-00001-of-00003.qins")).is_ok());
+    for k in [2, 3] {
+        let shard = d.path().join(format!("model-0000{k}-of-00003.qins"));
+        let e = open_err(&shard);
+        assert_eq!(e.kind(), "MissingIndex", "{e}");
+        assert_eq!(e.file(), Some(shard.as_path()));
+    }
+    // A renamed index: the set opens from it; from a shard, the index it names is missing.
+    std::fs::rename(
+        d.path().join("model.qins.index.json"),
+        d.path().join("renamed.qins.index.json"),
+    )
+    .unwrap();
+    assert!(open_model(&d.path().join("renamed.qins.index.json")).is_ok());
+    let e = open_err(&d.path().join("model-00001-of-00003.qins"));
+    assert_eq!(e.kind(), "MissingIndex", "{e}");
+    assert_eq!(
+        e.file(),
+        Some(d.path().join("model.qins.index.json").as_path())
+    );
+}
+
+/// §21.5: symbolic links are followed to the file, but the directory of a path is the link's:
+/// a shard that is a link to a file elsewhere belongs to the link's set, and a link elsewhere
+/// to a shard looks for the index beside itself. (Symbolic links are not in `conformance/`:
+/// git on some systems checks them out as text files.)
+#[cfg(unix)]
+#[test]
+fn symbolic_links_are_followed_and_the_directory_is_the_links() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().unwrap();
+    let (set, elsewhere) = (d.path().join("set"), d.path().join("elsewhere"));
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    write_set(&set, &[&["a"], &["b"]]);
+    // Shard 2 moved elsewhere and linked back, under a relative link.
+    let s2 = "model-00002-of-00002.qins";
+    std::fs::rename(set.join(s2), elsewhere.join("stored.qins")).unwrap();
+    symlink(Path::new("../elsewhere/stored.qins"), set.join(s2)).unwrap();
+    for start in ["model.qins.index.json", s2] {
+        let files = open_model(&set.join(start)).unwrap();
+        let m = files.parse().unwrap();
+        m.verify().unwrap();
+        assert_eq!(m.tensor_count(), 2, "{start}");
+    }
+    // The file itself, opened by its own path, is in a directory without the index.
+    let e = open_err(&elsewhere.join("stored.qins"));
+    assert_eq!(e.kind(), "MissingIndex", "{e}");
+    assert_eq!(
+        e.file(),
+        Some(elsewhere.join("model.qins.index.json").as_path())
+    );
+    // A link elsewhere to shard 1, even under its own name: the index is looked for there.
+    let s1 = "model-00001-of-00002.qins";
+    symlink(set.join(s1), elsewhere.join(s1)).unwrap();
+    let e = open_err(&elsewhere.join(s1));
+    assert_eq!(e.kind(), "MissingIndex", "{e}");
+    // A link to the index is an index (its name), and its shards are looked for beside it.
+    symlink(
+        set.join("model.qins.index.json"),
+        elsewhere.join("linked.json"),
+    )
+    .unwrap();
+    let e = open_err(&elsewhere.join("linked.json"));
+    assert_eq!(e.kind(), "MissingShard", "{e}");
+    // A dangling link in the set is a missing shard.
+    std::fs::remove_file(elsewhere.join("stored.qins")).unwrap();
+    let e = open_err(&set.join("model.qins.index.json"));
+    assert_eq!(e.kind(), "MissingShard", "{e}");
 }
