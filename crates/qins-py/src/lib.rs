@@ -73,24 +73,23 @@ fn new_array<'py>(py: Python<'py>, len: usize, kind: Kind) -> PyResult<Slot<'py>
     Ok(Slot::Array(array, buffer))
 }
 
-/// The memory of an array made by [`new_array`], to be written.
-fn array_memory(buffer: &mut PyUntypedBuffer) -> &mut [MaybeUninit<u8>] {
+/// The memory of a writable, C-contiguous buffer, to be written: its bytes may be
+/// uninitialised (`numpy.empty`), hence `MaybeUninit`. The buffer keeps them allocated and in
+/// place while it lives, which the slice, borrowing it, cannot outlive.
+///
+/// # Safety
+/// `buffer` must be writable and C-contiguous, and no other code may read or write its memory
+/// while the slice lives.
+#[allow(unsafe_code)]
+unsafe fn buffer_memory(buffer: &mut PyUntypedBuffer) -> &mut [MaybeUninit<u8>] {
     let len = buffer.len_bytes();
     if len == 0 {
         return &mut [];
     }
-    #[allow(unsafe_code)]
-    // SAFETY: the buffer export describes `len` writable, contiguous bytes at `buf_ptr`
-    // (checked by `new_array`), possibly uninitialised (`numpy.empty`): hence `MaybeUninit`.
-    // The export keeps them allocated and in place until `buffer` is dropped, which cannot
-    // happen while the slice, which borrows `buffer` mutably, lives. No other reference to that
-    // memory exists while the slice does: the array was created by this module a moment ago
-    // and has not been returned, stored or passed to any other code, so no Python thread (the
-    // GIL being released) and no other Rust code can reach it; this is the only slice made
-    // from it.
-    unsafe {
-        std::slice::from_raw_parts_mut(buffer.buf_ptr().cast::<MaybeUninit<u8>>(), len)
-    }
+    // SAFETY: the export describes `len` contiguous, writable bytes at `buf_ptr` (the
+    // caller's first condition), allocated until `buffer` is dropped, which its borrow by the
+    // slice prevents; exclusive access is the caller's second condition.
+    unsafe { std::slice::from_raw_parts_mut(buffer.buf_ptr().cast::<MaybeUninit<u8>>(), len) }
 }
 
 impl File {
@@ -139,7 +138,16 @@ impl File {
             .zip(&mut slots)
             .map(|(r, slot)| {
                 let target = match slot {
-                    Slot::Array(_, buffer) => Target::Fill(Out::Uninit(array_memory(buffer))),
+                    Slot::Array(_, buffer) => {
+                        #[allow(unsafe_code)]
+                        // SAFETY: `new_array` checked that the buffer is writable and
+                        // C-contiguous. The array was created by this module a moment ago and
+                        // has not been returned, stored or passed to any other code, so no
+                        // Python thread (the GIL is released during the read) and no other
+                        // Rust code can reach its memory; this is the only slice made from it.
+                        let memory = unsafe { buffer_memory(buffer) };
+                        Target::Fill(Out::Uninit(memory))
+                    }
                     Slot::Anonymous(map) => Target::Fill(Out::Zeroed(map)),
                     Slot::Mapped(map, _) => Target::Mapped(map),
                 };
@@ -290,6 +298,46 @@ impl File {
             .map(|(name, kind)| Ok((name, parse_kind(&kind)?, None)))
             .collect::<PyResult<_>>()?;
         self.read_many(py, reads)
+    }
+
+    /// Reads the whole tensor `name` as `kind` again into `out`, the `Memory` under an array
+    /// that an earlier read of it returned (it must be of the size asked), as `read` would
+    /// into a new array; on failure `out` holds unspecified bytes. The GIL stays held
+    /// throughout, so that no Python code reaches `out` while it is written. Not part of the
+    /// package's API: the benchmark times the decoding with it, into memory written before, as
+    /// the Rust benchmark does.
+    fn read_into(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        kind: &str,
+        out: &Bound<'_, Memory>,
+    ) -> PyResult<()> {
+        let src = self.source()?;
+        let kind = parse_kind(kind)?;
+        let index = src
+            .position(name)
+            .ok_or_else(|| errors::not_found(py, &self.path, "tensor", name))?;
+        let t = src.tensor_at(index);
+        let rows = Rows::all(&t);
+        let fail = |e| errors::read_failure(py, &self.path, name, e);
+        let len = decode::out_len(&t, kind, rows).map_err(fail)?;
+        let out = out.get();
+        if out.len() != len {
+            return Err(PyValueError::new_err(format!(
+                "out: {} bytes, for {len} bytes",
+                out.len()
+            )));
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the GIL is held until the read ends, so no Python code runs that could reach
+        // the memory while the slice lives, the guarantee PyO3's own writes into Python
+        // buffers rest on (`PyBuffer::copy_from_slice`); and with the GIL held no other
+        // `read_into` can make a slice of it meanwhile.
+        let memory = unsafe { out.bytes_mut() };
+        let request = Request { index, kind, rows };
+        let outcome = decode::read_all(&src, vec![(request, Target::Fill(Out::Zeroed(memory)))]);
+        outcome.into_iter().try_for_each(|o| o.map_err(fail))
     }
 
     /// The asset names, in file order (shard 1's, for a set).

@@ -68,6 +68,26 @@ impl Memory {
     pub fn new(map: MmapMut, file: Option<PathBuf>) -> Memory {
         Memory { map, file }
     }
+
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The bytes, to be written again. They are initialised: the system zeroes anonymous
+    /// memory and maps a file's bytes, and only bytes are ever written there since, by this
+    /// extension or through the buffer.
+    ///
+    /// # Safety
+    /// No other code may read or write the bytes while the slice lives: the GIL must be held
+    /// throughout (no Python code runs), and no other slice of them may exist.
+    #[allow(unsafe_code, clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self) -> &mut [u8] {
+        // SAFETY: the pointer is the mapping's own, valid for `len` initialised, writable
+        // bytes while `self` lives, which the slice, borrowing `self`, cannot outlive;
+        // exclusive access is the caller's condition.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast_mut(), self.map.len()) }
+    }
 }
 
 // The buffer protocol's entry point is an `unsafe fn` by PyO3's signature.

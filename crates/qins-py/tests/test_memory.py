@@ -115,3 +115,30 @@ def test_a_damaged_mapped_tensor_is_refused(copy, minilm_exported):
     a = qins.numpy.load_file(copy, verify=False)[EMBED]
     assert mapped_file(a) == str(copy)
     assert a[1000].tobytes() != want[1000].tobytes() and a[999].tobytes() == want[999].tobytes()
+
+
+def test_read_into_memory_read_before(copy, minilm_exported):
+    """The extension's read_into, which the benchmark times: a tensor read again into the
+    memory of an earlier read gives the same bytes, verified."""
+    want = st_load_numpy(str(minilm_exported / "model.safetensors"))
+    f = qins._qins.File(str(copy))
+    for name, kind in ((LARGE_ENCODED, "f32"), (LARGE_ENCODED, "bf16"), (EMBED, "raw")):
+        a = f.read(name, kind)
+        memory = base_of(a)
+        assert isinstance(memory, qins._qins.Memory) and len(memory) == a.nbytes
+        a[:] = 0
+        f.read_into(name, kind, memory)
+        assert a.tobytes() == f.read(name, kind).tobytes(), (name, kind)
+    assert a.tobytes() == want[EMBED].tobytes()
+    with pytest.raises(ValueError, match="bytes"):
+        f.read_into(LARGE_ENCODED, "f32", memory)
+    with pytest.raises(TypeError):
+        f.read_into(LARGE_ENCODED, "f32", np.empty(384 * 1536, np.float32))
+    # A damaged tensor is refused before it is handed out, into earlier memory too.
+    data = bytearray(copy.read_bytes())
+    data[data.find(want[EMBED][1000].tobytes())] ^= 1
+    # Replaced, not rewritten in place: `memory` maps the file read before.
+    (copy.parent / "damaged.qins").write_bytes(bytes(data))
+    os.replace(copy.parent / "damaged.qins", copy)
+    with pytest.raises(qins.DataChecksumError):
+        qins._qins.File(str(copy)).read_into(EMBED, "raw", memory)
