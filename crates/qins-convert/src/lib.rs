@@ -118,12 +118,16 @@ pub struct ConvertOptions {
     /// The largest file to write, in bytes: a model whose single file would be larger is
     /// written as a set of shards of at most this size each (see the crate documentation).
     pub max_shard_size: u64,
+    /// Sync the output to disk before renaming it into place (the default). Without, the
+    /// file is the same and the conversion ends sooner, but a crash of the machine can leave
+    /// the target empty or partial: for scratch output ([`qins_write::Writer::set_sync`]).
+    pub sync: bool,
 }
 
 impl ConvertOptions {
     /// Options with the defaults: the default policy ([`PolicyOptions::default`]: the
     /// `lloyd-rows` codec, embeddings and heads raw), alignment 4096, no overwrite, shards
-    /// above 5 GB.
+    /// above 5 GB, synced.
     pub fn new(source: PathBuf, target: PathBuf) -> Self {
         ConvertOptions {
             source,
@@ -133,6 +137,7 @@ impl ConvertOptions {
             overwrite: false,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
             max_shard_size: qins_stdx::HF_MAX_SHARD_SIZE,
+            sync: true,
         }
     }
 }
@@ -495,6 +500,7 @@ pub fn convert(
             let mut written: Vec<(PathBuf, WriteSummary)> = Vec::with_capacity(ranges.len());
             for (k, range) in ranges.iter().enumerate() {
                 let (mut w, path) = sink.begin(k)?;
+                w.set_sync(opts.sync);
                 let mut stream = pipeline::Stream::new(&source, &mut w, &path, progress, &pool);
                 for i in range.clone() {
                     let t = &tensors[i];

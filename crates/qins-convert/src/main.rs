@@ -81,6 +81,12 @@ struct Cli {
     #[arg(long)]
     force: bool,
 
+    /// Do not sync OUT to disk before renaming it into place: faster, for scratch output. The
+    /// file is the same, but a crash of the machine (a power cut) can leave it empty or
+    /// partial.
+    #[arg(long)]
+    no_sync: bool,
+
     /// No progress bar and no summary (errors are still printed; --json still prints the JSON).
     #[arg(long, short)]
     quiet: bool,
@@ -132,7 +138,9 @@ source files, and with the same model in F32 and in BF16.
 Output: written as .OUT.XXXXXX.tmp beside OUT and renamed to OUT when complete, so OUT is never
 partial. A failed conversion removes the temporary file; a killed one (kill -9, a power cut)
 cannot, and the next conversion to the same OUT removes it (once it is a minute old and no
-running conversion holds it).
+running conversion holds it). The files are synced to disk as they grow and before the rename,
+so that OUT survives a power cut once the command has returned; --no-sync skips that (for
+scratch output).
 
 Sharded output (spec §21): when the .qins of the model would be larger than --max-shard-size
 (default 5GB, the default of huggingface_hub and transformers for safetensors shards, a tenth of
@@ -238,6 +246,7 @@ fn run(cli: &Cli) -> Result<()> {
     opts.alignment = cli.alignment;
     opts.max_shard_size = cli.max_shard_size;
     opts.overwrite = cli.force;
+    opts.sync = !cli.no_sync;
     let mut stdout = std::io::stdout().lock();
 
     if cli.dry_run {

@@ -240,3 +240,22 @@ fn codec_flag_selects_the_codec_and_seed_log_is_log() {
         assert!(help.contains(needle), "{needle} in --help:\n{help}");
     }
 }
+
+/// `--no-sync` skips the syncs, not a byte of the file.
+#[test]
+fn no_sync_writes_the_same_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("m"), SynthDtype::Bf16, 1, true);
+    for (out, flags) in [
+        ("synced.qins", &[][..]),
+        ("scratch.qins", &["--no-sync"][..]),
+    ] {
+        let mut args = vec!["m", out, "-q"];
+        args.extend_from_slice(flags);
+        let o = run(tmp.path(), &args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    let a = std::fs::read(tmp.path().join("synced.qins")).unwrap();
+    let b = std::fs::read(tmp.path().join("scratch.qins")).unwrap();
+    assert!(a == b, "--no-sync changed the file");
+}

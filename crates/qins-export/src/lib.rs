@@ -164,10 +164,14 @@ pub struct ExportOptions {
     pub max_shard_size: u64,
     /// Replace an existing non-empty output directory (only once the new one is complete).
     pub force: bool,
+    /// Sync the weight files to disk before the directory is renamed into place (the
+    /// default). Without, the files are the same and the export ends sooner, but a crash of
+    /// the machine can leave them empty or partial: for scratch output.
+    pub sync: bool,
 }
 
 impl ExportOptions {
-    /// Options with the defaults: source dtypes, 5 GB shards, no replacing.
+    /// Options with the defaults: source dtypes, 5 GB shards, no replacing, synced.
     pub fn new(input: PathBuf, output: PathBuf) -> Self {
         ExportOptions {
             input,
@@ -175,6 +179,7 @@ impl ExportOptions {
             dtype: OutputDtype::Source,
             max_shard_size: DEFAULT_MAX_SHARD_SIZE,
             force: false,
+            sync: true,
         }
     }
 }
@@ -430,7 +435,8 @@ pub fn export(opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportSum
     let mut bytes_written = 0;
     for ((f, name), header) in files.iter().zip(&names).zip(&headers) {
         let path = staging.file_path(name, "write")?;
-        let file_bytes = st::write_file(&path, header, f, &mut scratch, progress, &mapped)?;
+        let file_bytes =
+            st::write_file(&path, header, f, &mut scratch, progress, &mapped, opts.sync)?;
         bytes_written += file_bytes;
         shards.push(ShardSummary {
             file: name.clone(),

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qins_export::{export, ExportOptions, NoProgress, OutputDtype, Progress};
@@ -41,12 +42,20 @@ struct Cli {
     /// Replace OUT_DIR if it exists and is not empty (only once the new one is complete).
     #[arg(long)]
     force: bool,
+    /// Do not sync the weight files to disk before renaming the directory into place:
+    /// faster, for scratch output. The files are the same, but a crash of the machine (a
+    /// power cut) can leave them empty or partial.
+    #[arg(long)]
+    no_sync: bool,
     /// No progress bar and no summary (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Worker threads that decode (default: one per core). The output does not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// On failure, print each cause of the error on its own `caused by:` line.
     #[arg(long, short)]
     verbose: bool,
@@ -133,15 +142,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     opts.dtype = cli.dtype.into();
     opts.max_shard_size = cli.max_shard_size;
     opts.force = cli.force;
+    opts.sync = !cli.no_sync;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.map_or(0, usize::from))
+        .build()
+        .context("starting worker threads")?;
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
-    let summary = if show_bar {
-        let bar = Bar::new();
-        let r = export(&opts, &bar);
-        bar.bar.finish_and_clear();
-        r
-    } else {
-        export(&opts, &NoProgress)
-    }?;
+    let summary = pool.install(|| {
+        if show_bar {
+            let bar = Bar::new();
+            let r = export(&opts, &bar);
+            bar.bar.finish_and_clear();
+            r
+        } else {
+            export(&opts, &NoProgress)
+        }
+    })?;
     if cli.json {
         println!("{}", summary.to_json());
     } else if !cli.quiet {

@@ -28,9 +28,9 @@ use crate::{ExportError, Progress};
 /// The largest header safetensors readers accept (`safetensors::tensor::MAX_HEADER_SIZE`).
 pub(crate) const MAX_HEADER_SIZE: usize = 100_000_000;
 
-/// Elements decoded per chunk before it is written: 4 Mi (16 MiB of f32). This, not the
-/// tensor's size, bounds the exporter's memory.
-const CHUNK_ELEMENTS: usize = 1 << 22;
+/// Elements decoded per chunk before it is written: 4 Mi (16 MiB of f32; fewer in unit tests,
+/// so that tensors take several). This, not the tensor's size, bounds the exporter's memory.
+const CHUNK_ELEMENTS: usize = if cfg!(test) { 1 << 12 } else { 1 << 22 };
 /// Elements per parallel decode job within a chunk (a multiple of 8: whole sign bytes).
 const TASK_ELEMENTS: usize = 1 << 16;
 /// Raw bytes written per progress step.
@@ -177,13 +177,29 @@ pub(crate) fn header(
     Ok(out)
 }
 
-/// Reusable decode buffers, one per output type, at most [`CHUNK_ELEMENTS`] long.
+/// Decode buffers, one per output type, at most [`CHUNK_ELEMENTS`] long.
 #[derive(Default)]
-pub(crate) struct Scratch {
+struct Buf {
     f32: Vec<f32>,
     bf16: Vec<bf16>,
     f16: Vec<f16>,
 }
+
+impl Buf {
+    /// The first `len` elements of the buffer of `dtype`, as little-endian bytes.
+    fn bytes(&self, dtype: Dtype, len: usize) -> &[u8] {
+        match dtype {
+            Dtype::F32 => self.f32[..len].as_bytes(),
+            Dtype::BF16 => self.bf16[..len].as_bytes(),
+            _ => self.f16[..len].as_bytes(),
+        }
+    }
+}
+
+/// Two pairs of decode buffers, reused from tensor to tensor and file to file: one is decoded
+/// into while the other is written.
+#[derive(Default)]
+pub(crate) struct Scratch([Buf; 2]);
 
 fn buffer<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     if v.len() < len {
@@ -192,19 +208,19 @@ fn buffer<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut v[..len]
 }
 
-/// The buffer's elements as little-endian bytes (in place on a big-endian machine).
-fn le_bytes<T: IntoBytes + FromBytes + Immutable>(v: &mut [T]) -> &[u8] {
+/// The buffer's elements put in little-endian order (in place; nothing to do on a
+/// little-endian machine).
+fn to_le<T: IntoBytes + FromBytes + Immutable>(v: &mut [T]) {
     if cfg!(target_endian = "big") {
         let size = std::mem::size_of::<T>();
         v.as_mut_bytes()
             .chunks_exact_mut(size)
             .for_each(|c| c.reverse());
     }
-    v.as_bytes()
 }
 
 /// Decodes elements `first..first + out.len()` of `t` on every core with `f`.
-fn decode_par<'q, T: Send>(
+fn decode_par<'q, T: Send + IntoBytes + FromBytes + Immutable>(
     t: &TensorView<'q>,
     first: u64,
     out: &mut [T],
@@ -215,66 +231,144 @@ fn decode_par<'q, T: Send>(
         .for_each(|(k, part)| {
             f(t, first + (k * TASK_ELEMENTS) as u64, part)
                 .expect("the exporter decodes ranges within the tensor");
+            to_le(part);
         });
 }
 
-/// Writes `out`'s data: raw bytes as they are, encoded tensors decoded chunk by chunk.
-/// The pages of `input` read for each chunk are released once it is written.
-fn write_data(
-    w: &mut impl Write,
-    out: &OutTensor<'_>,
-    scratch: &mut Scratch,
-    progress: &dyn Progress,
-    input: &MappedModel,
-) -> std::io::Result<()> {
-    let t = &out.view;
-    if let Some(raw) = t.raw_bytes() {
-        for part in raw.chunks(RAW_STEP) {
-            w.write_all(part)?;
-            input.release(part);
-            progress.advance(part.len() as u64);
+/// Elements `first..first + len` of `t` decoded into `buf`'s buffer of `dtype`.
+fn decode_into(t: &TensorView<'_>, dtype: Dtype, first: u64, len: usize, buf: &mut Buf) {
+    match dtype {
+        Dtype::F32 => decode_par(t, first, buffer(&mut buf.f32, len), TensorView::decode_f32),
+        Dtype::BF16 => decode_par(
+            t,
+            first,
+            buffer(&mut buf.bf16, len),
+            TensorView::decode_bf16,
+        ),
+        Dtype::F16 => decode_par(t, first, buffer(&mut buf.f16, len), TensorView::decode_f16),
+        other => unreachable!("encoded tensors are exported as F32, BF16 or F16, not {other}"),
+    }
+}
+
+/// A decoded chunk waiting for its write.
+struct Pending<'t, 'q> {
+    /// The buffer pair it is in.
+    buf: usize,
+    tensor: &'t OutTensor<'q>,
+    first: u64,
+    len: usize,
+}
+
+/// A safetensors file's data on its way out: each chunk of decoded values is written while
+/// the next one is decoded, whether it belongs to the same tensor or the next (so that a
+/// tensor of a single chunk, the common case, shares the cores with its neighbours too).
+struct Stream<'t, 'q, 'a, W> {
+    w: W,
+    scratch: &'a mut Scratch,
+    progress: &'a dyn Progress,
+    input: &'a MappedModel,
+    pending: Option<Pending<'t, 'q>>,
+}
+
+impl<'t, 'q, W: Write + Send> Stream<'t, 'q, '_, W> {
+    /// Runs `produce` on the buffer pair that the pending chunk does not use (its index given
+    /// too) beside the write of the pending chunk; the write's outcome first, then the input's
+    /// pages and the progress of what was written.
+    fn beside_write(
+        &mut self,
+        produce: impl FnOnce(usize, &mut Buf) + Send,
+    ) -> std::io::Result<()> {
+        let free = self.pending.as_ref().map_or(0, |p| 1 - p.buf);
+        let [x, y] = &mut self.scratch.0;
+        let (free_buf, other) = if free == 0 { (x, &*y) } else { (y, &*x) };
+        let pending = self.pending.take();
+        let w = &mut self.w;
+        let (written, ()) = rayon::join(
+            || match &pending {
+                Some(p) => w.write_all(other.bytes(p.tensor.dtype, p.len)),
+                None => Ok(()),
+            },
+            || produce(free, free_buf),
+        );
+        written?;
+        if let Some(p) = pending {
+            self.done(&p);
         }
-        return Ok(());
+        Ok(())
     }
-    let (codes, signs) = (t.codes().unwrap_or(&[]), t.signs().unwrap_or(&[]));
-    let n = t.numel();
-    let mut first = 0u64;
-    while first < n {
-        let len = (n - first).min(CHUNK_ELEMENTS as u64) as usize;
-        let bytes = match out.dtype {
-            Dtype::F32 => {
-                let buf = buffer(&mut scratch.f32, len);
-                decode_par(t, first, buf, TensorView::decode_f32);
-                w.write_all(le_bytes(buf))?;
-                len * 4
-            }
-            Dtype::BF16 => {
-                let buf = buffer(&mut scratch.bf16, len);
-                decode_par(t, first, buf, TensorView::decode_bf16);
-                w.write_all(le_bytes(buf))?;
-                len * 2
-            }
-            Dtype::F16 => {
-                let buf = buffer(&mut scratch.f16, len);
-                decode_par(t, first, buf, TensorView::decode_f16);
-                w.write_all(le_bytes(buf))?;
-                len * 2
-            }
-            other => unreachable!("encoded tensors are exported as F32, BF16 or F16, not {other}"),
-        };
+
+    /// After chunk `p`'s write: its input pages released, its bytes counted, and its tensor
+    /// done if it was the last chunk.
+    fn done(&self, p: &Pending<'t, 'q>) {
+        let t = &p.tensor.view;
+        let (codes, signs) = (t.codes().unwrap_or(&[]), t.signs().unwrap_or(&[]));
         // Chunks start on whole sign bytes (CHUNK_ELEMENTS is a multiple of 8).
-        let (a, b) = (first as usize, first as usize + len);
-        input.release(&codes[a..b]);
-        input.release(&signs[a / 8..b.div_ceil(8)]);
-        progress.advance(bytes as u64);
-        first += len as u64;
+        let (a, b) = (p.first as usize, p.first as usize + p.len);
+        self.input.release(&codes[a..b]);
+        self.input.release(&signs[a / 8..b.div_ceil(8)]);
+        self.progress
+            .advance(p.len as u64 * u64::from(p.tensor.dtype.bits()) / 8);
+        if b as u64 == t.numel() {
+            self.finished(p.tensor);
+        }
     }
-    Ok(())
+
+    /// After a tensor's last bytes: all of its input pages released, and the progress told.
+    fn finished(&self, t: &OutTensor<'_>) {
+        for (_, _, bytes) in t.view.sections() {
+            self.input.release(bytes);
+        }
+        self.progress.tensor_done(t.view.name());
+    }
+
+    /// Writes the pending chunk, if any.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.beside_write(|_, _| ())
+    }
+
+    /// Writes tensor `out`: raw bytes as they are (after the pending chunk), an encoded
+    /// tensor's values decoded chunk by chunk, each beside the write of the one before.
+    fn tensor(&mut self, out: &'t OutTensor<'q>) -> std::io::Result<()> {
+        let t = &out.view;
+        if let Some(raw) = t.raw_bytes() {
+            self.flush()?;
+            for part in raw.chunks(RAW_STEP) {
+                self.w.write_all(part)?;
+                self.input.release(part);
+                self.progress.advance(part.len() as u64);
+            }
+            self.finished(out);
+            return Ok(());
+        }
+        let n = t.numel();
+        if n == 0 {
+            self.flush()?;
+            self.finished(out);
+            return Ok(());
+        }
+        let mut first = 0u64;
+        while first < n {
+            let len = (n - first).min(CHUNK_ELEMENTS as u64) as usize;
+            let mut buf = 0;
+            self.beside_write(|free, b| {
+                decode_into(t, out.dtype, first, len, b);
+                buf = free;
+            })?;
+            self.pending = Some(Pending {
+                buf,
+                tensor: out,
+                first,
+                len,
+            });
+            first += len as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Writes the safetensors file `path`: `header` (from [`header`]), then the data of `tensors`,
 /// which must be in the header's order, each verified first; `input` is the file they are
-/// read from. Returns the file's size.
+/// read from. The file is synced to disk if `sync`. Returns the file's size.
 pub(crate) fn write_file(
     path: &Path,
     header: &[u8],
@@ -282,24 +376,146 @@ pub(crate) fn write_file(
     scratch: &mut Scratch,
     progress: &dyn Progress,
     input: &MappedModel,
+    sync: bool,
 ) -> Result<u64, ExportError> {
     let io = || ExportError::io("write", path);
     let file = File::create(path).map_err(io())?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(header).map_err(io())?;
     let mut size = header.len() as u64;
+    let mut stream = Stream {
+        w,
+        scratch,
+        progress,
+        input,
+        pending: None,
+    };
     for t in tensors {
         t.view
             .verify()
             .map_err(|e| ExportError::damaged(t.file.into(), e))?;
-        write_data(&mut w, t, scratch, progress, input).map_err(io())?;
-        for (_, _, bytes) in t.view.sections() {
-            input.release(bytes);
-        }
+        stream.tensor(t).map_err(io())?;
         size += t.bytes;
-        progress.tensor_done(t.view.name());
     }
+    stream.flush().map_err(io())?;
+    let w = stream.w;
     let file = w.into_inner().map_err(|e| io()(e.into_error()))?;
-    file.sync_all().map_err(io())?;
+    if sync {
+        file.sync_all().map_err(io())?;
+    }
     Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qins_format::codec::{row_scales, scan, RowScales};
+    use qins_format::{Codec, Quantizer, Storage};
+    use qins_write::{Plan, TensorSpec, Writer};
+
+    struct NoProgress;
+    impl Progress for NoProgress {}
+
+    /// Tensors of several chunks, of one chunk and of none, encoded and raw, in F32 and BF16:
+    /// each chunk written while the next is decoded, across tensors, gives the file the
+    /// decode of each whole tensor gives.
+    #[test]
+    fn pipelined_chunks_give_each_tensor_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.qins");
+        let sizes = [
+            (3 * CHUNK_ELEMENTS as u64 + 40) / 8,
+            8,
+            100,
+            CHUNK_ELEMENTS as u64 / 8,
+        ];
+        let mut plan = Plan::new();
+        let mut values = Vec::new();
+        for (k, &rows) in sizes.iter().enumerate() {
+            let n = (rows * 8) as usize;
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 + k * 31) % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let storage = Storage::Encoded {
+                codec: Codec::LloydRows,
+                row_scales: true,
+            };
+            plan.tensors.push(TensorSpec::new(
+                format!("e{k}"),
+                Dtype::BF16,
+                vec![rows, 8],
+                storage,
+            ));
+            plan.tensors.push(TensorSpec::new(
+                format!("r{k}"),
+                Dtype::U8,
+                vec![3],
+                Storage::Raw,
+            ));
+            values.push(v);
+        }
+        plan.tensors.push(TensorSpec::new(
+            "z",
+            Dtype::F32,
+            vec![0, 8],
+            Storage::Encoded {
+                codec: Codec::Log,
+                row_scales: false,
+            },
+        ));
+        let mut w = Writer::create(&path, plan.clone(), false).unwrap();
+        for (v, spec) in values.iter().zip(plan.tensors.iter().step_by(2)) {
+            let scales = row_scales(Codec::LloydRows, v, &spec.shape)
+                .unwrap()
+                .unwrap();
+            let rs = RowScales::new(&scales, &spec.shape).unwrap();
+            let q = Quantizer::new(Codec::LloydRows, &scan(v, 0, Some(&rs)).unwrap());
+            w.begin_encoded(&q, Some(&scales)).unwrap();
+            let (mut c, mut s) = (vec![0u8; v.len()], vec![0u8; v.len().div_ceil(8)]);
+            q.encode(v, 0, Some(&rs), &mut c, &mut s).unwrap();
+            w.write_encoded_part(&c, &s).unwrap();
+            w.write_raw(&[1, 2, 3]).unwrap();
+        }
+        w.encode_tensor(&[], None).unwrap();
+        w.finish().unwrap();
+
+        let file = qins_read::open_model(&path).unwrap();
+        let qins = file.parse().unwrap();
+        for dtype in [Dtype::F32, Dtype::BF16] {
+            let outs: Vec<OutTensor<'_>> = qins
+                .tensors()
+                .map(|t| {
+                    let d = if t.codec().is_some() {
+                        dtype
+                    } else {
+                        t.dtype()
+                    };
+                    OutTensor::new(t, t.name(), d, &path)
+                })
+                .collect();
+            let refs: Vec<&OutTensor<'_>> = outs.iter().collect();
+            let header = header("m", &refs, &BTreeMap::new()).unwrap();
+            let st = dir.path().join(format!("{dtype}.safetensors"));
+            let mut scratch = Scratch::default();
+            write_file(&st, &header, &refs, &mut scratch, &NoProgress, &file, false).unwrap();
+            let bytes = std::fs::read(&st).unwrap();
+            let mut want = header.clone();
+            for t in &outs {
+                match t.view.raw_bytes() {
+                    Some(raw) => want.extend_from_slice(raw),
+                    None if dtype == Dtype::F32 => {
+                        let mut out = vec![0f32; t.view.numel() as usize];
+                        t.view.decode_f32(0, &mut out).unwrap();
+                        want.extend(out.iter().flat_map(|x| x.to_le_bytes()));
+                    }
+                    None => {
+                        let mut out = vec![bf16::ZERO; t.view.numel() as usize];
+                        t.view.decode_bf16(0, &mut out).unwrap();
+                        want.extend(out.iter().flat_map(|x| x.to_le_bytes()));
+                    }
+                }
+            }
+            assert!(bytes == want, "{dtype}");
+        }
+    }
 }

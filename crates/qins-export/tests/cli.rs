@@ -207,3 +207,28 @@ fn usage_errors_exit_with_2() {
     );
     assert!(!out.exists());
 }
+
+/// `--threads` and `--no-sync` change how the files are written, not a byte of them; a bad
+/// thread count is a usage error.
+#[test]
+fn threads_and_no_sync_write_the_same_files() {
+    let dir = scratch();
+    let _hf = model(&dir);
+    let input = p(&dir, "model.qins");
+    let mut outs = Vec::new();
+    for (name, flags) in [
+        ("default", &[][..]),
+        ("one", &["--threads", "1"][..]),
+        ("scratch", &["--threads", "2", "--no-sync"][..]),
+    ] {
+        let out = p(&dir, name);
+        let mut args = vec![s(&input), s(&out), "-q"];
+        args.extend_from_slice(flags);
+        let o = qins_export(&args);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        outs.push(std::fs::read(out.join("model.safetensors")).unwrap());
+    }
+    assert!(outs[0] == outs[1] && outs[0] == outs[2]);
+    let o = qins_export(&[s(&input), s(&p(&dir, "zero")), "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -74,6 +74,89 @@ impl FromStr for SynthDtype {
     }
 }
 
+/// The architecture whose tensor names and `config.json` a checkpoint carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SynthArch {
+    /// Llama (`LlamaForCausalLM`): the default, and the only one with I64 position ids.
+    Llama,
+    /// Mistral (`MistralForCausalLM`): Llama's names, a sliding window.
+    Mistral,
+    /// Qwen2 (`Qwen2ForCausalLM`): Llama's names with q/k/v biases.
+    Qwen2,
+    /// Qwen3 (`Qwen3ForCausalLM`): Llama's names with per-head q/k norms.
+    Qwen3,
+    /// Gemma 3 text (`Gemma3ForCausalLM`): q/k norms, four norms per layer, a tied head.
+    Gemma3,
+    /// Phi-3 (`Phi3ForCausalLM`): fused `qkv_proj` and `gate_up_proj`.
+    Phi3,
+    /// A sentence-transformers BERT encoder (`BertModel`) with Pooling, Dense and Normalize
+    /// modules (`2_Dense/model.safetensors` holds the Dense layer).
+    Bert,
+}
+
+impl SynthArch {
+    /// Every architecture, in a fixed order.
+    pub const ALL: [SynthArch; 7] = [
+        SynthArch::Llama,
+        SynthArch::Mistral,
+        SynthArch::Qwen2,
+        SynthArch::Qwen3,
+        SynthArch::Gemma3,
+        SynthArch::Phi3,
+        SynthArch::Bert,
+    ];
+
+    /// The `model_type` of `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            SynthArch::Llama => "llama",
+            SynthArch::Mistral => "mistral",
+            SynthArch::Qwen2 => "qwen2",
+            SynthArch::Qwen3 => "qwen3",
+            SynthArch::Gemma3 => "gemma3_text",
+            SynthArch::Phi3 => "phi3",
+            SynthArch::Bert => "bert",
+        }
+    }
+
+    /// The class name of `config.json`'s `architectures`.
+    pub fn class(self) -> &'static str {
+        match self {
+            SynthArch::Llama => "LlamaForCausalLM",
+            SynthArch::Mistral => "MistralForCausalLM",
+            SynthArch::Qwen2 => "Qwen2ForCausalLM",
+            SynthArch::Qwen3 => "Qwen3ForCausalLM",
+            SynthArch::Gemma3 => "Gemma3ForCausalLM",
+            SynthArch::Phi3 => "Phi3ForCausalLM",
+            SynthArch::Bert => "BertModel",
+        }
+    }
+}
+
+impl fmt::Display for SynthArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SynthArch::Gemma3 => "gemma3",
+            other => other.model_type(),
+        })
+    }
+}
+
+impl FromStr for SynthArch {
+    type Err = SynthError;
+
+    /// Parses `llama`, `mistral`, `qwen2`, `qwen3`, `gemma3`, `phi3` or `bert`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SynthArch::ALL
+            .into_iter()
+            .find(|a| a.to_string() == s.to_ascii_lowercase())
+            .ok_or_else(|| SynthError::InvalidConfig(format!("unknown architecture {s:?}")))
+    }
+}
+
+/// Dimension of the Dense module of the synthetic BERT encoder's sentence embeddings.
+pub const BERT_DENSE_OUT: usize = 24;
+
 /// Full description of a synthetic Llama-like checkpoint.
 ///
 /// All fields are public; build one from a preset ([`SynthConfig::tiny`],
@@ -81,6 +164,8 @@ impl FromStr for SynthDtype {
 /// needed. [`crate::generate`] validates the configuration before writing anything.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
+    /// The architecture: tensor names and config (Llama unless a preset says otherwise).
+    pub arch: SynthArch,
     /// Dtype of every float tensor.
     pub dtype: SynthDtype,
     /// Vocabulary size (rows of `model.embed_tokens.weight` and `lm_head.weight`); at least 3.
@@ -119,6 +204,7 @@ impl SynthConfig {
     /// so edge cases such as dimensions that are not multiples of 8 are always covered.
     pub fn tiny(dtype: SynthDtype) -> Self {
         SynthConfig {
+            arch: SynthArch::Llama,
             dtype,
             vocab_size: 211,
             hidden_size: 100,
@@ -140,6 +226,7 @@ impl SynthConfig {
     /// 4 layers, 6 heads, 2 KV heads.
     pub fn small(dtype: SynthDtype) -> Self {
         SynthConfig {
+            arch: SynthArch::Llama,
             dtype,
             vocab_size: 2048,
             hidden_size: 192,
@@ -150,6 +237,29 @@ impl SynthConfig {
             max_position_embeddings: 512,
             attention_bias: false,
             tie_word_embeddings: false,
+            shards: 1,
+            seed: 0,
+            inject_nan: None,
+        }
+    }
+
+    /// A tiny checkpoint of architecture `arch` (hidden 64, 4 heads of 16, 2 KV heads,
+    /// intermediate 96, 2 layers, vocabulary 211, 128 positions), with the tensors and
+    /// `config.json` keys its model in candle-transformers and Hugging Face reads. Qwen2 has
+    /// attention biases, Gemma 3 a tied head; the others an untied head.
+    pub fn tiny_arch(arch: SynthArch, dtype: SynthDtype) -> Self {
+        SynthConfig {
+            arch,
+            dtype,
+            vocab_size: 211,
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: if arch == SynthArch::Bert { 4 } else { 2 },
+            max_position_embeddings: 128,
+            attention_bias: arch == SynthArch::Qwen2,
+            tie_word_embeddings: arch == SynthArch::Gemma3,
             shards: 1,
             seed: 0,
             inject_nan: None,
@@ -173,31 +283,27 @@ impl SynthConfig {
         let es = dtype.size_bytes() as u64;
         let target_params = bytes / es;
         let shape_for = |h: usize| -> SynthConfig {
-            let head_dim = if h >= 2048 { 128 } else { 64 };
-            let heads = (h / head_dim).max(1);
-            let kv = if heads.is_multiple_of(4) {
-                heads / 4
-            } else {
-                heads
-            };
             let vocab_budget =
                 usize::try_from(target_params / (4 * h as u64)).unwrap_or(usize::MAX);
             let vocab = (vocab_budget / 64 * 64).clamp(256, 32000);
-            SynthConfig {
+            let mut cfg = SynthConfig {
+                arch: SynthArch::Llama,
                 dtype,
                 vocab_size: vocab,
                 hidden_size: h,
                 intermediate_size: (8 * h / 3).next_multiple_of(256),
                 num_hidden_layers: (h / 128).max(2),
-                num_attention_heads: heads,
-                num_key_value_heads: kv,
+                num_attention_heads: 1,
+                num_key_value_heads: 1,
                 max_position_embeddings: 2048,
                 attention_bias: false,
                 tie_word_embeddings: false,
                 shards,
                 seed,
                 inject_nan: None,
-            }
+            };
+            cfg.set_hidden_size(h);
+            cfg
         };
 
         let mut cfg = shape_for(HIDDEN[0]);
@@ -208,21 +314,45 @@ impl SynthConfig {
             }
         }
 
-        // Number of layers with the default MLP width.
-        cfg.num_hidden_layers = 0;
-        let fixed = cfg.total_tensor_bytes();
-        cfg.num_hidden_layers = 1;
-        let per_layer = cfg.total_tensor_bytes() - fixed;
+        cfg.fit_layers(bytes);
+        cfg
+    }
+
+    /// Sets the model width to `h` (a multiple of 64), with the head layout of
+    /// [`SynthConfig::for_target_bytes`]: heads of dimension 64 (128 from a width of 2048), and
+    /// a quarter as many key/value heads where that divides them, else as many.
+    pub fn set_hidden_size(&mut self, h: usize) {
+        let head_dim = if h >= 2048 { 128 } else { 64 };
+        let heads = (h / head_dim).max(1);
+        self.hidden_size = h;
+        self.num_attention_heads = heads;
+        self.num_key_value_heads = if heads.is_multiple_of(4) {
+            heads / 4
+        } else {
+            heads
+        };
+    }
+
+    /// Refits the number of layers (with the MLP width of the moment), then the MLP width
+    /// (a multiple of 8), so that the total tensor bytes are close to `bytes` and not above
+    /// it, keeping the vocabulary, the width and the tying: the last step of
+    /// [`SynthConfig::for_target_bytes`].
+    pub fn fit_layers(&mut self, bytes: u64) {
+        let es = self.dtype.size_bytes() as u64;
+        // Number of layers with the current MLP width.
+        self.num_hidden_layers = 0;
+        let fixed = self.total_tensor_bytes();
+        self.num_hidden_layers = 1;
+        let per_layer = self.total_tensor_bytes() - fixed;
         let layers = (bytes.saturating_sub(fixed) / per_layer).max(1);
-        cfg.num_hidden_layers = usize::try_from(layers).unwrap_or(usize::MAX);
+        self.num_hidden_layers = usize::try_from(layers).unwrap_or(usize::MAX);
 
         // Refit the MLP width to absorb the remainder.
-        cfg.intermediate_size = 0;
-        let base = cfg.total_tensor_bytes();
-        let per_unit = 3 * cfg.hidden_size as u64 * es * layers;
+        self.intermediate_size = 0;
+        let base = self.total_tensor_bytes();
+        let per_unit = 3 * self.hidden_size as u64 * es * layers;
         let inter = usize::try_from(bytes.saturating_sub(base) / per_unit).unwrap_or(usize::MAX);
-        cfg.intermediate_size = (inter / 8 * 8).max(8);
-        cfg
+        self.intermediate_size = (inter / 8 * 8).max(8);
     }
 
     /// Returns a copy whose dimensions are not multiples of 8 (for edge-case tests).
@@ -361,6 +491,10 @@ mod tests {
     #[test]
     fn presets_are_valid() {
         for d in SynthDtype::ALL {
+            for a in SynthArch::ALL {
+                SynthConfig::tiny_arch(a, d).validate().unwrap();
+                assert_eq!(a.to_string().parse::<SynthArch>().unwrap(), a);
+            }
             SynthConfig::tiny(d).validate().unwrap();
             SynthConfig::small(d).validate().unwrap();
             SynthConfig::small(d).with_odd_shapes().validate().unwrap();

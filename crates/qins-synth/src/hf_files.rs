@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::{SynthConfig, SynthError};
+use crate::{SynthArch, SynthConfig, SynthError, BERT_DENSE_OUT};
 
 const BOS_ID: u32 = 1;
 const EOS_ID: u32 = 2;
@@ -244,12 +244,149 @@ fn tokenizer(cfg: &SynthConfig) -> Tokenizer {
     }
 }
 
+/// `generation_config.json`: the BOS and EOS ids.
+fn write_generation_config(dir: &Path) -> Result<(), SynthError> {
+    write_json(
+        &dir.join("generation_config.json"),
+        &GenerationConfig {
+            _from_model_config: true,
+            bos_token_id: BOS_ID,
+            eos_token_id: EOS_ID,
+            transformers_version: TRANSFORMERS_VERSION,
+        },
+    )
+}
+
+/// The chat template the synthetic causal models other than Llama carry: ChatML's shape, with
+/// the toy tokenizer's `<s>` and `</s>` as turn markers.
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<s>' + message['role'] + '\n' + message['content'] + '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<s>assistant\n' }}{% endif %}";
+
+/// `config.json` of an architecture other than Llama: the keys its Hugging Face config class
+/// serializes that candle-transformers' model reads.
+fn arch_config(cfg: &SynthConfig) -> serde_json::Value {
+    use serde_json::json;
+    let mut c = json!({
+        "architectures": [cfg.arch.class()],
+        "model_type": cfg.arch.model_type(),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "vocab_size": cfg.vocab_size,
+        "torch_dtype": cfg.dtype.torch_name(),
+        "transformers_version": TRANSFORMERS_VERSION,
+    });
+    let extra = match cfg.arch {
+        SynthArch::Bert => json!({
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "type_vocab_size": 2,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+            "position_embedding_type": "absolute",
+        }),
+        arch => {
+            let mut e = json!({
+                "num_key_value_heads": cfg.num_key_value_heads,
+                "head_dim": cfg.head_dim(),
+                "rms_norm_eps": 1e-6,
+                "rope_theta": 10000.0,
+                "bos_token_id": BOS_ID,
+                "eos_token_id": EOS_ID,
+                "tie_word_embeddings": cfg.tie_word_embeddings,
+                "hidden_act": "silu",
+                "attention_bias": cfg.attention_bias,
+                "use_cache": true,
+            });
+            let more = match arch {
+                SynthArch::Mistral => json!({ "sliding_window": 64 }),
+                SynthArch::Qwen2 | SynthArch::Qwen3 => json!({
+                    "sliding_window": 64,
+                    "use_sliding_window": false,
+                    "max_window_layers": cfg.num_hidden_layers,
+                }),
+                SynthArch::Gemma3 => json!({
+                    "hidden_activation": "gelu_pytorch_tanh",
+                    "query_pre_attn_scalar": cfg.head_dim(),
+                    "sliding_window": cfg.max_position_embeddings,
+                    "sliding_window_pattern": 2,
+                    "rope_local_base_freq": 10000.0,
+                    "final_logit_softcapping": null,
+                    "attn_logit_softcapping": null,
+                }),
+                SynthArch::Phi3 => json!({
+                    "original_max_position_embeddings": cfg.max_position_embeddings,
+                    "rope_scaling": null,
+                }),
+                _ => json!({}),
+            };
+            for (k, v) in more.as_object().into_iter().flatten() {
+                e[k] = v.clone();
+            }
+            e
+        }
+    };
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// The sentence-transformers files of the synthetic BERT encoder: `modules.json` and the
+/// Pooling (mean) and Dense (Tanh) modules' configs.
+fn write_sentence_transformers(cfg: &SynthConfig, dir: &Path) -> Result<(), SynthError> {
+    use serde_json::json;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SynthError::Io { path, source }
+    };
+    for sub in ["1_Pooling", "2_Dense"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
+    }
+    let module = |idx: u32, path: &str, kind: &str| json!({ "idx": idx, "name": idx.to_string(), "path": path, "type": format!("sentence_transformers.models.{kind}") });
+    write_json(
+        &dir.join("modules.json"),
+        &json!([
+            module(0, "", "Transformer"),
+            module(1, "1_Pooling", "Pooling"),
+            module(2, "2_Dense", "Dense"),
+            module(3, "3_Normalize", "Normalize"),
+        ]),
+    )?;
+    write_json(
+        &dir.join("1_Pooling/config.json"),
+        &json!({
+            "word_embedding_dimension": cfg.hidden_size,
+            "pooling_mode_cls_token": false,
+            "pooling_mode_mean_tokens": true,
+            "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false,
+        }),
+    )?;
+    write_json(
+        &dir.join("2_Dense/config.json"),
+        &json!({
+            "in_features": cfg.hidden_size,
+            "out_features": BERT_DENSE_OUT,
+            "bias": true,
+            "activation_function": "torch.nn.modules.activation.Tanh",
+        }),
+    )
+}
+
 /// Writes `config.json`, `generation_config.json`, `tokenizer.json`,
-/// `tokenizer_config.json` and `special_tokens_map.json`; returns the file names.
+/// `tokenizer_config.json` and `special_tokens_map.json` (and for BERT the
+/// sentence-transformers module files); returns the file names.
 pub(crate) fn write_small_files(
     cfg: &SynthConfig,
     dir: &Path,
 ) -> Result<Vec<&'static str>, SynthError> {
+    if cfg.arch != SynthArch::Llama {
+        return write_arch_files(cfg, dir);
+    }
     let config = LlamaConfig {
         architectures: ["LlamaForCausalLM"],
         attention_bias: cfg.attention_bias,
@@ -278,15 +415,7 @@ pub(crate) fn write_small_files(
         vocab_size: cfg.vocab_size,
     };
     write_json(&dir.join("config.json"), &config)?;
-    write_json(
-        &dir.join("generation_config.json"),
-        &GenerationConfig {
-            _from_model_config: true,
-            bos_token_id: BOS_ID,
-            eos_token_id: EOS_ID,
-            transformers_version: TRANSFORMERS_VERSION,
-        },
-    )?;
+    write_generation_config(dir)?;
     write_json(&dir.join("tokenizer.json"), &tokenizer(cfg))?;
     write_json(
         &dir.join("tokenizer_config.json"),
@@ -318,4 +447,35 @@ pub(crate) fn write_small_files(
         "tokenizer_config.json",
         "special_tokens_map.json",
     ])
+}
+
+/// [`write_small_files`] for an architecture other than Llama: the same tokenizer, its own
+/// config, a chat template for causal models, the module files for BERT.
+fn write_arch_files(cfg: &SynthConfig, dir: &Path) -> Result<Vec<&'static str>, SynthError> {
+    write_json(&dir.join("config.json"), &arch_config(cfg))?;
+    write_json(&dir.join("tokenizer.json"), &tokenizer(cfg))?;
+    let causal = cfg.arch != SynthArch::Bert;
+    let mut tok_config = serde_json::json!({
+        "add_bos_token": causal,
+        "bos_token": SPECIALS[1],
+        "eos_token": SPECIALS[2],
+        "unk_token": SPECIALS[0],
+        "model_max_length": cfg.max_position_embeddings,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    let mut files = vec!["config.json", "tokenizer.json", "tokenizer_config.json"];
+    if causal {
+        tok_config["chat_template"] = CHAT_TEMPLATE.into();
+        write_generation_config(dir)?;
+        files.push("generation_config.json");
+    } else {
+        write_sentence_transformers(cfg, dir)?;
+        files.extend([
+            "modules.json",
+            "1_Pooling/config.json",
+            "2_Dense/config.json",
+        ]);
+    }
+    write_json(&dir.join("tokenizer_config.json"), &tok_config)?;
+    Ok(files)
 }

@@ -40,7 +40,7 @@ mod hf_files;
 mod plan;
 mod rng;
 
-pub use config::{SynthConfig, SynthDtype};
+pub use config::{SynthArch, SynthConfig, SynthDtype, BERT_DENSE_OUT};
 pub use plan::{
     TensorSpec, WeightDist, BASE_STD, HEAVY_TAIL_CLAMP, OUTLIER_FRACTION, OUTLIER_MAX_SCALE,
     OUTLIER_MIN_SCALE, ZERO_FRACTION,
@@ -184,6 +184,30 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthSummary, Synth
         let path = out_dir.join(INDEX_FILE);
         write_json(&path, &index)?;
         files.push(path);
+    }
+
+    // A sentence-transformers Dense module keeps its weights in its own directory.
+    let dense = cfg.dense_specs();
+    if !dense.is_empty() {
+        let dir = out_dir.join("2_Dense");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(SINGLE_FILE);
+        let tensors = dense.iter().map(|spec| {
+            (
+                spec.name.as_str(),
+                LazyTensor {
+                    spec,
+                    seed: cfg.seed,
+                    nan_at: None,
+                },
+            )
+        });
+        safetensors::serialize_to_file(tensors, None, &path).map_err(|source| {
+            SynthError::Safetensors {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
 
     let small_files = hf_files::write_small_files(cfg, out_dir)?;

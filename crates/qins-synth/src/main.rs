@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use qins_synth::{generate, SynthConfig, SynthDtype};
+use qins_synth::{generate, SynthArch, SynthConfig, SynthDtype};
 
 /// Write a synthetic Llama-like Hugging Face checkpoint (safetensors weights, config
 /// and tokenizer files). The output is deterministic: the same flags give the same bytes.
@@ -42,9 +42,25 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
+    /// Architecture: tensor names and config.json of llama, mistral, qwen2, qwen3, gemma3,
+    /// phi3 or bert (a sentence-transformers encoder). Other than llama, the sizes are tiny
+    /// (--preset and --target-size apply to llama only).
+    #[arg(long, default_value = "llama", value_parser = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "bert"])]
+    arch: String,
+
     /// Tie the output head to the embeddings (no lm_head.weight tensor).
     #[arg(long)]
     tied: bool,
+
+    /// Vocabulary size (rows of the embeddings and the head) instead of the preset's or
+    /// --target-size's choice; with --target-size the layers are refitted around it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(3..))]
+    vocab_size: Option<u64>,
+
+    /// Model width (a multiple of 64) instead of the preset's or --target-size's choice;
+    /// with --target-size the layers are refitted around it.
+    #[arg(long, value_parser = parse_hidden)]
+    hidden_size: Option<u64>,
 
     /// Make the dimensions not multiples of 8 (edge cases for converters).
     #[arg(long)]
@@ -73,14 +89,30 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let dtype: SynthDtype = cli.dtype.parse()?;
     let shards = cli.shards as usize;
-    let mut cfg = match (cli.target_size, cli.preset.as_deref()) {
-        (Some(bytes), _) => SynthConfig::for_target_bytes(dtype, bytes, shards, cli.seed),
-        (None, Some("tiny")) => SynthConfig::tiny(dtype),
-        (None, _) => SynthConfig::small(dtype),
+    let arch: SynthArch = cli.arch.parse()?;
+    let mut cfg = match (arch, cli.target_size, cli.preset.as_deref()) {
+        (SynthArch::Llama, Some(bytes), _) => {
+            SynthConfig::for_target_bytes(dtype, bytes, shards, cli.seed)
+        }
+        (SynthArch::Llama, None, Some("tiny")) => SynthConfig::tiny(dtype),
+        (SynthArch::Llama, None, _) => SynthConfig::small(dtype),
+        (arch, ..) => SynthConfig::tiny_arch(arch, dtype),
     };
     cfg.shards = shards;
     cfg.seed = cli.seed;
-    cfg.tie_word_embeddings = cli.tied;
+    cfg.tie_word_embeddings |= cli.tied;
+    if let Some(v) = cli.vocab_size {
+        cfg.vocab_size = usize::try_from(v)?;
+    }
+    if let Some(h) = cli.hidden_size {
+        cfg.set_hidden_size(usize::try_from(h)?);
+    }
+    if let (Some(bytes), true) = (
+        cli.target_size,
+        cli.vocab_size.is_some() || cli.hidden_size.is_some(),
+    ) {
+        cfg.fit_layers(bytes);
+    }
     if cli.odd_shapes {
         cfg = cfg.with_odd_shapes();
     }
@@ -115,6 +147,16 @@ fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Parses a model width: a positive multiple of 64.
+fn parse_hidden(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(h) if h > 0 && h % 64 == 0 => Ok(h),
+        _ => Err(format!(
+            "invalid width {s:?} (expected a positive multiple of 64)"
+        )),
     }
 }
 

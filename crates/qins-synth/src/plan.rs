@@ -3,7 +3,7 @@
 use safetensors::Dtype;
 
 use crate::rng::{mix64, tensor_seed, unit_f64};
-use crate::SynthConfig;
+use crate::{SynthArch, SynthConfig, BERT_DENSE_OUT};
 
 /// Base standard deviation of weight matrices (Hugging Face `initializer_range`).
 pub const BASE_STD: f32 = 0.02;
@@ -101,6 +101,9 @@ impl SynthConfig {
     /// outliers; `model.layers.0.mlp.down_proj.weight` is Gaussian with 5% exact zeros;
     /// norm scales are Gaussian around 1.0 (std 0.05); biases are Gaussian (std 0.02·f).
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        if self.arch != SynthArch::Llama {
+            return self.arch_specs();
+        }
         let fd = self.dtype.safetensors_dtype();
         let h = self.hidden_size;
         let hd = self.head_dim();
@@ -213,6 +216,154 @@ impl SynthConfig {
             outlier_fraction: 0.0,
         });
         out
+    }
+}
+
+impl SynthConfig {
+    /// The tensors of an architecture other than Llama: Gaussian weights (std `0.02 × f`,
+    /// per-tensor `f` as for Llama), norm scales around 1 (Gemma's around 0: it adds 1
+    /// itself), biases and norm shifts around 0.
+    fn arch_specs(&self) -> Vec<TensorSpec> {
+        let fd = self.dtype.safetensors_dtype();
+        let (h, i_sz) = (self.hidden_size, self.intermediate_size);
+        let hd = self.head_dim();
+        let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
+        let seed = self.seed;
+        let mut out = Vec::new();
+        let mut weight = |name: String, shape: Vec<usize>| {
+            let dist = WeightDist::Gaussian {
+                mean: 0.0,
+                std: BASE_STD * std_factor(seed, &name),
+            };
+            out.push(TensorSpec {
+                name,
+                shape,
+                dtype: fd,
+                dist,
+                zero_fraction: 0.0,
+                outlier_fraction: 0.0,
+            });
+        };
+        let mut norms = Vec::new();
+        let norm_mean = if self.arch == SynthArch::Gemma3 {
+            0.0
+        } else {
+            1.0
+        };
+        let mut norm = |name: String, len: usize, mean: f32| {
+            norms.push(TensorSpec {
+                name,
+                shape: vec![len],
+                dtype: fd,
+                dist: WeightDist::Gaussian { mean, std: 0.05 },
+                zero_fraction: 0.0,
+                outlier_fraction: 0.0,
+            });
+        };
+        if self.arch == SynthArch::Bert {
+            weight(
+                "embeddings.word_embeddings.weight".into(),
+                vec![self.vocab_size, h],
+            );
+            weight(
+                "embeddings.position_embeddings.weight".into(),
+                vec![self.max_position_embeddings, h],
+            );
+            weight("embeddings.token_type_embeddings.weight".into(), vec![2, h]);
+            norm("embeddings.LayerNorm.weight".into(), h, 1.0);
+            norm("embeddings.LayerNorm.bias".into(), h, 0.0);
+            for l in 0..self.num_hidden_layers {
+                let p = format!("encoder.layer.{l}");
+                for m in ["query", "key", "value"] {
+                    weight(format!("{p}.attention.self.{m}.weight"), vec![h, h]);
+                    norm(format!("{p}.attention.self.{m}.bias"), h, 0.0);
+                }
+                weight(format!("{p}.attention.output.dense.weight"), vec![h, h]);
+                norm(format!("{p}.attention.output.dense.bias"), h, 0.0);
+                norm(format!("{p}.attention.output.LayerNorm.weight"), h, 1.0);
+                norm(format!("{p}.attention.output.LayerNorm.bias"), h, 0.0);
+                weight(format!("{p}.intermediate.dense.weight"), vec![i_sz, h]);
+                norm(format!("{p}.intermediate.dense.bias"), i_sz, 0.0);
+                weight(format!("{p}.output.dense.weight"), vec![h, i_sz]);
+                norm(format!("{p}.output.dense.bias"), h, 0.0);
+                norm(format!("{p}.output.LayerNorm.weight"), h, 1.0);
+                norm(format!("{p}.output.LayerNorm.bias"), h, 0.0);
+            }
+            weight("pooler.dense.weight".into(), vec![h, h]);
+            norm("pooler.dense.bias".into(), h, 0.0);
+        } else {
+            weight("model.embed_tokens.weight".into(), vec![self.vocab_size, h]);
+            for l in 0..self.num_hidden_layers {
+                let p = format!("model.layers.{l}");
+                if self.arch == SynthArch::Phi3 {
+                    weight(
+                        format!("{p}.self_attn.qkv_proj.weight"),
+                        vec![q + 2 * kv, h],
+                    );
+                    weight(format!("{p}.mlp.gate_up_proj.weight"), vec![2 * i_sz, h]);
+                } else {
+                    for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                        weight(format!("{p}.self_attn.{proj}.weight"), vec![rows, h]);
+                        if self.attention_bias {
+                            norm(format!("{p}.self_attn.{proj}.bias"), rows, 0.0);
+                        }
+                    }
+                    weight(format!("{p}.mlp.gate_proj.weight"), vec![i_sz, h]);
+                    weight(format!("{p}.mlp.up_proj.weight"), vec![i_sz, h]);
+                }
+                weight(format!("{p}.self_attn.o_proj.weight"), vec![h, q]);
+                weight(format!("{p}.mlp.down_proj.weight"), vec![h, i_sz]);
+                if matches!(self.arch, SynthArch::Qwen3 | SynthArch::Gemma3) {
+                    norm(format!("{p}.self_attn.q_norm.weight"), hd, norm_mean);
+                    norm(format!("{p}.self_attn.k_norm.weight"), hd, norm_mean);
+                }
+                norm(format!("{p}.input_layernorm.weight"), h, norm_mean);
+                norm(format!("{p}.post_attention_layernorm.weight"), h, norm_mean);
+                if self.arch == SynthArch::Gemma3 {
+                    norm(
+                        format!("{p}.pre_feedforward_layernorm.weight"),
+                        h,
+                        norm_mean,
+                    );
+                    norm(
+                        format!("{p}.post_feedforward_layernorm.weight"),
+                        h,
+                        norm_mean,
+                    );
+                }
+            }
+            norm("model.norm.weight".into(), h, norm_mean);
+            if !self.tie_word_embeddings {
+                weight("lm_head.weight".into(), vec![self.vocab_size, h]);
+            }
+        }
+        out.extend(norms);
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The tensors of the sentence-transformers Dense module (`2_Dense/model.safetensors`,
+    /// named as that file names them: `linear.weight`, `linear.bias`): only for BERT.
+    pub fn dense_specs(&self) -> Vec<TensorSpec> {
+        if self.arch != SynthArch::Bert {
+            return Vec::new();
+        }
+        let fd = self.dtype.safetensors_dtype();
+        let g = |name: &str, shape: Vec<usize>| TensorSpec {
+            name: name.to_string(),
+            shape,
+            dtype: fd,
+            dist: WeightDist::Gaussian {
+                mean: 0.0,
+                std: 0.1,
+            },
+            zero_fraction: 0.0,
+            outlier_fraction: 0.0,
+        };
+        vec![
+            g("linear.bias", vec![BERT_DENSE_OUT]),
+            g("linear.weight", vec![BERT_DENSE_OUT, self.hidden_size]),
+        ]
     }
 }
 

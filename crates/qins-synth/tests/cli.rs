@@ -63,6 +63,9 @@ fn usage_errors_exit_2() {
         vec!["--preset", "huge"],
         vec!["--target-size", "2XB"],
         vec!["--preset", "tiny", "--target-size", "1MB"],
+        vec!["--hidden-size", "100"],
+        vec!["--hidden-size", "0"],
+        vec!["--vocab-size", "2"],
     ] {
         let o = bin().arg(tmp.path()).args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -84,6 +87,8 @@ fn help_mentions_every_flag() {
         "--seed",
         "--tied",
         "--odd-shapes",
+        "--vocab-size",
+        "--hidden-size",
         "--force",
         "OUT_DIR",
     ] {
@@ -105,4 +110,38 @@ fn odd_shapes_flag_and_target_size() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_ne!(config["hidden_size"].as_u64().unwrap() % 8, 0);
     assert_ne!(config["intermediate_size"].as_u64().unwrap() % 8, 0);
+}
+
+/// A vocabulary and width of one's own (a large embedding, as in models with big
+/// vocabularies), the layers refitted around them to the target size.
+#[test]
+fn vocab_and_hidden_size_with_target_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("v");
+    let args = [
+        "--target-size",
+        "4MiB",
+        "--vocab-size",
+        "4000",
+        "--hidden-size",
+        "192",
+        "--tied",
+        "--dtype",
+        "f32",
+    ];
+    let o = bin().arg(&out).args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], 4000);
+    assert_eq!(config["hidden_size"], 192);
+    assert_eq!(config["num_attention_heads"], 3);
+    let bytes = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .len();
+    // The embedding alone is 4000 × 192 × 4 bytes = 2.9 MiB; the layers fill the rest.
+    assert!(
+        (4 << 20) - (256 << 10) < bytes && bytes < (4 << 20) + (64 << 10),
+        "{bytes} bytes"
+    );
 }

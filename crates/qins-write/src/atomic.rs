@@ -26,6 +26,8 @@ pub(crate) struct AtomicFile {
     /// Bytes counted by [`AtomicFile::wrote`] since the last background flush was asked for.
     unflushed: u64,
     flusher: Option<Flusher>,
+    /// Whether the file goes to disk before the rename ([`AtomicFile::set_sync`]).
+    sync: bool,
 }
 
 impl AtomicFile {
@@ -70,6 +72,7 @@ impl AtomicFile {
             tmp,
             unflushed: 0,
             flusher: None,
+            sync: true,
         })
     }
 
@@ -84,9 +87,19 @@ impl AtomicFile {
             })
     }
 
+    /// Whether the file is synced to disk: in the background as it grows, and before the
+    /// rename (the default). Without, the bytes and the rename are the same, but a crash of
+    /// the machine (not of the process) can leave the target empty or partial afterwards.
+    pub(crate) fn set_sync(&mut self, sync: bool) {
+        self.sync = sync;
+    }
+
     /// Counts `len` bytes just written, and asks for a background flush every
     /// [`FLUSH_EVERY`] bytes (the flushing thread starts with the first).
     pub(crate) fn wrote(&mut self, len: u64) {
+        if !self.sync {
+            return;
+        }
         self.unflushed += len;
         if self.unflushed < FLUSH_EVERY {
             return;
@@ -105,8 +118,8 @@ impl AtomicFile {
         }
     }
 
-    /// Waits for the background flushes, syncs the file, and renames it to the target
-    /// (refusing an existing target unless overwriting).
+    /// Waits for the background flushes, syncs the file (unless told not to), and renames it
+    /// to the target (refusing an existing target unless overwriting).
     pub(crate) fn commit(mut self) -> Result<(), WriteError> {
         let io_err = |path: &Path, source| WriteError::Io {
             path: path.into(),
@@ -117,10 +130,12 @@ impl AtomicFile {
         if let Some(mut f) = self.flusher.take() {
             f.stop().map_err(|e| io_err(self.tmp.path(), e))?;
         }
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| io_err(self.tmp.path(), e))?;
+        if self.sync {
+            self.tmp
+                .as_file()
+                .sync_all()
+                .map_err(|e| io_err(self.tmp.path(), e))?;
+        }
         let target = self.target;
         if self.overwrite {
             self.tmp
@@ -252,7 +267,11 @@ mod tests {
         let n = 10 * FLUSH_EVERY as usize + 12_345;
         let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
         let mut files = Vec::new();
-        for (name, part) in [("whole.qins", n), ("parts.qins", 7_777)] {
+        for (name, part, sync) in [
+            ("whole.qins", n, true),
+            ("parts.qins", 7_777, true),
+            ("nosync.qins", 7_777, false),
+        ] {
             let mut plan = Plan::new();
             plan.tensors.push(TensorSpec::new(
                 "t",
@@ -262,14 +281,16 @@ mod tests {
             ));
             let path = dir.path().join(name);
             let mut w = Writer::create(&path, plan, false).unwrap();
+            w.set_sync(sync);
             for p in data.chunks(part) {
                 w.write_raw_part(p).unwrap();
             }
-            assert!(w.file.flusher.is_some(), "{name}");
+            assert_eq!(w.file.flusher.is_some(), sync, "{name}");
             w.finish().unwrap();
             files.push(std::fs::read(&path).unwrap());
         }
         assert_eq!(files[0], files[1]);
+        assert_eq!(files[0], files[2]);
         assert!(files[0].windows(n).any(|w| w == data.as_slice()));
     }
 }

@@ -69,6 +69,14 @@ impl Writer {
         })
     }
 
+    /// Whether the file is synced to disk before it is renamed into place, and in the
+    /// background as it grows (the default, `true`). With `false` the file and the rename are
+    /// the same, and the process ends sooner, but a crash of the machine (a power cut) can
+    /// leave the target empty or partial: for scratch output only.
+    pub fn set_sync(&mut self, sync: bool) {
+        self.file.set_sync(sync);
+    }
+
     /// The plan being written.
     pub fn plan(&self) -> &Plan {
         &self.plan

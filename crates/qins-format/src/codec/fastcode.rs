@@ -102,6 +102,18 @@ impl Breaks {
         Some(self.view().walk(k, b))
     }
 
+    /// The range `lo`, `hi`, the change points (ascending) and the codes: `codes[j]` is the code
+    /// of a pattern of the range with exactly `j` change points at or below it.
+    pub(crate) fn parts(&self) -> (u32, u32, &[u32], &[u8]) {
+        let k = self.points.partition_point(|&p| p != u32::MAX);
+        (
+            self.lo,
+            self.lo + self.span,
+            &self.points[..k],
+            &self.codes[..=k],
+        )
+    }
+
     /// The table as plain slices and numbers, to be copied into a loop's registers.
     #[inline(always)]
     pub(crate) fn view(&self) -> BreaksView<'_> {

@@ -97,6 +97,13 @@ fn pow2(e: i32) -> f64 {
 /// the weight of each, in any order, skipping zeros.
 pub(crate) trait Magnitudes {
     fn for_each(&self, f: impl FnMut(u32, u64));
+
+    /// Calls `f(block, w)` for blocks of magnitudes of one weight `w` each, zeros included
+    /// (to be skipped): what [`Magnitudes::for_each`] gives, in blocks where the source has
+    /// them, so that a histogram can check its sums' headroom once per block.
+    fn for_each_block(&self, mut f: impl FnMut(&[u32], u64)) {
+        self.for_each(|b, w| f(&[b], w));
+    }
 }
 
 /// A histogram of non-zero f32 magnitudes with fixed bins (§12.3.1): its non-empty bins in
@@ -129,15 +136,59 @@ impl Histogram {
         let span = u64::from(last - first) + 1;
         let mut out = Vec::new();
         if span <= DENSE_MIN_SPAN.max(2 * len as u64) {
-            // [weight, offsets] per bin of the span.
-            let mut table = vec![[0u128; 2]; span as usize];
-            mags.for_each(|b, w| {
-                let e = &mut table[((b >> BIN_SHIFT) - first) as usize];
-                e[0] += u128::from(w);
-                e[1] += u128::from(w * u64::from(b & OFFSET_MASK));
+            // [weight, offsets] per bin of the span, in u64 while they cannot overflow (a
+            // weighted offset is below 2^14 times its weight: while the weights added since
+            // the last flush stay below 2^50, no sum can reach 2^64), flushed into the u128
+            // totals before they could.
+            const BUDGET: u64 = 1 << 50;
+            let mut table = vec![[0u64; 2]; span as usize];
+            let mut total = vec![[0u128; 2]; span as usize];
+            let flush = |table: &mut [[u64; 2]], total: &mut [[u128; 2]]| {
+                for (t, e) in total.iter_mut().zip(table.iter_mut()) {
+                    t[0] += u128::from(e[0]);
+                    t[1] += u128::from(e[1]);
+                    *e = [0; 2];
+                }
+            };
+            let mut budget = BUDGET;
+            // One more entry, which zeros (pattern 0, below every bin of the span) add to
+            // without a branch, and which is never read.
+            table.push([0; 2]);
+            let zero = span as usize;
+            mags.for_each_block(|block, w| {
+                for part in block.chunks(256) {
+                    // The most this part adds to any sum, against the headroom left.
+                    let most = (w as u128) * part.len() as u128;
+                    if most >= u128::from(budget) {
+                        flush(&mut table, &mut total);
+                        budget = BUDGET;
+                        if most >= u128::from(BUDGET) {
+                            // Weights this large go straight into the totals.
+                            for &b in part.iter().filter(|&&b| b != 0) {
+                                let t = &mut total[((b >> BIN_SHIFT) - first) as usize];
+                                t[0] += u128::from(w);
+                                t[1] += u128::from(w) * u128::from(b & OFFSET_MASK);
+                            }
+                            continue;
+                        }
+                    }
+                    budget -= most as u64;
+                    for &b in part {
+                        let i = if b == 0 {
+                            zero
+                        } else {
+                            ((b >> BIN_SHIFT) - first) as usize
+                        };
+                        let e = &mut table[i];
+                        e[0] += w;
+                        e[1] += w * u64::from(b & OFFSET_MASK);
+                    }
+                }
             });
+            table.pop();
+            flush(&mut table, &mut total);
             out.extend(
-                table
+                total
                     .iter()
                     .enumerate()
                     .filter(|(_, e)| e[0] != 0)
@@ -153,7 +204,7 @@ impl Histogram {
             all.sort_unstable();
             for (b, w) in all {
                 let index = b >> BIN_SHIFT;
-                let off = u128::from(w * u64::from(b & OFFSET_MASK));
+                let off = u128::from(w) * u128::from(b & OFFSET_MASK);
                 match out.last_mut() {
                     Some(bin) if bin.index == index => {
                         bin.weight += u128::from(w);
@@ -476,12 +527,18 @@ impl Tournament {
         self.node[1.min(2 * self.size - 1)].1 as usize
     }
 
+    /// Sets leaf `pos`'s key and replays the matches above it, up to the first whose winner
+    /// is unchanged: the matches above that one see the same players as before.
     fn set(&mut self, pos: usize, key: u64) {
         let mut i = self.size + pos;
         self.node[i] = (key, pos as u32);
         while i > 1 {
             i /= 2;
-            self.node[i] = Self::better(self.node[2 * i], self.node[2 * i + 1]);
+            let won = Self::better(self.node[2 * i], self.node[2 * i + 1]);
+            if self.node[i] == won {
+                break;
+            }
+            self.node[i] = won;
         }
     }
 }
@@ -623,6 +680,56 @@ mod tests {
         let sorted = Histogram::build(&Bits(&bits), lo, hi, bits.len());
         let dense = Histogram::build(&Bits(&bits), lo, hi, usize::MAX / 4);
         assert_eq!(sorted, dense);
+    }
+
+    struct WeightedBits<'a>(&'a [(u32, u64)]);
+
+    impl Magnitudes for WeightedBits<'_> {
+        fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+            self.0.iter().for_each(|&(b, w)| f(b, w));
+        }
+    }
+
+    /// Weights large enough that the dense table's u64 sums must be flushed into the u128
+    /// totals many times (and one past the flushing budget on its own): the same bins as the
+    /// sorted way and as exact sums.
+    #[test]
+    fn large_weights_are_summed_exactly() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut all: Vec<(u32, u64)> = (0..20_000u32)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let b = 0x3F00_0000 + (x as u32 % 0x0040_0000);
+                let w = match i % 3 {
+                    0 => 1,
+                    1 => 1 << 32,
+                    _ => x >> 20,
+                };
+                (b, w)
+            })
+            .collect();
+        all.push((0x3F20_0001, u64::MAX));
+        let (lo, hi) = (0x3F00_0000, 0x3F3F_FFFF);
+        let dense = Histogram::build(&WeightedBits(&all), lo, hi, usize::MAX / 4);
+        let sorted = Histogram::build(&WeightedBits(&all), lo, hi, 1);
+        assert_eq!(dense, sorted);
+        let mut exact = std::collections::BTreeMap::<u32, (u128, u128)>::new();
+        for &(b, w) in &all {
+            let e = exact.entry(b >> BIN_SHIFT).or_default();
+            e.0 += u128::from(w);
+            e.1 += u128::from(w) * u128::from(b & OFFSET_MASK);
+        }
+        let want: Vec<Bin> = exact
+            .into_iter()
+            .map(|(index, (weight, offsets))| Bin {
+                index,
+                weight,
+                offsets,
+            })
+            .collect();
+        assert_eq!(dense.bins(), &want[..]);
     }
 
     /// Ward's clustering by its definition, O(K²) per merge.

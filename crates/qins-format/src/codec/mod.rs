@@ -84,7 +84,9 @@
 //! - `quantizer`: the [`Quantizer`] (a fitted codec) and the code pass, [`Quantizer::encode`]
 //!   and [`Quantizer::encode_bytes`];
 //! - `fastcode`: the exact change-point coder and the tight loops the passes run;
-//! - `words`: a chunk of source bytes (F32, BF16, F16) viewed as its elements.
+//! - `words`: a chunk of source bytes (F32, BF16, F16) viewed as its elements;
+//! - `scaled16`: 16-bit sources with row scales, where a scaled value depends only on the pattern
+//!   and the row's scale: statistics and codes once per distinct pattern.
 
 mod fastcode;
 mod formula;
@@ -92,6 +94,7 @@ mod lloyd;
 mod quantizer;
 mod registry;
 mod rows;
+mod scaled16;
 mod stats;
 mod words;
 

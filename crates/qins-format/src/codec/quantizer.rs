@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use super::fastcode::{encode_words, Breaks, Formula, HalfCodes, OrElse};
 use super::rows::{for_each_row_run, for_each_scaled, RowScales};
 use super::words::Words;
-use super::{formula, lloyd, Codec, EncodeError, Stats};
+use super::{formula, lloyd, scaled16, Codec, EncodeError, Stats};
 use crate::dtype::{bf16_to_f32, f16_to_f32};
 use crate::Dtype;
 
@@ -30,6 +30,8 @@ pub struct Quantizer {
     /// One code per bfloat16 and per float16 magnitude pattern of the range, built on first
     /// use by [`Quantizer::encode_bytes`] when the tensor is larger than the table.
     half: [OnceLock<Option<Box<HalfCodes>>>; 2],
+    /// The tables of 16-bit patterns per row scale, built as chunks need them.
+    scale_tables: scaled16::ScaleCache,
 }
 
 /// Elements per block of the scaled loops: a multiple of 8, small enough for the stack.
@@ -73,6 +75,7 @@ impl Quantizer {
             range: None,
             count: stats.count,
             half: Default::default(),
+            scale_tables: Default::default(),
         }
         .with_fast_path(stats)
     }
@@ -230,6 +233,23 @@ impl Quantizer {
         };
         if let Some(rs) = scales {
             rs.check_chunk(first, words.len())?;
+            // A 16-bit source with the change points: a block at a time from the tables of its
+            // rows' scales; a block they do not cover is coded again one element at a time.
+            if let Some(breaks) = self.fast.as_deref() {
+                match words {
+                    Words::Bf16(w) => {
+                        return self.encode_scaled16::<scaled16::Bf16>(
+                            words, w, first, rs, breaks, codes, signs,
+                        )
+                    }
+                    Words::F16(w) => {
+                        return self.encode_scaled16::<scaled16::F16>(
+                            words, w, first, rs, breaks, codes, signs,
+                        )
+                    }
+                    Words::F32(_) => {}
+                }
+            }
             // As `encode` does, a block of scaled values at a time, divided straight from the
             // bytes; a block the loop refuses is coded again one element at a time.
             let mut buf = [0f32; SCALED_BLOCK];
@@ -258,6 +278,38 @@ impl Quantizer {
             index: first + i as u64,
             value: words.value(i),
         })
+    }
+
+    /// [`Quantizer::encode_bytes`] of a 16-bit chunk `w` with row scales: a block at a time
+    /// from the tables of its rows' scales; a block they do not cover is coded again one
+    /// element at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_scaled16<H: scaled16::Half>(
+        &self,
+        words: Words<'_>,
+        w: &[[u8; 2]],
+        first: u64,
+        rs: &RowScales<'_>,
+        breaks: &Breaks,
+        codes: &mut [u8],
+        signs: &mut [u8],
+    ) -> Result<(), EncodeError> {
+        let mut tables = scaled16::ScaleTables::<H>::new(breaks, &self.scale_tables);
+        for (k, (c, s)) in codes
+            .chunks_mut(SCALED_BLOCK)
+            .zip(signs.chunks_mut(SCALED_BLOCK / 8))
+            .enumerate()
+        {
+            let at = k * SCALED_BLOCK;
+            let (w, first) = (&w[at..at + c.len()], first + at as u64);
+            if scaled16::encode_scaled(w, first, rs, &mut tables, c, s).is_err() {
+                let mut buf = [0f32; SCALED_BLOCK];
+                let x = &mut buf[..c.len()];
+                words.convert(at, x);
+                self.encode_scaled_one_by_one(x, first, rs, c, s)?;
+            }
+        }
+        Ok(())
     }
 
     /// The code of one magnitude `m ≥ 0` by the formula of §12, evaluated as written so that
@@ -690,6 +742,90 @@ mod tests {
                         ..want
                     }
                 );
+            }
+        }
+    }
+
+    /// 16-bit sources with row scales, as the converter runs them (scales from the row maxima,
+    /// the quantizer fitted to the scaled statistics, so that every code comes from the tables
+    /// of `scaled16`), and with scales that make values underflow to 0, overflow, or fall
+    /// outside the fitted range: every finite pattern of both signs, in rows of several
+    /// lengths, gives the rule's codes and signs, and `scan_bytes` gives `scan`'s statistics,
+    /// in chunks at several offsets.
+    #[test]
+    fn scaled_16_bit_sources_equal_the_rule() {
+        for dtype in [Dtype::BF16, Dtype::F16] {
+            let mut patterns: Vec<u16> = (0..=u16::MAX)
+                .filter(|&b| to_f32(dtype, &b.to_le_bytes())[0].is_finite())
+                .collect();
+            // A deterministic shuffle, so that rows hold patterns of every size.
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            for i in (1..patterns.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                patterns.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let bytes: Vec<u8> = patterns.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let v = to_f32(dtype, &bytes);
+            let n = v.len();
+            for cols in [37u64, 1000, 8192] {
+                let rows = n as u64 / cols;
+                let m = (rows * cols) as usize;
+                let (bytes, v) = (&bytes[..2 * m], &v[..m]);
+                let shape = [rows, cols];
+                let maxima = row_scales(Codec::LloydRows, v, &shape).unwrap().unwrap();
+                let mut odd = maxima.clone();
+                for (r, s) in odd.iter_mut().enumerate() {
+                    match r % 5 {
+                        1 => *s = 1e30,  // every value underflows or nearly
+                        2 => *s = 1e-30, // large values overflow
+                        3 => *s *= 0.5,  // values up to 2
+                        _ => {}
+                    }
+                }
+                for scales in [&maxima, &odd] {
+                    let rs = RowScales::new(scales, &shape).unwrap();
+                    for codec in [Codec::LloydRows, Codec::Log] {
+                        let st = scan(v, 0, Some(&rs));
+                        let want = st.clone().map(|st| Stats {
+                            hist: if codec.fits_histogram() {
+                                st.hist
+                            } else {
+                                Histogram::EMPTY
+                            },
+                            ..st
+                        });
+                        let got = scan_bytes(codec, dtype, bytes, 0, Some(&rs));
+                        assert_eq!(got, want, "{dtype} {codec} {cols} stats");
+                        // Fitted to these values; or, where they overflow, to the row maxima's.
+                        let fitted = match st {
+                            Ok(st) => st,
+                            Err(_) => {
+                                let rm = RowScales::new(&maxima, &shape).unwrap();
+                                scan(v, 0, Some(&rm)).unwrap()
+                            }
+                        };
+                        let q = Quantizer::new(codec, &fitted);
+                        assert!(q.fast.is_some());
+                        let (mut want_c, mut want_s) = (vec![0u8; m], vec![0u8; m.div_ceil(8)]);
+                        q.encode_scaled_one_by_one(v, 0, &rs, &mut want_c, &mut want_s)
+                            .unwrap();
+                        for chunk in [8usize, 4096, 40_000] {
+                            let (mut c, mut s) = (vec![0u8; m], vec![0u8; m.div_ceil(8)]);
+                            for (k, ((b, cc), ss)) in bytes
+                                .chunks(2 * chunk)
+                                .zip(c.chunks_mut(chunk))
+                                .zip(s.chunks_mut(chunk / 8))
+                                .enumerate()
+                            {
+                                q.encode_bytes(dtype, b, (k * chunk) as u64, Some(&rs), cc, ss)
+                                    .unwrap();
+                            }
+                            assert!(c == want_c && s == want_s, "{dtype} {codec} {cols} {chunk}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! when divided), and the magnitudes' range, counts and histogram gathered into [`Stats`],
 //! chunk by chunk, so that chunks merge into the tensor's statistics whatever the split.
 
-use super::fastcode::magnitude_range;
+use super::fastcode::{magnitude_range, Word};
 use super::lloyd::{self, Histogram};
 use super::rows::{for_each_row_run, for_each_scaled, RowScales};
 use super::words::Words;
@@ -80,6 +80,30 @@ impl Stats {
         hist: Histogram::EMPTY,
     };
 
+    /// The statistics of `count` elements of which `nonzero` are not 0, their magnitudes'
+    /// f32 bit patterns ranging over `lo..=hi`, with the histogram of `mags` if `hist` (built
+    /// now that the range is known; the magnitudes must be finite).
+    fn of_range(
+        count: u64,
+        (lo, hi, nonzero): (u32, u32, u64),
+        hist: bool,
+        mags: &impl lloyd::Magnitudes,
+    ) -> Stats {
+        let mut st = Stats {
+            count,
+            ..Stats::EMPTY
+        };
+        if nonzero > 0 {
+            st.min_nonzero = f32::from_bits(lo);
+            st.max_abs = f32::from_bits(hi);
+            st.nonzero = nonzero;
+            if hist {
+                st.hist = Histogram::build(mags, lo, hi, count as usize);
+            }
+        }
+        st
+    }
+
     /// The statistics of two disjoint chunks together.
     pub fn merge(self, other: Stats) -> Stats {
         Stats {
@@ -118,10 +142,10 @@ fn scan_with(
         });
         return scan_scaled(&u, first, rs, hist, || values.to_vec());
     }
-    let mut st = Stats::EMPTY;
     // On the magnitudes' bit patterns, which order like the magnitudes: branch-free integer
     // minima and maxima that the compiler vectorises.
-    let (lo, hi, nonzero) = magnitude_range(values, f32::to_bits);
+    let range = magnitude_range(values, f32::to_bits);
+    let hi = range.1;
     if hi >= 0x7F80_0000 {
         let (i, &x) = values
             .iter()
@@ -133,18 +157,9 @@ fn scan_with(
             value: x,
         });
     }
-    st.count = values.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = f32::from_bits(lo);
-        st.max_abs = f32::from_bits(hi);
-        st.nonzero = nonzero;
-        if hist {
-            // Every value is finite: the second pass bins the non-zero magnitudes' bit
-            // patterns, now that their range is known.
-            st.hist = Histogram::build(&Plain(values), lo, hi, values.len());
-        }
-    }
-    Ok(st)
+    // Every value is finite: the second pass bins the non-zero magnitudes' bit patterns.
+    let count = values.len() as u64;
+    Ok(Stats::of_range(count, range, hist, &Plain(values)))
 }
 
 /// The statistics of a chunk with row scales, from its scaled values `u` (each value divided by
@@ -158,9 +173,8 @@ fn scan_scaled(
     hist: bool,
     values: impl FnOnce() -> Vec<f32>,
 ) -> Result<Stats, EncodeError> {
-    let mut st = Stats::EMPTY;
-    let (lo, hi, nonzero) = magnitude_range(u, f32::to_bits);
-    if hi >= 0x7F80_0000 {
+    let range = magnitude_range(u, f32::to_bits);
+    if range.1 >= 0x7F80_0000 {
         for_each_scaled(&values(), first, Some(rs), |i, x, u| {
             let index = first + i as u64;
             if !x.is_finite() {
@@ -172,16 +186,99 @@ fn scan_scaled(
             Ok(())
         })?;
     }
-    st.count = u.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = f32::from_bits(lo);
-        st.max_abs = f32::from_bits(hi);
-        st.nonzero = nonzero;
-        if hist {
-            st.hist = Histogram::build(&Scaled { u, first, rs }, lo, hi, u.len());
+    let mags = Scaled { u, first, rs };
+    Ok(Stats::of_range(u.len() as u64, range, hist, &mags))
+}
+
+/// A bfloat16 magnitude pattern (in a `u32`) as f32.
+fn bf16_from(m: u32) -> f32 {
+    bf16_to_f32(m as u16)
+}
+
+/// A float16 magnitude pattern (in a `u32`) as f32.
+fn f16_from(m: u32) -> f32 {
+    f16_to_f32(m as u16)
+}
+
+/// The statistics of a chunk with row scales from the source's words (`word` reads one,
+/// `value` gives the f32 value of a magnitude pattern), without a buffer of scaled values:
+/// division by a row's scale `s > 0` rounds monotonically, so a row's smallest non-zero and
+/// largest scaled magnitudes are its smallest non-zero and largest magnitudes, found on the
+/// bit patterns, divided by `s`; the histogram, if `hist`, divides each element again, a block
+/// at a time. `None` when a value is not finite, overflows or underflows to 0 when scaled:
+/// the caller then checks each scaled value (and reports the first fault).
+fn scan_rows<T: Copy, W: Word>(
+    words: &[T],
+    word: impl Fn(T) -> W + Copy,
+    value: impl Fn(u32) -> f32 + Copy,
+    first: u64,
+    rs: &RowScales<'_>,
+    hist: bool,
+) -> Option<Stats> {
+    let (mut lo, mut hi, mut nonzero) = (u32::MAX, 0u32, 0u64);
+    let mut usual = true;
+    let _ = for_each_row_run(words, first, rs, |run, s, _| {
+        let (a, b, n) = magnitude_range(run, word);
+        if n > 0 {
+            let (small, large) = (value(a) / s, value(b) / s);
+            usual &= value(b).is_finite() && large.is_finite() && small != 0.0;
+            lo = lo.min(small.to_bits());
+            hi = hi.max(large.to_bits());
+            nonzero += n;
         }
+        Ok::<(), ()>(())
+    });
+    if !usual {
+        return None;
     }
-    Ok(st)
+    let mags = ScaledWords {
+        words,
+        word,
+        value,
+        first,
+        rs,
+    };
+    let count = words.len() as u64;
+    Some(Stats::of_range(count, (lo, hi, nonzero), hist, &mags))
+}
+
+/// The non-zero scaled magnitudes of a chunk of source words, each weighted by its row's
+/// weight, divided a block at a time.
+struct ScaledWords<'a, 's, T, F, V> {
+    words: &'a [T],
+    word: F,
+    value: V,
+    first: u64,
+    rs: &'s RowScales<'s>,
+}
+
+impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Magnitudes
+    for ScaledWords<'_, '_, T, F, V>
+{
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        self.for_each_block(|block, w| {
+            for &b in block.iter().filter(|&&b| b != 0) {
+                f(b, w);
+            }
+        });
+    }
+
+    #[inline]
+    fn for_each_block(&self, mut f: impl FnMut(&[u32], u64)) {
+        const BLOCK: usize = 256;
+        let mut u = [0u32; BLOCK];
+        let _ = for_each_row_run(self.words, self.first, self.rs, |run, s, _| {
+            let w = self.rs.weight(s);
+            for block in run.chunks(BLOCK) {
+                for (u, &x) in u.iter_mut().zip(block) {
+                    *u = ((self.value)((self.word)(x).magnitude().widen()) / s).to_bits();
+                }
+                f(&u[..block.len()], w);
+            }
+            Ok::<(), ()>(())
+        });
+    }
 }
 
 impl lloyd::Magnitudes for Words<'_> {
@@ -243,8 +340,17 @@ pub fn scan_bytes(
     let words = Words::new(dtype, bytes).ok_or(EncodeError::BadChunk { first })?;
     if let Some(rs) = scales {
         rs.check_chunk(first, words.len())?;
-        // The scaled magnitudes are f32 values whatever the source, computed straight from
-        // the bytes, row by row.
+        let hist = codec.fits_histogram();
+        let fast = match words {
+            Words::F32(w) => scan_rows(w, u32::from_le_bytes, f32::from_bits, first, rs, hist),
+            Words::Bf16(w) => scan_rows(w, u16::from_le_bytes, bf16_from, first, rs, hist),
+            Words::F16(w) => scan_rows(w, u16::from_le_bytes, f16_from, first, rs, hist),
+        };
+        if let Some(st) = fast {
+            return Ok(st);
+        }
+        // A fault to report, or a value that underflows when scaled: the scaled values
+        // computed into a buffer, each checked.
         let u = words.scaled(first, rs);
         return scan_scaled(&u, first, rs, codec.fits_histogram(), || words.to_vec());
     }
@@ -259,9 +365,7 @@ pub fn scan_bytes(
             f16_to_f32(b as u16)
         }),
     };
-    let mut st = Stats::EMPTY;
-    let max_abs = cvt(hi);
-    if !max_abs.is_finite() {
+    if !cvt(hi).is_finite() {
         let i = (0..words.len())
             .find(|&i| !words.value(i).is_finite())
             .expect("the largest magnitude is not finite");
@@ -270,15 +374,13 @@ pub fn scan_bytes(
             value: words.value(i),
         });
     }
-    st.count = words.len() as u64;
-    if nonzero > 0 {
-        st.min_nonzero = cvt(lo);
-        st.max_abs = max_abs;
-        st.nonzero = nonzero;
-        if codec.fits_histogram() {
-            let (lo, hi) = (st.min_nonzero.to_bits(), st.max_abs.to_bits());
-            st.hist = Histogram::build(&words, lo, hi, words.len());
-        }
-    }
-    Ok(st)
+    // The range as f32 patterns (a 16-bit pattern converts exactly, keeping the order).
+    let range = (cvt(lo).to_bits(), cvt(hi).to_bits(), nonzero);
+    let count = words.len() as u64;
+    Ok(Stats::of_range(
+        count,
+        range,
+        codec.fits_histogram(),
+        &words,
+    ))
 }
