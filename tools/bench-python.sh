@@ -6,14 +6,19 @@
 #
 # 1. qins.torch.load_file of a .qins made from a BF16 source (qins-synth --dtype bf16
 #    --target-size $SIZE, converted with the default codec) against
-#    safetensors.torch.load_file of the source, page-cached (crates/qins-py/bench/bench_python.py).
-# 2. Decode throughput from Python (get_tensor of one 8192 x 8192 BF16 tensor coded with `log`)
-#    against the Rust benchmark, `cargo bench -p qins-export --bench decode`, whose paired pass
-#    prints weights/s decoding a `log` tensor of that shape on all cores.
+#    safetensors.torch.load_file of the source, page-cached, each load in a fresh process:
+#    against safetensors' default (lazy: no work at load), the same with every page touched
+#    (the cost at first use), and its eager backend="pread" (crates/qins-py/bench/bench_python.py).
+# 2. Decode throughput from Python (one 8192 x 8192 BF16 tensor coded with `log`) into memory
+#    written before, against the Rust benchmark, `cargo bench -p qins-export --bench decode`,
+#    whose paired pass decodes a `log` tensor of that shape on all cores; and `get_tensor`,
+#    into new memory each time.
+# Ends with a compact table: times, then the ratios.
 #
 # Environment: BENCH_DIR (default target/bench-data/python: the checkpoint and the .qins files,
 # kept between runs), SIZE (default 1GB), RUNS (rounds per figure, default 5).
-# Times on a shared machine drift: read the ratios, measured in alternating rounds.
+# Times on a shared machine drift: read the CPU times and the ratios, measured in alternating
+# rounds, and the load average printed before and after.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -23,7 +28,7 @@ for a in "$@"; do
     case "$a" in
     --no-rust) rust=0 ;;
     -h | --help)
-        sed -n '2,16p' "$0"
+        sed -n '2,22p' "$0"
         exit 0
         ;;
     *)
@@ -59,13 +64,15 @@ save_file({"w": torch.randn(8192, 8192, generator=g).to(torch.bfloat16)}, sys.ar
 fi
 ls -l "$data/src/model.safetensors" "$data/model.qins" "$data/one.qins"
 
-echo "== Python ($("$py" -c 'import qins, torch, safetensors; print(f"qins {qins.__version__}, torch {torch.__version__}, safetensors {safetensors.__version__}")')); load $(load)"
-"$py" crates/qins-py/bench/bench_python.py --source "$data/src/model.safetensors" --qins "$data/model.qins" \
-    --qins-log "$data/one.qins" --runs "$runs" --json "$data/python.json"
-echo "load after: $(load)"
-
+rust_out="$data/rust-decode.txt"
+rust_arg=()
 if [ "$rust" = 1 ]; then
     echo "== cargo bench -p qins-export --bench decode (the Rust yardstick); load $(load)"
-    cargo bench --quiet -p qins-export --bench decode 2>/dev/null | sed -n '/^decode of/,$p'
-    echo "load after: $(load)"
+    cargo bench --quiet -p qins-export --bench decode 2>/dev/null | sed -n '/^decode of/,$p' | tee "$rust_out"
+    rust_arg=(--rust "$rust_out")
 fi
+
+echo "== Python ($("$py" -c 'import qins, torch, safetensors; print(f"qins {qins.__version__}, torch {torch.__version__}, safetensors {safetensors.__version__}")')); load $(load)"
+"$py" crates/qins-py/bench/bench_python.py --source "$data/src/model.safetensors" --qins "$data/model.qins" \
+    --qins-log "$data/one.qins" --runs "$runs" --json "$data/python.json" "${rust_arg[@]}"
+echo "load after: $(load)"

@@ -1,5 +1,5 @@
 //! Rust errors to the Python exceptions of `qins._errors`: one class per error kind of spec §17
-//! (`ReadError::kind`), each message prefixed with the file.
+//! and §21.6 (`ReadError::kind`), each message prefixed with the path the model was opened with.
 
 use std::path::Path;
 
@@ -61,19 +61,19 @@ fn io_error(py: Python<'_>, file: &Path, path: &Path, source: &std::io::Error) -
     )
 }
 
-/// A refusal of the file at `file` by the reader: the class of its kind, the tensor if known.
+/// A refusal of the model opened as `file` by the reader: the class of its kind, the tensor if
+/// known. Its `path` is the file at fault: for a set, the shard or index the error names
+/// (§21.5); else `file`.
 pub fn read_error(py: Python<'_>, file: &Path, tensor: Option<&str>, e: ReadError) -> PyErr {
     if let ReadError::Io { path, source } = &e {
         return io_error(py, file, path, source);
     }
+    let at = e.file().unwrap_or(file);
     raise(
         py,
         &format!("{}Error", e.kind()),
         format!("{}: {e}", file.display()),
-        &[
-            ("path", path_arg(py, file)),
-            ("tensor", str_arg(py, tensor)),
-        ],
+        &[("path", path_arg(py, at)), ("tensor", str_arg(py, tensor))],
     )
 }
 

@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 VALID = ROOT / "conformance" / "valid"
 INVALID = ROOT / "conformance" / "invalid"
+SETS = ROOT / "conformance" / "sets"
 BIN_DIR = Path(os.environ.get("QINS_BIN_DIR", ROOT / "target" / "debug"))
 MINILM = Path(os.environ.get("QINS_MINILM_DIR", ROOT / ".cache" / "models" / "all-minilm-l6-v2"))
 
@@ -67,3 +68,15 @@ def minilm_exported(minilm_qins: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("minilm-export") / "model"
     run(tool("qins-export"), str(minilm_qins), str(out), "--quiet")
     return out
+
+
+@pytest.fixture(scope="session")
+def minilm_set(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 converted as minilm_qins is, but split into a set of 3 shards by
+    --max-shard-size: the index's path."""
+    out = tmp_path_factory.mktemp("minilm-set") / "minilm.qins"
+    run(tool("qins-convert"), str(minilm_dir), str(out), "--quiet", "--max-shard-size", "20MB")
+    index = out.parent / "minilm.qins.index.json"
+    shards = sorted(p.name for p in out.parent.glob("minilm-*.qins"))
+    assert shards == [f"minilm-0000{k}-of-00003.qins" for k in (1, 2, 3)], shards
+    return index

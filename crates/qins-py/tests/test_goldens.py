@@ -278,3 +278,4 @@ def test_verify_false_reads_damaged_data_and_verify_finds_it():
     with qins.safe_open(path, framework="np") as f:
         with pytest.raises(qins.DataChecksumError):
             f.get_slice("w")[0]
+

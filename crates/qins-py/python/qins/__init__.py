@@ -37,6 +37,12 @@ kind of the format's spec (`qins.BadMagicError`, `qins.DataChecksumError`, ...),
 under `qins.FormatError` (refused at open) and `qins.IntegrityError` (damaged data, found
 when read). Messages name the file, the tensor and the spec section.
 
+Sharded sets (a large model as several `.qins` shards and an index, spec §21): every function
+takes the index (`model.qins.index.json`) or any shard, and reads the whole set as one model.
+
+Memory: decoded tensors own their memory; a raw tensor of 1 MiB or more is, as in safetensors,
+a private copy-on-write mapping of the file (writes never reach it). See `qins.safe_open`.
+
 `qins` never writes a file, except the assets you ask `safe_open.save_assets` for.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -165,6 +165,113 @@ class _Tensor:
         self.storage = storage
 
 
+def _plan(
+    path: str, framework: str, device: Any, info: _Tensor, want: Optional[str]
+) -> Tuple[str, Callable[[Any, Tuple[int, ...]], Any]]:
+    """How to read tensor `info` as a numpy array or a torch tensor, in its source dtype or the
+    floating-point dtype `want`: `(kind, finish)`, where `kind` is what the extension reads
+    (`"f32"`, `"f16"`, `"bf16"` or `"raw"`) and `finish(array, shape)` makes the tensor
+    returned from the 1-D array read. Dtypes the framework lacks are refused here, before
+    anything is read."""
+    name = info.name
+    encoded = info.storage != "raw"
+
+    if framework == "pt":
+        import torch
+
+        def to_device(t: Any) -> Any:
+            return t.to(device) if device is not None and str(device) != "cpu" else t
+
+        if encoded:
+            kind = {None: {"BF16": "bf16", "F16": "f16"}.get(info.dtype, "f32"), "f64": "f32"}.get(
+                want, want
+            )
+
+            def finish_encoded(array: Any, shape: Tuple[int, ...]) -> Any:
+                t = torch.from_numpy(array)
+                if kind == "bf16":
+                    t = t.view(torch.bfloat16)
+                t = _shaped(t, shape, path, name)
+                if want == "f64":
+                    t = t.to(torch.float64)
+                return to_device(t)
+
+            return kind, finish_encoded
+
+        target = _torch_dtype(path, name, info.dtype)
+
+        def finish_raw(array: Any, shape: Tuple[int, ...]) -> Any:
+            if array.size == 0:
+                # torch views no empty byte buffer as a wider dtype.
+                t = torch.empty(0, dtype=target)
+            else:
+                t = torch.from_numpy(array).view(target)
+            if info.dtype == "F4":
+                # Two values per byte: torch's float4_e2m1fn_x2 counts bytes.
+                if not shape or shape[-1] % 2:
+                    raise UnsupportedDtypeError(
+                        f"{path}: tensor {name!r} is F4 with an odd last dimension, which "
+                        "torch's float4_e2m1fn_x2 (two values per byte) cannot shape",
+                        path=path,
+                        tensor=name,
+                    )
+                shape = shape[:-1] + (shape[-1] // 2,)
+            t = _shaped(t, shape, path, name)
+            if want is not None and info.dtype in _FLOATS:
+                t = t.to({"f32": torch.float32, "f16": torch.float16,
+                          "bf16": torch.bfloat16, "f64": torch.float64}[want])
+            return to_device(t)
+
+        return "raw", finish_raw
+
+    ml = _ml_dtypes()
+    bf16 = np.dtype(ml.bfloat16) if ml is not None else None
+    if want == "bf16" and bf16 is None:
+        raise UnsupportedDtypeError(
+            f"{path}: dtype bfloat16 needs ml_dtypes in numpy (pip install ml_dtypes)",
+            path=path,
+            tensor=name,
+        )
+    if encoded:
+        if want is None:
+            want = {"F16": "f16", "BF16": "bf16" if bf16 is not None else "f32"}.get(
+                info.dtype, "f32"
+            )
+        kind = "f32" if want == "f64" else want
+
+        def finish_np_encoded(array: Any, shape: Tuple[int, ...]) -> Any:
+            if kind == "bf16":
+                array = array.view(bf16)
+            array = _shaped(array, shape, path, name)
+            return array.astype(np.float64) if want == "f64" else array
+
+        return kind, finish_np_encoded
+    if info.dtype == "BF16" and bf16 is None:
+
+        def finish_widened(array: Any, shape: Tuple[int, ...]) -> Any:
+            # numpy has no bfloat16: widen the stored bits to float32, exactly.
+            bits = array.view("<u2")
+            return _shaped((bits.astype(np.uint32) << 16).view(np.float32), shape, path, name)
+
+        finish = finish_widened
+    else:
+        stored = _numpy_dtype(path, name, info.dtype)
+
+        def finish_raw_np(array: Any, shape: Tuple[int, ...]) -> Any:
+            return _shaped(array.view(stored), shape, path, name)
+
+        finish = finish_raw_np
+    if want is None or info.dtype not in _FLOATS:
+        return "raw", finish
+    converted = {"f32": np.float32, "f16": np.float16, "bf16": bf16, "f64": np.float64}[want]
+
+    def finish_converted(array: Any, shape: Tuple[int, ...]) -> Any:
+        array = finish(array, shape)
+        return array if array.dtype == converted else array.astype(converted)
+
+    return "raw", finish_converted
+
+
 def _read(
     file: Any,
     framework: str,
@@ -175,84 +282,24 @@ def _read(
 ) -> Any:
     """Tensor `info` (or the indices `rows` = (start, count, step) of its first dimension) as a
     numpy array or a torch tensor, in its source dtype or the floating-point dtype `want`."""
+    kind, finish = _plan(str(file.path), framework, device, info, want)
+    if rows is None:
+        return finish(file.read(info.name, kind), info.shape)
+    return finish(file.read(info.name, kind, *rows), (rows[1],) + info.shape[1:])
+
+
+def _read_all(
+    file: Any, framework: str, device: Any, infos: Sequence[_Tensor], want: Optional[str]
+) -> Dict[str, Any]:
+    """Every tensor of `infos`, whole, as `_read` gives it: read all at once by the extension
+    (in parallel across tensors as well as within large ones)."""
     path = str(file.path)
-    shape = info.shape
-    if rows is not None:
-        shape = (rows[1],) + shape[1:]
-    args: Tuple[Any, ...] = (rows[0], rows[1], rows[2]) if rows is not None else ()
-    encoded = info.storage != "raw"
-
-    if framework == "pt":
-        import torch
-
-        if encoded:
-            kind = {None: {"BF16": "bf16", "F16": "f16"}.get(info.dtype, "f32"), "f64": "f32"}.get(
-                want, want
-            )
-            array = file.read(info.name, kind, *args)
-            t = torch.from_numpy(array)
-            if kind == "bf16":
-                t = t.view(torch.bfloat16)
-            t = _shaped(t, shape, path, info.name)
-            if want == "f64":
-                t = t.to(torch.float64)
-        else:
-            target = _torch_dtype(path, info.name, info.dtype)
-            array = file.read(info.name, "raw", *args)
-            if array.size == 0:
-                # torch views no empty byte buffer as a wider dtype.
-                t = torch.empty(0, dtype=target)
-            else:
-                t = torch.from_numpy(array).view(target)
-            if info.dtype == "F4":
-                # Two values per byte: torch's float4_e2m1fn_x2 counts bytes.
-                if not shape or shape[-1] % 2:
-                    raise UnsupportedDtypeError(
-                        f"{path}: tensor {info.name!r} is F4 with an odd last dimension, which "
-                        "torch's float4_e2m1fn_x2 (two values per byte) cannot shape",
-                        path=path,
-                        tensor=info.name,
-                    )
-                shape = shape[:-1] + (shape[-1] // 2,)
-            t = _shaped(t, shape, path, info.name)
-            if want is not None and info.dtype in _FLOATS:
-                t = t.to({"f32": torch.float32, "f16": torch.float16,
-                          "bf16": torch.bfloat16, "f64": torch.float64}[want])
-        if device is not None and str(device) != "cpu":
-            t = t.to(device)
-        return t
-
-    ml = _ml_dtypes()
-    bf16 = np.dtype(ml.bfloat16) if ml is not None else None
-    if want == "bf16" and bf16 is None:
-        raise UnsupportedDtypeError(
-            f"{path}: dtype bfloat16 needs ml_dtypes in numpy (pip install ml_dtypes)",
-            path=path,
-            tensor=info.name,
-        )
-    if encoded:
-        if want is None:
-            want = {"F16": "f16", "BF16": "bf16" if bf16 is not None else "f32"}.get(
-                info.dtype, "f32"
-            )
-        kind = "f32" if want == "f64" else want
-        array = file.read(info.name, kind, *args)
-        if kind == "bf16":
-            array = array.view(bf16)
-        array = _shaped(array, shape, path, info.name)
-        return array.astype(np.float64) if want == "f64" else array
-    if info.dtype == "BF16" and bf16 is None:
-        # numpy has no bfloat16: widen the stored bits to float32, exactly.
-        bits = file.read(info.name, "raw", *args).view("<u2")
-        array = _shaped((bits.astype(np.uint32) << 16).view(np.float32), shape, path, info.name)
-    else:
-        array = file.read(info.name, "raw", *args).view(_numpy_dtype(path, info.name, info.dtype))
-        array = _shaped(array, shape, path, info.name)
-    if want is not None and info.dtype in _FLOATS:
-        target = {"f32": np.float32, "f16": np.float16, "bf16": bf16, "f64": np.float64}[want]
-        if array.dtype != target:
-            array = array.astype(target)
-    return array
+    plans = [_plan(path, framework, device, info, want) for info in infos]
+    arrays = file.read_all([(info.name, kind) for info, (kind, _) in zip(infos, plans)])
+    return {
+        info.name: finish(array, info.shape)
+        for info, (_, finish), array in zip(infos, plans, arrays)
+    }
 
 
 class QinsSlice:
@@ -339,15 +386,26 @@ class QinsSlice:
 
 
 class safe_open:
-    """Opens a .qins file lazily and returns tensors as asked.
+    """Opens a .qins model lazily and returns tensors as asked.
 
-    Opening maps the file and validates its header (spec §17), in time proportional to the
-    header, not the weights. Tensors are decoded when asked for, each into a new array of its
-    own, in parallel for large tensors, with the GIL released.
+    The model is a single `.qins` file or a sharded set (spec §21): pass the set's index
+    (`model.qins.index.json`) or any of its shards, and the whole set is opened and read as
+    one model. Opening maps the files and validates their headers (spec §17; for a set, that
+    the shards and the index agree, §21.5), in time proportional to the headers, not the
+    weights. Tensors are decoded when asked for, each into a new array of its own, on every
+    core, with the GIL released; `get_tensors` (and `load_file`) reads them all at once, in
+    parallel across tensors too.
+
+    Memory: a decoded tensor owns its memory. A raw tensor (kept bit for bit, such as an
+    embedding table) of 1 MiB or more is, as in `safetensors`, a private copy-on-write mapping
+    of its bytes in the file: nothing is copied until it is used, writing into it changes the
+    process's copy only (never the file), and it stays valid after the file is closed. The
+    file must not be modified or truncated in place while such a tensor lives (replacing it,
+    by a rename, is safe): the contract of every memory-mapped file.
 
     Args:
         filename (`str`, or `os.PathLike`):
-            The file to open.
+            The file to open: a `.qins` file, a set's index, or any shard of a set.
         framework (`str`):
             The framework you want your tensors in: `"np"` (numpy) or `"pt"` (PyTorch).
         device (`str`, `int` or `torch.device`, defaults to `"cpu"`):
@@ -406,7 +464,8 @@ class safe_open:
         self.close()
 
     def close(self) -> None:
-        """Closes the file. Tensors already returned stay valid: they own their memory."""
+        """Closes the file (every file of a set). Tensors already returned stay valid: they own
+        their memory, or their mapping of the file."""
         self._file.close()
 
     def _open_infos(self) -> Dict[str, _Tensor]:
@@ -437,15 +496,35 @@ class safe_open:
         return sorted(self._open_infos())
 
     def offset_keys(self) -> List[str]:
-        """Returns the names of the tensors in the file, in the order of their data.
+        """Returns the names of the tensors in the file, in the order of their data (for a
+        set: shard 1's, then shard 2's, ...).
 
         Returns:
             (`List[str]`): the tensor names, in file order.
         """
         return list(self._open_infos())
 
+    def files(self) -> List[str]:
+        """Returns the files the model is read from: the one file, or the set's shards in
+        order.
+
+        Returns:
+            (`List[str]`): their paths.
+        """
+        return [os.fspath(p) for p in self._file.files()]
+
+    def index_file(self) -> Optional[str]:
+        """Returns the path of the set's index (spec §21.2), or `None` for a single file.
+
+        Returns:
+            (`Optional[str]`): the index's path.
+        """
+        index = self._file.index_file()
+        return None if index is None else os.fspath(index)
+
     def metadata(self) -> Dict[str, str]:
-        """Returns the file's free-form metadata (spec §7): the writer, the source, the policy
+        """Returns the file's free-form metadata (spec §7; a set's is its first shard's, §21.4,
+        with the `qins.set.*` keys): the writer, the source, the policy
         that chose what was encoded.
 
         Returns:
@@ -477,7 +556,8 @@ class safe_open:
         return self._read(self._info(name), None, dtype)
 
     def get_tensors(self, dtype: Any = None) -> Dict[str, Any]:
-        """Returns every tensor in the file, decoded, by name in file order.
+        """Returns every tensor in the file, decoded, by name in file order: all read at once,
+        in parallel across tensors as well as within large ones.
 
         Args:
             dtype (optional): as for `get_tensor`.
@@ -485,7 +565,10 @@ class safe_open:
         Returns:
             (`Dict[str, Tensor]`): the tensors.
         """
-        return {name: self._read(info, None, dtype) for name, info in self._open_infos().items()}
+        infos = list(self._open_infos().values())
+        return _read_all(
+            self._file, self._framework, self._device, infos, _wanted(self._framework, dtype)
+        )
 
     def get_slice(self, name: str) -> QinsSlice:
         """Returns a slice object: index it to decode only part of the tensor.
@@ -555,13 +638,13 @@ class safe_open:
         return [os.fspath(p) for p in written]
 
     def verify(self) -> None:
-        """Verifies every byte of the file (spec §14): the checksum of every section, the
-        padding, the unused sign bits and the row scales. Raises the `IntegrityError` of the
-        first problem found."""
+        """Verifies every byte of the file (every shard of a set; spec §14): the checksum of
+        every section, the padding, the unused sign bits and the row scales. Raises the
+        `IntegrityError` of the first problem found."""
         self._file.verify()
 
     def version(self) -> Tuple[int, int]:
-        """The file's format version, `(major, minor)`."""
+        """The file's format version, `(major, minor)` (shard 1's, for a set)."""
         return tuple(self._file.version())  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[str]:
