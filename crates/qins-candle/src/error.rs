@@ -7,10 +7,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The `.qins` file could not be opened or was refused by the reader (spec §17).
+    /// The `.qins` file could not be opened or was refused by the reader (spec §17), or, for a
+    /// set of shards, the set is incomplete or inconsistent (§21.5: the error names the shard).
     #[error("{}: {source}", path.display())]
     Qins {
-        /// The file.
+        /// The file, index or shard given.
         path: PathBuf,
         /// The reader's error.
         source: qins_read::ReadError,
@@ -34,7 +35,7 @@ pub enum LoadError {
     Damaged {
         /// The tensor.
         tensor: String,
-        /// The `.qins` file.
+        /// The `.qins` file (in a set, the shard that holds the tensor).
         file: PathBuf,
         /// What the check found.
         source: qins_read::ReadError,
@@ -43,7 +44,7 @@ pub enum LoadError {
     /// checks (§14): the file is damaged.
     #[error("{}: the file is damaged outside its tensors: {source}", file.display())]
     DamagedFrame {
-        /// The `.qins` file.
+        /// The `.qins` file (in a set, the damaged shard).
         file: PathBuf,
         /// What the check found.
         source: qins_read::ReadError,

@@ -5,10 +5,11 @@
 //! This crate is the example of how to use QINS in a Rust inference stack. It does four things,
 //! each a few lines over [`qins_read`]:
 //!
-//! 1. **Map and parse** the file ([`qins_read::open`], [`qins_read::MappedFile::parse`]): the
-//!    header is validated in time proportional to the header, never to the data. Then
-//!    [`qins_read::Qins::verify_frame`] checks the bytes outside the tensors (the table of LUTs,
-//!    the assets, the padding), a few kilobytes.
+//! 1. **Map and parse** the model ([`qins_read::open_model`], [`qins_read::MappedModel::parse`]):
+//!    one `.qins` file, or a set of shards (spec §21) given by its index or any shard, every
+//!    shard checked against the index. Headers are validated in time proportional to the
+//!    header, never to the data. Then [`qins_read::Model::verify_frame`] checks the bytes
+//!    outside the tensors (the table of LUTs, the assets, the padding), a few kilobytes.
 //! 2. **Serve tensors by name** through candle-nn's [`SimpleBackend`] trait
 //!    ([`Loader::var_builder`] gives the [`VarBuilder`] a model's constructor takes). When a model
 //!    asks for a tensor, and only then, the tensor is looked up, checked against the requested
@@ -18,7 +19,7 @@
 //!    (`Tensor::from_vec`): encoded tensors by the decode rule `±LUT[code]` (× row scale),
 //!    raw tensors by a dtype conversion. Large tensors are decoded by rayon in parallel chunks.
 //!    There is no export, no temporary file, and no second copy of the file: once a tensor is
-//!    decoded, the process lets go of its mapped pages ([`qins_read::MappedFile::release`]), so
+//!    decoded, the process lets go of its mapped pages ([`qins_read::MappedModel::release`]), so
 //!    that the resident memory is the model's tensors, not the file plus the tensors.
 //! 3. **Hand over the model's small files** ([`TensorSource::asset`]): `config.json`,
 //!    `tokenizer.json` and the like travel inside a `.qins` as assets.
@@ -31,7 +32,8 @@
 //! use candle_transformers::models::llama;
 //! use qins_candle::{Checkpoint, Loader};
 //!
-//! let ckpt = Checkpoint::open("model.qins".as_ref())?; // or a Hugging Face directory
+//! // Or a set's index (model.qins.index.json), any of its shards, or a Hugging Face directory.
+//! let ckpt = Checkpoint::open("model.qins".as_ref())?;
 //! let source = ckpt.source()?; // parses the header, checks the frame
 //! let config: llama::LlamaConfig =
 //!     serde_json::from_slice(&source.asset("config.json")?.expect("config.json"))?;

@@ -7,19 +7,19 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
-use qins_read::{MappedFile, Qins, TensorView};
+use qins_read::{MappedModel, Model, ReadError, TensorView};
 use qins_source::{HfSource, SourceTensor};
 
 use crate::convert::{par_fill, raw_tensor, Float};
 use crate::LoadError;
 
-/// A source of named tensors and assets: a `.qins` file ([`QinsSource`]) or a Hugging Face
-/// directory ([`DirSource`]).
+/// A source of named tensors and assets: a `.qins` model, one file or a set of shards
+/// ([`QinsSource`]), or a Hugging Face directory ([`DirSource`]).
 pub trait TensorSource: Send + Sync + std::fmt::Debug {
-    /// The `.qins` file or the model directory, for messages.
+    /// The `.qins` file (a set's index) or the model directory, for messages.
     fn path(&self) -> &Path;
 
-    /// Whether this is a `.qins` file (else a model directory).
+    /// Whether this is a `.qins` model, one file or a set (else a model directory).
     fn is_qins(&self) -> bool;
 
     /// The names of every tensor, in the source's order.
@@ -40,25 +40,29 @@ pub trait TensorSource: Send + Sync + std::fmt::Debug {
     fn asset_names(&self) -> Vec<&str>;
 }
 
-/// An opened model: a mapped `.qins` file or a Hugging Face directory. It owns the mapping or
-/// the directory's open files; [`Checkpoint::source`] borrows them.
+/// An opened model: a mapped `.qins` model (one file, or every shard of a set) or a Hugging
+/// Face directory. It owns the mappings or the directory's open files; [`Checkpoint::source`]
+/// borrows them.
 #[derive(Debug)]
 pub enum Checkpoint {
-    /// A `.qins` file, mapped.
-    Qins(MappedFile),
+    /// A `.qins` model, mapped: one file, or a set's shards (spec §21).
+    Qins(MappedModel),
     /// A Hugging Face model directory.
     Dir(HfSource),
 }
 
 impl Checkpoint {
-    /// Opens `path`: a directory as a Hugging Face model directory, anything else as a `.qins`.
+    /// Opens `path`: a directory as a Hugging Face model directory; any other path as a `.qins`
+    /// model, which is one file, or a set of shards given by its index
+    /// (`NAME.qins.index.json`) or by any of its shards ([`qins_read::open_model`]: every
+    /// shard must be there, a missing one is named).
     pub fn open(path: &Path) -> Result<Checkpoint, LoadError> {
         if path.is_dir() {
             HfSource::open(path)
                 .map(Checkpoint::Dir)
                 .map_err(|source| LoadError::Dir { source })
         } else {
-            qins_read::open(path)
+            qins_read::open_model(path)
                 .map(Checkpoint::Qins)
                 .map_err(|source| LoadError::Qins {
                     path: path.into(),
@@ -67,42 +71,62 @@ impl Checkpoint {
         }
     }
 
-    /// The source to load from. For a `.qins`, this parses the header (§17) and verifies the
-    /// bytes outside the tensors ([`qins_read::Qins::verify_frame`]); each tensor is verified
-    /// when it is loaded.
+    /// The source to load from. For a `.qins` model, this parses every file's header (§17),
+    /// checks a set's shards against its index (§21.5), and verifies the bytes outside the
+    /// tensors ([`qins_read::Model::verify_frame`]); each tensor is verified when it is loaded.
     pub fn source(&self) -> Result<Box<dyn TensorSource + '_>, LoadError> {
         Ok(match self {
-            Checkpoint::Qins(file) => Box::new(QinsSource::new(file)?),
+            Checkpoint::Qins(files) => Box::new(QinsSource::new(files)?),
             Checkpoint::Dir(dir) => Box::new(DirSource::new(dir)),
         })
     }
 }
 
-/// A parsed `.qins` file, serving its tensors decoded and its assets.
+/// A parsed `.qins` model (one file or a set of shards), serving its tensors decoded and its
+/// assets.
 #[derive(Debug)]
 pub struct QinsSource<'a> {
-    file: &'a MappedFile,
-    qins: Qins<'a>,
+    files: &'a MappedModel,
+    model: Model<'a>,
+    /// The index of a set, else the one file.
+    path: &'a Path,
 }
 
 impl<'a> QinsSource<'a> {
-    /// Parses `file` and verifies its frame (everything but the tensors' own sections).
-    pub fn new(file: &'a MappedFile) -> Result<QinsSource<'a>, LoadError> {
-        let qins = file.parse().map_err(|source| LoadError::Qins {
-            path: file.path().into(),
+    /// Parses `files` (for a set, checking the shards against the index) and verifies their
+    /// frames (everything but the tensors' own sections).
+    pub fn new(files: &'a MappedModel) -> Result<QinsSource<'a>, LoadError> {
+        let path = match files.index() {
+            Some((index, _)) => index,
+            None => files.files()[0].path(),
+        };
+        let model = files.parse().map_err(|source| LoadError::Qins {
+            path: path.into(),
             source,
         })?;
-        qins.verify_frame()
-            .map_err(|source| LoadError::DamagedFrame {
-                file: file.path().into(),
+        model.verify_frame().map_err(|e| match e {
+            // A set names the shard at fault: the error names it once.
+            ReadError::In { file, inner } => LoadError::DamagedFrame {
+                file,
+                source: *inner,
+            },
+            source => LoadError::DamagedFrame {
+                file: path.into(),
                 source,
-            })?;
-        Ok(QinsSource { file, qins })
+            },
+        })?;
+        Ok(QinsSource { files, model, path })
     }
 
-    /// The parsed file.
-    pub fn qins(&self) -> &Qins<'a> {
-        &self.qins
+    /// The parsed model.
+    pub fn model(&self) -> &Model<'a> {
+        &self.model
+    }
+
+    /// The file that holds tensor `name`: its shard in a set, else the one file.
+    fn file_of(&self, name: &str) -> &'a Path {
+        let k = self.model.file_of(name).unwrap_or(0);
+        self.files.files()[k].path()
     }
 
     /// Decodes encoded tensor `t` into a new vector of `T` that becomes the tensor's storage.
@@ -120,7 +144,7 @@ impl<'a> QinsSource<'a> {
         });
         Tensor::from_vec(out, shape, device).map_err(|source| LoadError::Candle {
             tensor: t.name().to_string(),
-            file: self.file.path().into(),
+            file: self.file_of(t.name()).into(),
             source: Box::new(source),
         })
     }
@@ -132,7 +156,7 @@ fn usize_shape(shape: &[u64]) -> Vec<usize> {
 
 impl TensorSource for QinsSource<'_> {
     fn path(&self) -> &Path {
-        self.file.path()
+        self.path
     }
 
     fn is_qins(&self) -> bool {
@@ -140,22 +164,23 @@ impl TensorSource for QinsSource<'_> {
     }
 
     fn tensor_names(&self) -> Vec<&str> {
-        self.qins.tensors().map(|t| t.name()).collect()
+        self.model.tensors().map(|t| t.name()).collect()
     }
 
     fn shape(&self, name: &str) -> Option<Vec<u64>> {
-        self.qins.tensor(name).map(|t| t.shape().to_vec())
+        self.model.tensor(name).map(|t| t.shape().to_vec())
     }
 
     fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, LoadError> {
-        let path = self.file.path();
         let t = self
-            .qins
+            .model
             .tensor(name)
             .ok_or_else(|| LoadError::MissingTensor {
                 tensor: name.to_string(),
-                file: path.into(),
+                file: self.path.into(),
             })?;
+        // The shard that holds it, in a set.
+        let path = self.file_of(name);
         // §14: this tensor's checksums, sign padding and row scales, before any value is used.
         t.verify().map_err(|source| LoadError::Damaged {
             tensor: name.to_string(),
@@ -180,21 +205,21 @@ impl TensorSource for QinsSource<'_> {
         };
         // The values are in the tensor now: the process lets go of the pages it read.
         for (_, _, bytes) in t.sections() {
-            self.file.release(bytes);
+            self.files.release(bytes);
         }
         tensor
     }
 
     fn asset(&self, name: &str) -> Result<Option<Cow<'_, [u8]>>, LoadError> {
         Ok(self
-            .qins
+            .model
             .assets()
             .find(|(n, _)| *n == name)
             .map(|(_, bytes)| Cow::Borrowed(bytes)))
     }
 
     fn asset_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.qins.assets().map(|(n, _)| n).collect();
+        let mut names: Vec<&str> = self.model.assets().map(|(n, _)| n).collect();
         names.sort_unstable();
         names
     }

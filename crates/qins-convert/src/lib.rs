@@ -389,6 +389,42 @@ pub fn plan(opts: &ConvertOptions) -> Result<ConvertPlan, ConvertError> {
     Ok(prepare(opts)?.plan)
 }
 
+/// The smallest `max_shard_size` at which converting `opts` writes exactly `shards` files
+/// (`None` if no limit does: a model of fewer tensors, say). For tests and benchmarks that
+/// want a set of a given size from a small model: a binary search over [`plan`], the number of
+/// shards never growing with the limit.
+pub fn max_shard_size_for(
+    opts: &ConvertOptions,
+    shards: usize,
+) -> Result<Option<u64>, ConvertError> {
+    let files = |max: u64| -> Result<usize, ConvertError> {
+        let o = ConvertOptions {
+            max_shard_size: max,
+            ..opts.clone()
+        };
+        match plan(&o) {
+            Ok(p) => Ok(p.shards.len().max(1)),
+            Err(ConvertError::TooManyShards { shards }) => Ok(shards),
+            Err(e) => Err(e),
+        }
+    };
+    // At twice the single file's size, one file (the split bounds each section by its
+    // aligned size, never by more): the answer is at most that.
+    let (mut lo, mut hi) = (
+        1,
+        plan(opts)?.output.file_size.saturating_mul(2).max(1 << 20),
+    );
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if files(mid)? <= shards {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok((files(hi)? == shards).then_some(hi))
+}
+
 /// Refuses a target that is one of the files read (or the source directory).
 fn check_target(target: &Path, source: &HfSource) -> Result<(), ConvertError> {
     use std::os::unix::fs::MetadataExt;

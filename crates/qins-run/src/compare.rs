@@ -5,7 +5,14 @@
 //! teacher-forced on a text, the KL divergence of the next-token distributions (source ‖ qins),
 //! mean and max, the share of positions whose most likely token agrees, and the perplexity of
 //! both; then free-running greedy generation per prompt, the share of identical tokens and the
-//! first divergence. Encoders: the cosine similarity of each sentence's two embeddings, and
+//! first divergence.
+//!
+//! Greedy agreement measures luck as much as fidelity: where the source's two best tokens are
+//! nearly tied, any perturbation may pick the other one, and the rest of the text then
+//! differs. So each divergence (and each teacher-forced top-1 disagreement) comes with the
+//! source's own margin there: its logit for its token minus its logit for the `.qins`'s token.
+//! A divergence with a margin below [`CompareOptions::near_tie`] is counted as a near-tie, one
+//! the source itself barely decided. Encoders: the cosine similarity of each sentence's two embeddings, and
 //! whether each sentence's nearest neighbour among the others is the same under both.
 
 use std::path::PathBuf;
@@ -33,7 +40,16 @@ pub struct CompareOptions {
     pub sentences: Vec<String>,
     /// The dtype both models are loaded in.
     pub dtype: DType,
+    /// A divergence where the source's logit for its token exceeds its logit for the `.qins`'s
+    /// token by less than this is a near-tie.
+    pub near_tie: f64,
 }
+
+/// The default [`CompareOptions::near_tie`], in logits: the source prefers its token by less
+/// than a factor e^0.1 = 1.105 in probability. It is about the largest change (p99: 0.097
+/// logits) that the default codec makes to the gap between SmolLM2-135M's two most likely
+/// tokens, teacher-forced: a gap below it may flip with any 8-bit codec.
+pub const NEAR_TIE: f64 = 0.1;
 
 impl Default for CompareOptions {
     fn default() -> Self {
@@ -44,6 +60,7 @@ impl Default for CompareOptions {
             text_tokens: None,
             sentences: builtin::SENTENCES.iter().map(|s| s.to_string()).collect(),
             dtype: DType::F32,
+            near_tie: NEAR_TIE,
         }
     }
 }
@@ -82,6 +99,12 @@ pub struct CausalReport {
     pub greedy_identical_mean: f64,
     /// Prompts whose greedy outputs are identical.
     pub greedy_identical_prompts: usize,
+    /// The near-tie threshold of this report, in logits ([`CompareOptions::near_tie`]).
+    pub near_tie: f64,
+    /// Prompts whose greedy outputs diverge.
+    pub greedy_divergences: usize,
+    /// Of those, the divergences at a near-tie of the source.
+    pub greedy_divergences_at_near_ties: usize,
 }
 
 /// Teacher-forced figures.
@@ -97,6 +120,16 @@ pub struct TeacherForced {
     pub kl_p99: f64,
     /// Share of positions where both predict the same most likely token.
     pub top1_agreement: f64,
+    /// Positions where they do not.
+    pub top1_disagreements: usize,
+    /// Of those, the positions where the source's margin over the `.qins`'s token is below
+    /// the near-tie threshold.
+    pub top1_disagreements_at_near_ties: usize,
+    /// How much the `.qins` moves the gap between the source's two most likely tokens
+    /// (|gap in the source - gap in the `.qins`|, in logits), mean over positions.
+    pub top2_gap_change_mean: f64,
+    /// The 99th percentile of that change.
+    pub top2_gap_change_p99: f64,
     /// Perplexity of the source on the text.
     pub perplexity_source: f64,
     /// Perplexity of the `.qins` on the text.
@@ -114,10 +147,34 @@ pub struct GreedyPrompt {
     pub identical_share: f64,
     /// The first position where the outputs differ (`None`: identical).
     pub first_divergence: Option<usize>,
+    /// What happened there, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
     /// The source's text.
     pub source_text: String,
     /// The `.qins`'s text.
     pub qins_text: String,
+}
+
+/// The first token where the two greedy outputs differ.
+#[derive(Clone, Debug, Serialize)]
+pub struct Divergence {
+    /// The position, in generated tokens.
+    pub position: usize,
+    /// The source's token there (its text; an end-of-sequence token by its name).
+    pub source_token: String,
+    /// The `.qins`'s token there.
+    pub qins_token: String,
+    /// The source's logit for its token minus its logit for the `.qins`'s token: how clearly
+    /// the source itself decided. Below the near-tie threshold, the divergence tells little
+    /// about the codec.
+    pub source_margin: f64,
+    /// The `.qins`'s logit for its token minus its logit for the source's token.
+    pub qins_margin: f64,
+    /// The rank of the `.qins`'s token among the source's logits (2: its second choice).
+    pub qins_token_rank_in_source: usize,
+    /// Whether `source_margin` is below the near-tie threshold.
+    pub near_tie: bool,
 }
 
 /// Figures for an encoder.
@@ -195,6 +252,64 @@ fn argmax(x: &[f32]) -> usize {
         .0
 }
 
+/// The most likely token other than `best`.
+fn second_best(x: &[f32], best: usize) -> Option<usize> {
+    x.iter()
+        .enumerate()
+        .filter(|&(i, _)| i != best)
+        .fold(None, |b: Option<(usize, f32)>, (i, &v)| match b {
+            Some((_, bv)) if bv >= v => b,
+            _ => Some((i, v)),
+        })
+        .map(|(i, _)| i)
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
+}
+
+/// The 99th percentile (nearest rank) of `x`, 0 when empty.
+fn p99(x: &[f64]) -> f64 {
+    let mut sorted = x.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(((sorted.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The divergence at generated position `i`, from each model's logits at that step (`sa`:
+/// the source's, `sb`: the `.qins`'s; both ran the same tokens up to it, so both have them).
+/// The token each picked is the argmax of its logits: greedy decoding, end-of-sequence
+/// tokens included.
+fn divergence(
+    source: &Model,
+    i: usize,
+    sa: &[Vec<f32>],
+    sb: &[Vec<f32>],
+    near_tie: f64,
+) -> Result<Option<Divergence>, RunError> {
+    let (Some(la), Some(lb)) = (sa.get(i), sb.get(i)) else {
+        return Ok(None);
+    };
+    let (ta, tb) = (argmax(la), argmax(lb));
+    let source_margin = f64::from(la[ta]) - f64::from(la[tb]);
+    // An end-of-sequence token by its name (decoding leaves special tokens out).
+    let text = |t: usize| match source.eos.contains(&(t as u32)) {
+        true => Ok(source.tokenizer.id_to_token(t as u32).unwrap_or_default()),
+        false => source.decode(&[t as u32]),
+    };
+    Ok(Some(Divergence {
+        position: i,
+        source_token: text(ta)?,
+        qins_token: text(tb)?,
+        source_margin,
+        qins_margin: f64::from(lb[tb]) - f64::from(lb[ta]),
+        qins_token_rank_in_source: 1 + la.iter().filter(|&&v| v > la[tb]).count(),
+        near_tie: source_margin < near_tie,
+    }))
+}
+
 fn mismatch(a: &Model, b: &Model, what: String) -> RunError {
     RunError::Mismatch {
         a: b.path.clone(),
@@ -215,6 +330,7 @@ fn compare_causal(
     a.causal()?.reset()?;
     b.causal()?.reset()?;
     let (mut kls, mut agree, mut nll) = (Vec::new(), 0usize, [0f64; 2]);
+    let (mut disagree_near_tie, mut gap_changes) = (0usize, Vec::new());
     for (i, pair) in tokens.windows(2).enumerate() {
         let la = a.causal()?.forward(&pair[..1], i)?;
         let lb = b.causal()?.forward(&pair[..1], i)?;
@@ -228,23 +344,31 @@ fn compare_causal(
         let (pa, pb) = (log_softmax(&la), log_softmax(&lb));
         let kl: f64 = pa.iter().zip(&pb).map(|(&x, &y)| x.exp() * (x - y)).sum();
         kls.push(kl.max(0.0));
-        agree += usize::from(argmax(&la) == argmax(&lb));
+        let (ta, tb) = (argmax(&la), argmax(&lb));
+        if ta == tb {
+            agree += 1;
+        } else if f64::from(la[ta] - la[tb]) < opts.near_tie {
+            disagree_near_tie += 1;
+        }
+        if let Some(second) = second_best(&la, ta) {
+            let gap = |l: &[f32]| f64::from(l[ta]) - f64::from(l[second]);
+            gap_changes.push((gap(&la) - gap(&lb)).abs());
+        }
         let next = pair[1] as usize;
         nll[0] -= pa.get(next).copied().unwrap_or(f64::NEG_INFINITY);
         nll[1] -= pb.get(next).copied().unwrap_or(f64::NEG_INFINITY);
     }
     let n = kls.len().max(1) as f64;
-    let mut sorted = kls.clone();
-    sorted.sort_by(f64::total_cmp);
     let teacher_forced = TeacherForced {
         positions: kls.len(),
-        kl_mean: kls.iter().sum::<f64>() / n,
-        kl_max: sorted.last().copied().unwrap_or(0.0),
-        kl_p99: sorted
-            .get(((sorted.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0),
+        kl_mean: mean(&kls),
+        kl_max: kls.iter().copied().fold(0.0, f64::max),
+        kl_p99: p99(&kls),
         top1_agreement: agree as f64 / n,
+        top1_disagreements: kls.len() - agree,
+        top1_disagreements_at_near_ties: disagree_near_tie,
+        top2_gap_change_mean: mean(&gap_changes),
+        top2_gap_change_p99: p99(&gap_changes),
         perplexity_source: (nll[0] / n).exp(),
         perplexity_qins: (nll[1] / n).exp(),
     };
@@ -252,11 +376,22 @@ fn compare_causal(
     let mut greedy = Vec::new();
     for prompt in &opts.prompts {
         let ids = a.prompt_tokens(prompt, true)?;
-        let run = |m: &mut Model| -> Result<crate::Generation, RunError> {
+        // Each step's logits, to tell at the divergence how clearly each model decided.
+        let run = |m: &mut Model| -> Result<(crate::Generation, Vec<Vec<f32>>), RunError> {
             m.causal()?.reset()?;
-            crate::generate::generate(m, &ids, 0, opts.tokens, crate::Sampling::GREEDY, None)
+            let mut steps = Vec::new();
+            let g = crate::generate::generate_observed(
+                m,
+                &ids,
+                0,
+                opts.tokens,
+                crate::Sampling::GREEDY,
+                None,
+                &mut |l| steps.push(l.to_vec()),
+            )?;
+            Ok((g, steps))
         };
-        let (ga, gb) = (run(a)?, run(b)?);
+        let ((ga, sa), (gb, sb)) = (run(a)?, run(b)?);
         let longest = ga.tokens.len().max(gb.tokens.len());
         let same = ga
             .tokens
@@ -265,6 +400,10 @@ fn compare_causal(
             .filter(|(x, y)| x == y)
             .count();
         let first_divergence = (0..longest).find(|&i| ga.tokens.get(i) != gb.tokens.get(i));
+        let divergence = match first_divergence {
+            Some(i) => divergence(a, i, &sa, &sb, opts.near_tie)?,
+            None => None,
+        };
         greedy.push(GreedyPrompt {
             prompt: prompt.clone(),
             tokens: [ga.tokens.len(), gb.tokens.len()],
@@ -274,12 +413,20 @@ fn compare_causal(
                 same as f64 / longest as f64
             },
             first_divergence,
+            divergence,
             source_text: ga.text,
             qins_text: gb.text,
         });
     }
     let count = greedy.len().max(1) as f64;
+    let divergences: Vec<&Divergence> = greedy
+        .iter()
+        .filter_map(|g| g.divergence.as_ref())
+        .collect();
     Ok(CausalReport {
+        near_tie: opts.near_tie,
+        greedy_divergences: divergences.len(),
+        greedy_divergences_at_near_ties: divergences.iter().filter(|d| d.near_tie).count(),
         greedy_identical_mean: greedy.iter().map(|g| g.identical_share).sum::<f64>() / count,
         greedy_identical_prompts: greedy
             .iter()

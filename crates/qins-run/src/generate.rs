@@ -87,7 +87,21 @@ pub fn generate(
     pos: usize,
     max_tokens: usize,
     sampling: Sampling,
+    out: Option<&mut dyn Write>,
+) -> Result<Generation, RunError> {
+    generate_observed(model, prompt, pos, max_tokens, sampling, out, &mut |_| {})
+}
+
+/// [`generate()`], handing `observe` the next-token logits of every step (before any penalty
+/// or sampling), including the step that picks an end-of-sequence token.
+pub(crate) fn generate_observed(
+    model: &mut Model,
+    prompt: &[u32],
+    pos: usize,
+    max_tokens: usize,
+    sampling: Sampling,
     mut out: Option<&mut dyn Write>,
+    observe: &mut dyn FnMut(&[f32]),
 ) -> Result<Generation, RunError> {
     let mut processor = LogitsProcessor::new(sampling.seed, sampling.temperature, sampling.top_p);
     let eos = model.eos.clone();
@@ -102,6 +116,7 @@ pub fn generate(
     while generated.len() < max_tokens {
         let logits = model.causal()?.forward(&input, at)?;
         at += input.len();
+        observe(&logits);
         let n = logits.len();
         let mut logits =
             Tensor::from_vec(logits, n, &Device::Cpu).map_err(compute("reading the logits"))?;

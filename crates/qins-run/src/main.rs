@@ -27,7 +27,8 @@ const AFTER_HELP: &str = "\
 Architectures (config.json model_type): llama, mistral, qwen2, qwen3, gemma3_text, phi3 (causal
 language models: generate, compare) and bert (sentence-transformers encoders: embed, compare).
 Config, tokenizer, chat template and generation defaults come from the model's own files (in a
-.qins, its assets). Weights are decoded tensor by tensor from the mapped file, each verified
+.qins, its assets). A model stored as a set of shards is opened from its index or any shard;
+every shard must be there. Weights are decoded tensor by tensor from the mapped file, each verified
 against its checksums first: a damaged tensor stops the run before anything is computed.
 
 Examples:
@@ -63,7 +64,8 @@ impl DtypeArg {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// A .qins file or a Hugging Face model directory.
+    /// A .qins file, a set's index (NAME.qins.index.json) or any of its shards, or a Hugging
+    /// Face model directory.
     model: PathBuf,
     /// The prompt (with --chat: the first message; without it, required).
     #[arg(long, short, required_unless_present = "chat")]
@@ -103,7 +105,8 @@ struct GenerateArgs {
 
 #[derive(Debug, clap::Args)]
 struct EmbedArgs {
-    /// A .qins file or a Hugging Face model directory of a sentence-transformers encoder.
+    /// A .qins file (a set's index or any shard) or a Hugging Face model directory of a
+    /// sentence-transformers encoder.
     model: PathBuf,
     /// A sentence to embed. Repeatable.
     #[arg(long, short, required = true, value_name = "TEXT")]
@@ -118,7 +121,7 @@ struct EmbedArgs {
 
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
-    /// The .qins file.
+    /// The .qins file (a set's index or any shard).
     qins: PathBuf,
     /// Its source Hugging Face directory.
     hf_dir: PathBuf,
@@ -131,12 +134,24 @@ struct CompareArgs {
     /// Score at most N tokens of the built-in text (default: all of it, about 400).
     #[arg(long, value_name = "N")]
     text_tokens: Option<usize>,
+    /// A divergence where the source prefers its token over the .qins's by less than this
+    /// many logits is reported as a near-tie (the source itself barely decided).
+    #[arg(long, default_value_t = qins_run::compare::NEAR_TIE, value_name = "LOGITS", value_parser = logits)]
+    near_tie: f64,
     /// The dtype both models run in.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
     /// Print every figure as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A number of logits: finite, 0 or more.
+fn logits(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a number of logits (0 or more)")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -332,6 +347,7 @@ fn run_compare(a: CompareArgs) -> Result<()> {
         tokens: a.tokens,
         text_tokens: a.text_tokens,
         dtype: a.dtype.dtype(),
+        near_tie: a.near_tie,
         ..CompareOptions::default()
     };
     if let Some(path) = &a.prompts {
@@ -370,28 +386,48 @@ fn run_compare(a: CompareArgs) -> Result<()> {
         let t = &c.teacher_forced;
         writeln!(
             stdout,
-            "teacher-forced, {} positions: KL(source‖qins) mean {:.6} max {:.6} p99 {:.6} nats; top-1 agreement {:.2}%; perplexity {:.3} (source) vs {:.3} (qins)",
-            t.positions, t.kl_mean, t.kl_max, t.kl_p99, 100.0 * t.top1_agreement, t.perplexity_source, t.perplexity_qins
+            "teacher-forced, {} positions: KL(source‖qins) mean {:.6} max {:.6} p99 {:.6} nats; top-1 agreement {:.2}% ({} of {} disagreements at near-ties); perplexity {:.3} (source) vs {:.3} (qins)",
+            t.positions, t.kl_mean, t.kl_max, t.kl_p99, 100.0 * t.top1_agreement,
+            t.top1_disagreements_at_near_ties, t.top1_disagreements,
+            t.perplexity_source, t.perplexity_qins
         )?;
         writeln!(
             stdout,
-            "greedy, {} prompts: {:.1}% identical tokens on average, {} prompts identical",
+            "  the .qins moves the gap between the source's two best tokens by {:.3} logits on average, {:.3} at p99",
+            t.top2_gap_change_mean, t.top2_gap_change_p99
+        )?;
+        writeln!(
+            stdout,
+            "greedy, {} prompts of up to {} tokens: {:.1}% identical tokens on average, {} prompts identical",
             c.greedy.len(),
+            opts.tokens,
             100.0 * c.greedy_identical_mean,
             c.greedy_identical_prompts
         )?;
         for g in &c.greedy {
-            let div = g.first_divergence.map_or("identical".to_string(), |i| {
-                format!("first divergence at token {i}")
-            });
+            let div = match &g.divergence {
+                None => "identical".to_string(),
+                Some(d) => format!(
+                    "from token {}: {:?} vs {:?}, source margin {:.3} logits{}",
+                    d.position,
+                    d.source_token,
+                    d.qins_token,
+                    d.source_margin,
+                    if d.near_tie { " (near-tie)" } else { "" }
+                ),
+            };
             writeln!(
                 stdout,
-                "  {:5.1}% {:<28} {:?}",
+                "  {:5.1}% {:?}: {div}",
                 100.0 * g.identical_share,
-                div,
                 g.prompt
             )?;
         }
+        writeln!(
+            stdout,
+            "{} of {} divergences at near-ties (source margin < {} logits: the source itself barely chose; free-running agreement then measures luck as much as fidelity)",
+            c.greedy_divergences_at_near_ties, c.greedy_divergences, c.near_tie
+        )?;
     }
     if let Some(e) = &report.encoder {
         writeln!(
