@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use candle_core::DType;
 use qins_convert::{convert, max_shard_size_for, ConvertOptions, NoProgress};
 use qins_run::{compare, CompareOptions, Model};
-use qins_synth::{generate as synth, SynthConfig, SynthDtype};
+use qins_synth::{generate as synth, SynthArch, SynthConfig, SynthDtype};
 
 /// `src` converted with the default codec to `out/one/model.qins` and to a set of three
 /// shards in `out/set/`; returns the single file, the index and the shards.
@@ -65,7 +65,7 @@ fn logits(path: &Path, text: &str) -> Vec<Vec<f32>> {
 fn a_synthetic_llama_set_gives_the_single_file_s_logits_and_greedy_text() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("hf");
-    synth(&SynthConfig::tiny(SynthDtype::F32), &src).unwrap();
+    synth(&SynthConfig::tiny_arch(SynthArch::Llama, SynthDtype::F32), &src).unwrap();
     let (single, index, shards) = convert_both(&src, tmp.path());
     let text = "the cat and the dog sat on the mat";
     let want = logits(&single, text);
