@@ -82,7 +82,7 @@ mib = lambda n: f"{n / 2**20:.1f} MiB"
 t = insp["totals"]
 encoded = [x for x in insp["tensors"] if x["encoding"] != "raw"]
 raw = [x for x in insp["tensors"] if x["encoding"] == "raw"]
-largest_raw = max(raw, key=lambda x: x["bytes"])
+largest_raw = max(raw, key=lambda x: x["bytes"]["stored"])
 a = against["against"]["totals"]
 c = cmp_["causal"]
 tf = c["teacher_forced"]
@@ -95,7 +95,7 @@ rows = [
          f"{a['bits_per_weight']:.2f} bits per weight, "
          f"{16 / a['bits_per_weight']:.2f}x smaller than BF16"),
     ("", f"{len(raw)} tensors kept raw, bit for bit ({a['raw_tensors'] - a['raw_mismatches']} of "
-         f"{a['raw_tensors']} checked exact): the token embeddings, {mib(largest_raw['bytes'])}, "
+         f"{a['raw_tensors']} checked exact): the token embeddings, {mib(largest_raw['bytes']['stored'])}, "
          f"and the norms"),
     ("weights", f"SNR {a['snr_db']:.1f} dB over all encoded weights (worst tensor "
                 f"{a['worst_snr_db']:.1f} dB), relative RMS error {100 * a['rel_rmse']:.2f}%"),
