@@ -65,7 +65,11 @@ fn logits(path: &Path, text: &str) -> Vec<Vec<f32>> {
 fn a_synthetic_llama_set_gives_the_single_file_s_logits_and_greedy_text() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("hf");
-    synth(&SynthConfig::tiny_arch(SynthArch::Llama, SynthDtype::F32), &src).unwrap();
+    synth(
+        &SynthConfig::tiny_arch(SynthArch::Llama, SynthDtype::F32),
+        &src,
+    )
+    .unwrap();
     let (single, index, shards) = convert_both(&src, tmp.path());
     let text = "the cat and the dog sat on the mat";
     let want = logits(&single, text);
