@@ -1,23 +1,14 @@
 //! The real sentence encoder, all-MiniLM-L6-v2 (tools/fetch-minilm.sh): `embed` and
 //! `compare` with the default codec, and exact embeddings when every tensor is raw.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use candle_core::DType;
+use common::minilm;
 use qins_convert::{convert, ConvertOptions, NoProgress};
 use qins_run::{compare, CompareOptions, Model};
-
-fn minilm() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-minilm-l6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run tools/fetch-minilm.sh (tools/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 #[test]
 fn minilm_from_the_qins_embeds_like_the_directory() {

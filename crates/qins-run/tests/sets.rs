@@ -3,10 +3,13 @@
 //! single file of the same conversion, through the library and the binary; a missing shard is
 //! refused, named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::DType;
+use common::minilm;
 use qins_convert::{convert, max_shard_size_for, ConvertOptions, NoProgress};
 use qins_run::{compare, CompareOptions, Model};
 use qins_synth::{generate as synth, SynthArch, SynthConfig, SynthDtype};
@@ -106,17 +109,6 @@ fn a_synthetic_llama_set_gives_the_single_file_s_logits_and_greedy_text() {
             .clone()
     };
     assert_eq!(gen(&shards[2]), gen(&single));
-}
-
-fn minilm() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-minilm-l6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run tools/fetch-minilm.sh (tools/test.sh does)",
-        dir.display()
-    );
-    dir
 }
 
 #[test]
