@@ -12,9 +12,8 @@ With transformers + torch on the CPU:
 3. checks the BF16 directory: every tensor is exactly torch's float32 -> bfloat16 rounding of
    the F32 one, and its perplexity is within 2% of the F32 one.
 
-Needs torch and transformers, which tools/requirements.txt does not install (large; the
-project's Python package decides about them):
-    .cache/venv/bin/pip install torch transformers
+Needs torch and transformers, which tools/requirements.txt installs into the project's venv;
+tools/test.sh runs it (about 15 s):
     .cache/venv/bin/python tools/check_smollm.py [F32_DIR [BF16_DIR]]
 Prints `N passed, M failed` last; exits 1 on any failure.
 """

@@ -18,11 +18,13 @@ py="$(./tools/venv.sh)"
 cargo build --workspace --bins --examples --profile test --locked
 cargo test --workspace --locked
 
-# The Python tools' own tests (the second reader, the GGUF converter); the converted SmolLM2
-# tokenizer against its GGUF; then the Python reader's agreement with the Rust reader on every
-# golden file and set, and on a converted MiniLM (a file and a set).
+# The Python tools' own tests (the second reader, the GGUF converter); the converted SmolLM2:
+# its tokenizer against its GGUF, and the model run by transformers (greedy answers,
+# perplexity, the BF16 copy against the F32 one); then the Python reader's agreement with the
+# Rust reader on every golden file and set, and on a converted MiniLM (a file and a set).
 "$py" -m unittest discover -s tools -p 'test_*.py'
 "$py" tools/check_smollm_tokenizer.py
+"$py" tools/check_smollm.py
 "$py" tools/check_python_reader.py
 
 # The qins Python package: built from this source by pip (maturin, an abi3 wheel) into the
