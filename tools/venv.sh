@@ -3,11 +3,17 @@
 # packages of tools/requirements.txt into it (pip does nothing when they are already there),
 # and prints the venv's python path on stdout, so that callers can write
 #   py="$(./tools/venv.sh)"
-# All other output goes to stderr.
+# With --fetch, only tools/requirements-fetch.txt (gguf and numpy, a few MB: what the fetch
+# scripts need, so that tools/demo.sh does not install the test suite's torch). All other
+# output goes to stderr.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.cache/venv"
-req="$root/tools/requirements.txt"
+case "${1:-}" in
+  "") req="$root/tools/requirements.txt" ;;
+  --fetch) req="$root/tools/requirements-fetch.txt" ;;
+  *) echo "usage: tools/venv.sh [--fetch]" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "venv: creating $venv" >&2
