@@ -54,7 +54,9 @@ QINS_BLESS=1 cargo test -p qins-conformance    # rewrites them all, removes stal
 Without `QINS_BLESS`, any difference fails the test with the name of the file that differs.\n\
 Bless only for a deliberate change (of a case, of the writer's output, of `qins-inspect`'s\n\
 report), and review the diff: a golden that changes is a format change unless proven otherwise.\n\
-Nothing but `QINS_BLESS=1 cargo test -p qins-conformance` writes into this directory.\n\
+Nothing but `QINS_BLESS=1 cargo test -p qins-conformance` writes into this directory, and\n\
+never in CI: with `CI` set, `QINS_BLESS` is refused (the test fails), so that CI always compares\n\
+the files with what their sources generate.\n\
 \n\
 The `log` codec computes `ln` and `exp` in f64 (§12.1); other math libraries may differ in the\n\
 last bit, so byte-identical reproduction is required of the reference writer on the platform\n\

@@ -119,9 +119,20 @@ pub(crate) fn layout(plan: &Plan) -> Result<Layout, WriteError> {
             }
         };
         let lens = section_lengths(t.dtype, &t.shape, t.storage).ok_or_else(|| {
+            // `None` is an overflow, or sub-byte elements that do not fill whole bytes.
+            let why = match qins_format::numel(&t.shape) {
+                None => ": its element count overflows 64 bits",
+                Some(n)
+                    if t.storage == Storage::Raw
+                        && n.checked_mul(u64::from(t.dtype.bits())).is_some() =>
+                {
+                    " has no whole byte size"
+                }
+                Some(_) => ": its size in bytes overflows 64 bits",
+            };
             invalid(
                 format!("tensor {:?}", t.name),
-                format!("shape {:?} of {} has no whole byte size", t.shape, t.dtype),
+                format!("shape {:?} of {}{why}", t.shape, t.dtype),
             )
         })?;
         lengths.push(lens);
