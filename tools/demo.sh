@@ -58,10 +58,8 @@ step "qins-inspect --against: every tensor's error against the source directory 
 took against
 
 step "qins-run compare: the .qins against its source, both run by the same code${compare_args[*]:+ (${compare_args[*]})}"
-"$bin/qins-run" compare "$qins" "$src" "${compare_args[@]}"
-# Once more as JSON, for the summary (deterministic: the same figures).
-"$bin/qins-run" compare "$qins" "$src" "${compare_args[@]}" --json >"$out/compare.json"
-took "compare (twice)"
+"$bin/qins-run" compare "$qins" "$src" "${compare_args[@]}" --json-out "$out/compare.json"
+took compare
 
 step "qins-run generate: a chat answer from the .qins"
 echo "> $prompt"

@@ -144,6 +144,30 @@ struct CompareArgs {
     /// Print every figure as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write every figure as JSON to FILE (the same report as --json), whatever goes to
+    /// stdout. The file is written beside its target and renamed into place when complete.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+}
+
+/// Writes `value` as pretty JSON to `path`: into a new file beside it, renamed into place
+/// when complete, so that `path` is never left half-written (on failure the new file is
+/// removed and an earlier `path` is kept).
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fail = || format!("{}: cannot write the JSON report", path.display());
+    let mut file = tempfile::Builder::new()
+        .prefix(".qins-run-")
+        .suffix(".json.partial")
+        .tempfile_in(dir)
+        .with_context(fail)?;
+    serde_json::to_writer_pretty(&mut file, value).with_context(fail)?;
+    file.write_all(b"\n").with_context(fail)?;
+    file.persist(path).map_err(|e| e.error).with_context(fail)?;
+    Ok(())
 }
 
 /// A number of logits: finite, 0 or more.
@@ -366,6 +390,9 @@ fn run_compare(a: CompareArgs) -> Result<()> {
         );
     }
     let report = compare(&a.qins, &a.hf_dir, &opts)?;
+    if let Some(path) = &a.json_out {
+        write_json(path, &report)?;
+    }
     let mut stdout = std::io::stdout().lock();
     if a.json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;

@@ -237,3 +237,72 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 0);
     assert!(stdout.contains("generate") && stdout.contains("compare") && stdout.contains("embed"));
 }
+
+#[test]
+fn compare_json_out_writes_the_json_report_beside_the_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, qins) = model(tmp.path(), "llama", |_| {});
+    let (q, d) = (qins.to_str().unwrap(), dir.to_str().unwrap());
+    let small = ["--tokens", "3", "--text-tokens", "8"];
+    let report = tmp.path().join("report.json");
+    let mut args = vec!["compare", q, d, "--json-out", report.to_str().unwrap()];
+    args.extend(small);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("teacher-forced"),
+        "the text report still goes to stdout: {stdout}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let mut args = vec!["compare", q, d, "--json"];
+    args.extend(small);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // The same figures (timings aside: two runs).
+    assert_eq!(written["causal"], printed["causal"]);
+    assert!(written["causal"]["teacher_forced"]["kl_mean"].is_number());
+    // Nothing else was left in the directory.
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["llama", "llama.qins", "report.json"]);
+}
+
+#[test]
+fn compare_json_out_that_cannot_be_written_fails_naming_it_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, qins) = model(tmp.path(), "llama", |_| {});
+    // A directory where the file should be: the rename fails after the report was written
+    // beside it, which must be removed again.
+    let target = tmp.path().join("report.json");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    let (code, _, stderr) = run(&[
+        "compare",
+        qins.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--tokens",
+        "2",
+        "--text-tokens",
+        "4",
+        "--json-out",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("report.json: cannot write the JSON report"),
+        "{stderr}"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["llama", "llama.qins", "report.json"]);
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
+}
