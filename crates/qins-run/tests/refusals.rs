@@ -238,6 +238,16 @@ fn usage_errors_exit_2() {
     assert!(stdout.contains("generate") && stdout.contains("compare") && stdout.contains("embed"));
 }
 
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn compare_json_out_writes_the_json_report_beside_the_text() {
     let tmp = tempfile::tempdir().unwrap();
@@ -264,12 +274,7 @@ fn compare_json_out_writes_the_json_report_beside_the_text() {
     assert_eq!(written["causal"], printed["causal"]);
     assert!(written["causal"]["teacher_forced"]["kl_mean"].is_number());
     // Nothing else was left in the directory.
-    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["llama", "llama.qins", "report.json"]);
+    assert_eq!(names(tmp.path()), ["llama", "llama.qins", "report.json"]);
 }
 
 #[test]
@@ -298,11 +303,6 @@ fn compare_json_out_that_cannot_be_written_fails_naming_it_and_leaves_nothing() 
         stderr.contains("report.json: cannot write the JSON report"),
         "{stderr}"
     );
-    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["llama", "llama.qins", "report.json"]);
+    assert_eq!(names(tmp.path()), ["llama", "llama.qins", "report.json"]);
     assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
 }
