@@ -487,10 +487,10 @@ pub fn convert(
     };
     let mut sink = match set {
         None => shard::Sink::File(
-            Some(
+            Some(Box::new(
                 Writer::create(target, wplan, opts.overwrite)
                     .map_err(|e| ConvertError::from_write(target, e))?,
-            ),
+            )),
             target.into(),
         ),
         Some(s) => shard::Sink::Set(

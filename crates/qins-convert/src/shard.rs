@@ -253,8 +253,9 @@ pub(crate) fn plan_set(
 
 /// Where the shards go: one file, or a set.
 pub(crate) enum Sink {
-    /// A single file: its writer until its one shard begins.
-    File(Option<Writer>, PathBuf),
+    /// A single file: its writer until its one shard begins (boxed: a writer is larger than a
+    /// set's).
+    File(Option<Box<Writer>>, PathBuf),
     /// A set.
     Set(SetWriter, PathBuf),
 }
@@ -267,7 +268,7 @@ impl Sink {
                 let w = w
                     .take()
                     .ok_or_else(|| ConvertError::TooManyShards { shards: k + 1 })?;
-                Ok((w, path.clone()))
+                Ok((*w, path.clone()))
             }
             Sink::Set(set, dir) => {
                 let path = dir.join(&set.shard_names()[k]);

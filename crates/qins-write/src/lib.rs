@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
+mod direct;
 mod layout;
 mod plan;
 pub mod set;

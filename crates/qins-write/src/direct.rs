@@ -1,0 +1,517 @@
+//! A synced file's data written around the page cache (`O_DIRECT`), by a thread of its own.
+//!
+//! A buffered write copies every byte into the page cache, and a synced writer then waits for
+//! the same bytes to be written back: on the machines we measure, that copy into freshly
+//! allocated pages was a third of a conversion's CPU time, and its cost varied threefold from
+//! run to run. A direct write hands the disk the writer's own buffer instead, so neither the
+//! copy nor the pages exist; the bytes that reach the file are the same.
+//!
+//! Direct writes need whole blocks ([`BLOCK`] bytes at offsets that are multiples of it, from
+//! memory aligned the same way). The writer's sections do not start or end on blocks, so the
+//! bytes are sorted as they come:
+//!
+//! - A **run** is a stretch of the file written front to back by consecutive calls (a raw
+//!   tensor's parts, a tensor's codes, its signs, the header). A write that continues no run
+//!   starts one.
+//! - A block that lies wholly within one run is a **full block**: it is staged in an aligned
+//!   buffer and written direct by the writing thread, many blocks at a time.
+//! - The bytes of a run in a block it does not fill (its first block if it starts inside one,
+//!   its last if it ends inside one) are an **edge**: kept in memory, and written through the
+//!   page cache by [`Direct::finish`], once every direct write is done.
+//!
+//! So no block is ever written both ways, and nothing is written through the page cache while
+//! a direct write is in flight: the two paths never meet on a page. Padding between sections
+//! belongs to no run and is never written (the file was created at its size, all zeros).
+//! Writes to the same bytes twice are not supported (the [`Writer`](crate::Writer) writes
+//! every section once, front to back).
+//!
+//! Where the file system refuses a direct write (it has no `O_DIRECT`, or other alignment
+//! rules), that write and every later one go through the page cache instead, from the same
+//! thread: slower, the same bytes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+/// Bytes per block: offsets, lengths and buffer addresses of direct writes are multiples of
+/// it (4096 covers devices with 512- and 4096-byte sectors, and the page size).
+pub(crate) const BLOCK: usize = 4096;
+
+/// Bytes per staging buffer: full blocks are written direct this many at a time, or fewer when
+/// the writer moves on to another run. Small in unit tests, to exercise every path.
+const STAGE: usize = if cfg!(test) { 4 * BLOCK } else { 8 << 20 };
+
+/// Staging buffers at most: one being filled, the others being written.
+const BUFFERS: usize = 3;
+
+/// A block-aligned buffer of [`STAGE`] bytes (a vector a block longer, used from its first
+/// aligned byte: no allocator call with an alignment, and no `unsafe`).
+struct Aligned {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let bytes = vec![0u8; STAGE + BLOCK];
+        let at = (BLOCK - bytes.as_ptr() as usize % BLOCK) % BLOCK;
+        Aligned { bytes, at }
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[self.at..self.at + STAGE]
+    }
+
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.at..self.at + STAGE]
+    }
+}
+
+/// A stretch of the file written front to back (see the module documentation).
+struct Run {
+    /// Where the run continues.
+    next: u64,
+    /// The first byte not yet handed to the writing thread nor kept as an edge: a block
+    /// boundary once past the run's first block.
+    staged_from: u64,
+    /// When the run is not the one being staged: its bytes from `staged_from` to `next` (less
+    /// than a block).
+    tail: Vec<u8>,
+}
+
+/// What the writing thread is asked to do.
+struct Job {
+    at: u64,
+    buf: Aligned,
+    len: usize,
+}
+
+/// Writes a file's data direct; see the module documentation.
+pub(crate) struct Direct {
+    /// Buffered handle on the file, for the edges.
+    file: File,
+    runs: Vec<Run>,
+    /// Index into `runs` by where each run continues.
+    by_next: HashMap<u64, usize>,
+    /// The run being staged into `stage`, if any.
+    current: Option<usize>,
+    stage: Option<Aligned>,
+    /// Bytes written through the page cache at the end: (offset, bytes).
+    edges: Vec<(u64, Vec<u8>)>,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    /// Buffers given back by the writing thread.
+    free: mpsc::Receiver<Aligned>,
+    /// Buffers that exist (at most [`BUFFERS`]).
+    made: usize,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// How the writing thread writes a stretch of whole blocks from an aligned buffer: a
+/// parameter so that tests can check the alignment and make it fail.
+pub(crate) type WriteFn = fn(&File, &[u8], u64) -> io::Result<()>;
+
+#[cfg(target_os = "linux")]
+fn write_direct(direct: &File, bytes: &[u8], at: u64) -> io::Result<()> {
+    direct.write_all_at(bytes, at)
+}
+
+impl Direct {
+    /// Opens `path` (the file `file` is a handle on) for direct writes, and starts the writing
+    /// thread; `None` where the file system has no direct writes or the thread cannot start.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn open(path: &Path, file: &File) -> Option<Direct> {
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok()?;
+        Direct::start(direct, file.try_clone().ok()?, write_direct)
+    }
+
+    /// Elsewhere: no direct writes (everything goes through the page cache).
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn open(_: &Path, _: &File) -> Option<Direct> {
+        None
+    }
+
+    /// The writer of `direct` (a handle opened for direct writes, or any handle in tests) and
+    /// `buffered`, whose thread writes with `write`.
+    pub(crate) fn start(direct: File, buffered: File, write: WriteFn) -> Option<Direct> {
+        let (jobs, todo) = mpsc::sync_channel::<Job>(BUFFERS);
+        let (give_back, free) = mpsc::channel::<Aligned>();
+        let fallback = buffered.try_clone().ok()?;
+        let thread = std::thread::Builder::new()
+            .name("qins-write direct".into())
+            .spawn(move || {
+                let mut refused = false;
+                for Job { at, buf, len } in todo {
+                    let bytes = &buf.get()[..len];
+                    if !refused {
+                        match write(&direct, bytes, at) {
+                            Ok(()) => {}
+                            // No direct writes here (or not at these alignments): this and
+                            // every later write through the page cache.
+                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => refused = true,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if refused {
+                        fallback.write_all_at(bytes, at)?;
+                    }
+                    // The writer may be gone already (an error ended it): nothing to return.
+                    let _ = give_back.send(buf);
+                }
+                Ok(())
+            })
+            .ok()?;
+        Some(Direct {
+            file: buffered,
+            runs: Vec::new(),
+            by_next: HashMap::new(),
+            current: None,
+            stage: None,
+            edges: Vec::new(),
+            jobs: Some(jobs),
+            free,
+            made: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes `bytes` at `offset` (see the module documentation for what is written when).
+    pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let k = match self.by_next.remove(&offset) {
+            Some(k) => k,
+            None => {
+                self.runs.push(Run {
+                    next: offset,
+                    staged_from: offset.next_multiple_of(BLOCK as u64),
+                    tail: Vec::new(),
+                });
+                self.runs.len() - 1
+            }
+        };
+        let mut bytes = bytes;
+        // The run's first block, if it starts inside one: an edge.
+        let run = &mut self.runs[k];
+        if run.next < run.staged_from {
+            let n = bytes.len().min((run.staged_from - run.next) as usize);
+            self.edges.push((run.next, bytes[..n].to_vec()));
+            run.next += n as u64;
+            bytes = &bytes[n..];
+        }
+        if !bytes.is_empty() {
+            self.stage_into(k)?;
+            while !bytes.is_empty() {
+                let run = &mut self.runs[k];
+                let at = (run.next - run.staged_from) as usize;
+                let n = bytes.len().min(STAGE - at);
+                let stage = self.stage.as_mut().expect("staging for the current run");
+                stage.get_mut()[at..at + n].copy_from_slice(&bytes[..n]);
+                run.next += n as u64;
+                bytes = &bytes[n..];
+                if at + n == STAGE {
+                    self.submit(k, STAGE)?;
+                    self.stage = Some(self.buffer()?);
+                }
+            }
+        }
+        let next = self.runs[k].next;
+        self.by_next.insert(next, k);
+        Ok(())
+    }
+
+    /// Makes run `k` the one staged: the run staged before hands its full blocks to the
+    /// writing thread and keeps the rest as its tail; `k`'s tail goes to the front of the
+    /// buffer.
+    fn stage_into(&mut self, k: usize) -> io::Result<()> {
+        if self.current == Some(k) {
+            return Ok(());
+        }
+        self.park()?;
+        let mut stage = match self.stage.take() {
+            Some(s) => s,
+            None => self.buffer()?,
+        };
+        let run = &mut self.runs[k];
+        stage.get_mut()[..run.tail.len()].copy_from_slice(&run.tail);
+        run.tail = Vec::new();
+        self.stage = Some(stage);
+        self.current = Some(k);
+        Ok(())
+    }
+
+    /// Hands the current run's full blocks to the writing thread and keeps the rest (less than
+    /// a block) as its tail; the staging buffer stays for the next run.
+    fn park(&mut self) -> io::Result<()> {
+        let Some(k) = self.current.take() else {
+            return Ok(());
+        };
+        let run = &self.runs[k];
+        let staged = (run.next - run.staged_from) as usize;
+        let full = staged / BLOCK * BLOCK;
+        let tail = self
+            .stage
+            .as_ref()
+            .expect("staging for the current run")
+            .get()[full..staged]
+            .to_vec();
+        if full > 0 {
+            self.submit(k, full)?;
+        }
+        self.runs[k].tail = tail;
+        Ok(())
+    }
+
+    /// Sends the first `len` bytes of the staging buffer (whole blocks of run `k`) to the
+    /// writing thread, and moves the run's staging point past them. The staging buffer is
+    /// gone: the caller takes another if it needs one.
+    fn submit(&mut self, k: usize, len: usize) -> io::Result<()> {
+        let buf = self.stage.take().expect("staging for the current run");
+        let run = &mut self.runs[k];
+        let at = run.staged_from;
+        run.staged_from += len as u64;
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { at, buf, len }).is_ok());
+        if !sent {
+            // The thread has ended, on an error: that error is this write's.
+            return Err(self
+                .stop()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the direct writing thread has stopped")));
+        }
+        Ok(())
+    }
+
+    /// A staging buffer: a new one while fewer than [`BUFFERS`] exist, else the first that
+    /// the writing thread gives back.
+    fn buffer(&mut self) -> io::Result<Aligned> {
+        if let Ok(b) = self.free.try_recv() {
+            return Ok(b);
+        }
+        if self.made < BUFFERS {
+            self.made += 1;
+            return Ok(Aligned::new());
+        }
+        match self.free.recv() {
+            Ok(b) => Ok(b),
+            Err(_) => Err(self
+                .stop()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the direct writing thread has stopped"))),
+        }
+    }
+
+    /// Waits for the writing thread to end, and gives its error if it had one.
+    fn stop(&mut self) -> io::Result<()> {
+        self.jobs = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the direct writing thread panicked")),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything still held: every run's staged full blocks (direct), then, once the
+    /// writing thread is done, the edges and tails through the page cache.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        self.park()?;
+        self.stop()?;
+        for run in &self.runs {
+            if !run.tail.is_empty() {
+                self.file.write_all_at(&run.tail, run.staged_from)?;
+            }
+        }
+        for (at, bytes) in &self.edges {
+            self.file.write_all_at(bytes, *at)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Direct {
+    /// Waits for the writing thread, so that no write outlives the writer (on an error, the
+    /// file is about to be removed).
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The writing thread's write in tests: a plain write that first checks what a direct
+    /// write needs (whole blocks, at a block offset, from block-aligned memory).
+    fn aligned_write(f: &File, bytes: &[u8], at: u64) -> io::Result<()> {
+        assert_eq!(at % BLOCK as u64, 0, "offset {at}");
+        assert_eq!(bytes.len() % BLOCK, 0, "length {}", bytes.len());
+        assert_eq!(bytes.as_ptr() as usize % BLOCK, 0, "buffer address");
+        f.write_all_at(bytes, at)
+    }
+
+    fn refused(_: &File, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    fn broken(_: &File, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::Error::other("the disk is on fire"))
+    }
+
+    /// Sections `(offset, bytes)` of a file of `size` bytes, written in parts of `part` bytes,
+    /// sections `a` and `b` taking turns part by part (as a tensor's codes and signs do), the
+    /// rest one after the other; the file, as read back.
+    fn write_file(
+        start: impl Fn(File, File) -> Option<Direct>,
+        sections: &[(u64, Vec<u8>)],
+        size: u64,
+        part: usize,
+    ) -> io::Result<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        let other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut d = start(other, file).expect("a writing thread");
+        for pair in sections.chunks(2) {
+            let mut parts: Vec<_> = pair
+                .iter()
+                .map(|(at, b)| (*at, b.chunks(part.max(1)).collect::<Vec<_>>().into_iter()))
+                .collect();
+            let mut at = pair.iter().map(|(a, _)| *a).collect::<Vec<_>>();
+            loop {
+                let mut any = false;
+                for (k, (_, it)) in parts.iter_mut().enumerate() {
+                    if let Some(p) = it.next() {
+                        d.write_at(at[k], p)?;
+                        at[k] += p.len() as u64;
+                        any = true;
+                    }
+                }
+                if !any {
+                    break;
+                }
+            }
+        }
+        d.finish()?;
+        Ok(std::fs::read(&path).unwrap())
+    }
+
+    /// Sections of a file: (offset, bytes).
+    type Sections = Vec<(u64, Vec<u8>)>;
+
+    /// Disjoint sections from (gap before, length) pairs, their bytes numbered by section; the
+    /// file's size, and what it must hold.
+    fn layout(spec: &[(u64, usize)]) -> (Sections, u64, Vec<u8>) {
+        let mut at = 0;
+        let mut sections = Vec::new();
+        for (k, &(gap, len)) in spec.iter().enumerate() {
+            at += gap;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (k * 37 + i * 11 % 253 + 1) as u8)
+                .collect();
+            sections.push((at, bytes));
+            at += len as u64;
+        }
+        let size = at + 100;
+        let mut want = vec![0u8; size as usize];
+        for (at, b) in &sections {
+            want[*at as usize..*at as usize + b.len()].copy_from_slice(b);
+        }
+        (sections, size, want)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the sections' offsets, lengths and parts, the file holds what was written
+        /// where it was written, and zeros between, and every direct write is of whole blocks.
+        #[test]
+        fn any_runs_give_the_file_written(
+            spec in prop::collection::vec((0u64..6000, 0usize..40_000), 1..9),
+            part in 1usize..20_000,
+        ) {
+            let (sections, size, want) = layout(&spec);
+            let start = |d, b| Direct::start(d, b, aligned_write);
+            let got = write_file(start, &sections, size, part).unwrap();
+            prop_assert!(got == want, "{} bytes differ", got.iter().zip(&want).filter(|(a, b)| a != b).count());
+        }
+    }
+
+    /// Adjacent sections sharing blocks at both ends, parts that end inside blocks and parts
+    /// that fill the staging buffer exactly.
+    #[test]
+    fn shared_blocks_and_exact_stages() {
+        for part in [
+            1,
+            7,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            STAGE,
+            STAGE + 3,
+            3 * STAGE,
+        ] {
+            let (sections, size, want) = layout(&[
+                (0, BLOCK / 2),
+                (0, 3 * STAGE + 5),
+                (1, STAGE / 8),
+                (0, BLOCK),
+                (BLOCK as u64 - 3, 2 * BLOCK),
+            ]);
+            let start = |d, b| Direct::start(d, b, aligned_write);
+            assert_eq!(
+                write_file(start, &sections, size, part).unwrap(),
+                want,
+                "parts of {part}"
+            );
+        }
+    }
+
+    /// With a real `O_DIRECT` handle where the file system has one (else through the page
+    /// cache, after the refusal): the same bytes.
+    #[test]
+    fn a_real_direct_handle_gives_the_same_file() {
+        let (sections, size, want) = layout(&[(0, 100_000), (3, 12_345), (0, 70_000), (9, 1)]);
+        let start = |_, b: File| {
+            // Reopen the file `b` is a handle on, by its descriptor's path.
+            let path = std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&b)
+            ))
+            .unwrap();
+            Direct::open(&path, &b)
+        };
+        assert_eq!(write_file(start, &sections, size, 10_000).unwrap(), want);
+    }
+
+    /// A file system that refuses direct writes gets every write through the page cache.
+    #[test]
+    fn a_refused_direct_write_goes_through_the_page_cache() {
+        let (sections, size, want) = layout(&[(0, 50_000), (5, 30_000), (0, 9_000)]);
+        let start = |d, b| Direct::start(d, b, refused);
+        assert_eq!(write_file(start, &sections, size, 5_000).unwrap(), want);
+    }
+
+    /// A failed direct write is the writer's error, at a later write or at the end at the
+    /// latest.
+    #[test]
+    fn a_failed_direct_write_is_reported() {
+        let (sections, size, _) = layout(&[(0, 10 * STAGE), (0, 20)]);
+        let start = |d, b| Direct::start(d, b, broken);
+        let e = write_file(start, &sections, size, 5_000).unwrap_err();
+        assert_eq!(e.to_string(), "the disk is on fire");
+    }
+}
