@@ -7,7 +7,7 @@ on a run queue) every INTERVAL seconds.
 
 Prints one JSON object: the wall time, each thread's name, on-CPU and run-queue seconds, and
 for the worker threads (every thread but the first, which only waits for the pool, and threads
-named like `qins-write flush`, which wait for the disk) their share of the wall time, overall
+named `qins-write ...` (the flushing and direct-writing threads), which wait for the disk) their share of the wall time, overall
 and in K (default 10) equal slices of the run (a serial tail shows as a low last slice):
 
   - "busy": on-CPU time / (workers x wall);
@@ -78,7 +78,7 @@ def main():
     final = samples[-1][1]
 
     def is_worker(tid, name):
-        return tid != p.pid and "flush" not in name
+        return tid != p.pid and not name.startswith("qins-write")
 
     worker_ids = [t for t, (n, _, _) in final.items() if is_worker(t, n)]
     n = workers or max(1, len(worker_ids))

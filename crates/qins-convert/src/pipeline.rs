@@ -10,6 +10,11 @@
 //! which the two passes then divide by and the writer stores (one f32 per row, the only part
 //! of a tensor's output held whole).
 //!
+//! A 16-bit tensor with row scales that fits one window takes its statistics by groups of rows
+//! that share a scale instead ([`scan_row_groups`]): each group counts its patterns, and each
+//! distinct pattern is divided and binned once; the rows sorted by scale are split among the
+//! threads, and the statistics are the same integers as chunk by chunk.
+//!
 //! The chunks are read in their source dtype, straight from the map: the byte forms of the
 //! codec's functions ([`scan_bytes`], [`Quantizer::encode_bytes`], [`RowMaxima::scan_bytes`])
 //! work on the bit patterns (F32, BF16 or F16) and give what the f32 forms give for the
@@ -34,7 +39,9 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use qins_format::codec::{scan_bytes, EncodeError, Quantizer, RowMaxima, RowScales, Stats};
+use qins_format::codec::{
+    scan_bytes, scan_row_groups, EncodeError, Quantizer, RowMaxima, RowScales, Stats,
+};
 use qins_format::Codec;
 use qins_write::{WriteError, Writer};
 use rayon::prelude::*;
@@ -247,20 +254,35 @@ pub(crate) fn prepare(
     let rs = job.row_scales(scales.as_deref())?;
     let rs = rs.as_ref();
 
-    // Pass 1: check every value and gather the statistics.
-    let mut stats = Stats::EMPTY;
-    for w in windows() {
-        let (a, _, bytes) = w?;
-        let parts: Vec<Result<Stats, EncodeError>> = bytes
-            .par_chunks(chunk_bytes)
-            .enumerate()
-            .map(|(k, part)| scan_bytes(codec, t.dtype, part, a + k as u64 * ch.chunk, rs))
-            .collect();
-        // In order, so that the first bad element reported is the first in the tensor.
-        for p in parts {
-            stats = stats.merge(p.map_err(fail)?);
+    // Pass 1: check every value and gather the statistics. A 16-bit tensor with row scales in
+    // one window, by groups of rows that share a scale; else (or where that pass leaves the
+    // decision to this one: a fault to report) chunk by chunk.
+    let grouped = match rs {
+        Some(rs) if n <= ch.window && scan_row_groups_applies(codec, t.dtype) => {
+            let (_, _, bytes) = windows().next().expect("a tensor has a window")?;
+            stats_by_row_groups(codec, t.dtype, &bytes, rs)
         }
-    }
+        _ => None,
+    };
+    let stats = match grouped {
+        Some(stats) => stats,
+        None => {
+            let mut stats = Stats::EMPTY;
+            for w in windows() {
+                let (a, _, bytes) = w?;
+                let parts: Vec<Result<Stats, EncodeError>> = bytes
+                    .par_chunks(chunk_bytes)
+                    .enumerate()
+                    .map(|(k, part)| scan_bytes(codec, t.dtype, part, a + k as u64 * ch.chunk, rs))
+                    .collect();
+                // In order, so that the first bad element reported is the first in the tensor.
+                for p in parts {
+                    stats = stats.merge(p.map_err(fail)?);
+                }
+            }
+            stats
+        }
+    };
 
     let q = Quantizer::new(codec, &stats);
     let encoded = if let Some(pool) = whole {
@@ -287,6 +309,33 @@ pub(crate) fn prepare(
         ch,
         encoded,
     })
+}
+
+/// Whether [`scan_row_groups`] can gather the statistics of a tensor of `dtype` for `codec`.
+fn scan_row_groups_applies(codec: Codec, dtype: qins_format::Dtype) -> bool {
+    use qins_format::Dtype;
+    matches!(dtype, Dtype::BF16 | Dtype::F16) && codec.fits_histogram()
+}
+
+/// The statistics of a whole 16-bit tensor (`bytes`) with row scales `rs`, by groups of rows
+/// that share a scale ([`scan_row_groups`]): the rows sorted by scale, split into a few parts
+/// per thread, the parts' statistics merged (exact integers: the split changes nothing).
+/// `None` where the chunk-by-chunk pass must decide.
+fn stats_by_row_groups(
+    codec: Codec,
+    dtype: qins_format::Dtype,
+    bytes: &[u8],
+    rs: &RowScales<'_>,
+) -> Option<Stats> {
+    let scales = rs.scales();
+    let mut rows: Vec<u64> = (0..scales.len() as u64).collect();
+    rows.sort_unstable_by_key(|&r| scales[r as usize].to_bits());
+    let per = rows.len().div_ceil(4 * rayon::current_num_threads()).max(1);
+    let parts: Option<Vec<Stats>> = rows
+        .par_chunks(per)
+        .map(|p| scan_row_groups(codec, dtype, bytes, rs, p))
+        .collect();
+    Some(parts?.into_iter().fold(Stats::EMPTY, Stats::merge))
 }
 
 /// A window's source bytes: mapped for one pass, or held for all of them.

@@ -102,6 +102,7 @@ pub use lloyd::{Bin, Histogram};
 pub use quantizer::Quantizer;
 pub use registry::Codec;
 pub use rows::{row_scales, RowMaxima, RowScales};
+pub use scaled16::scan_row_groups;
 pub use stats::{scan, scan_bytes, Stats};
 
 /// Why values cannot be encoded.

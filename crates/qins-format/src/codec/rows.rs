@@ -58,6 +58,11 @@ impl<'a> RowScales<'a> {
         self.scales
     }
 
+    /// Elements per row.
+    pub fn row_len(&self) -> u64 {
+        self.row_len
+    }
+
     /// `Ok` if elements `first..first + len` lie within the rows these scales cover, else
     /// [`EncodeError::BadChunk`]: what every function taking a chunk and its scales checks
     /// first.

@@ -18,9 +18,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use super::fastcode::{nonzero_bytes, Breaks};
+use super::fastcode::{magnitude_range, nonzero_bytes, Breaks};
+use super::lloyd;
 use super::rows::{for_each_row_run, RowScales};
+use super::stats::Stats;
+use super::Codec;
 use crate::dtype::{bf16_to_f32, f16_to_f32};
+use crate::Dtype;
 
 /// A 16-bit float format: bfloat16 ([`Bf16`]) or IEEE binary16 ([`F16`]).
 pub(super) trait Half {
@@ -279,6 +283,113 @@ pub(super) fn encode_scaled<H: Half>(
         signs[codes.len() / 8] = byte;
     }
     Ok(())
+}
+
+/// The statistics ([`scan_bytes`](super::scan_bytes)) of some rows of a 16-bit tensor with row
+/// scales, gathered a group of rows at a time: rows that share a scale share the scaled value of
+/// every pattern, so each group counts its patterns (one increment per element) and the
+/// histogram gets each distinct pattern once, divided once, weighted by its count times the
+/// rows' weight. The bins' sums are the same integers as element by element, so the
+/// statistics equal those of [`scan_bytes`](super::scan_bytes) over the same rows, in any grouping and order;
+/// grouping the rows by scale (`rows` sorted by their scales' bits) makes each pattern's work
+/// shared by many elements.
+///
+/// `bytes` is the whole tensor (every row), `rows` the rows to scan. `None` where
+/// [`scan_bytes`](super::scan_bytes) must decide instead: a dtype other than BF16 and F16, a
+/// codec without a histogram, bytes that are not the tensor's, a row out of range, or any value
+/// that is not finite, overflows or underflows to 0 when scaled (the element-ordered pass reports
+/// the first fault).
+pub fn scan_row_groups(
+    codec: Codec,
+    dtype: Dtype,
+    bytes: &[u8],
+    rs: &RowScales<'_>,
+    rows: &[u64],
+) -> Option<Stats> {
+    match (dtype, codec.fits_histogram()) {
+        (Dtype::BF16, true) => groups::<Bf16>(bytes, rs, rows),
+        (Dtype::F16, true) => groups::<F16>(bytes, rs, rows),
+        _ => None,
+    }
+}
+
+/// [`scan_row_groups`] for format `H`.
+fn groups<H: Half>(bytes: &[u8], rs: &RowScales<'_>, rows: &[u64]) -> Option<Stats> {
+    let (row_len, scales) = (rs.row_len() as usize, rs.scales());
+    if bytes.len() != 2 * row_len * scales.len() || row_len == 0 {
+        return None;
+    }
+    let words: &[[u8; 2]] = bytes.as_chunks().0;
+    // Counts per magnitude pattern, in u32: a group of fewer than 2^32 elements cannot overflow
+    // one, and a count times a row weight (at most 2^32) fits a u64.
+    if (rows.len() as u64).checked_mul(row_len as u64)? >= 1 << 32 {
+        return None;
+    }
+    let mut count = vec![0u32; 0x8000];
+    // (scaled pattern, weight) of each distinct pattern of each group.
+    let mut pairs: Vec<(u32, u64)> = Vec::new();
+    let (mut lo, mut hi, mut nonzero) = (u32::MAX, 0u32, 0u64);
+    let mut k = 0;
+    while k < rows.len() {
+        let s = *scales.get(usize::try_from(rows[k]).ok()?)?;
+        // The group: the rows from k on with the same scale.
+        let (mut a, mut b) = (u32::MAX, 0u32);
+        let mut n = 0u64;
+        while k < rows.len() {
+            let r = usize::try_from(rows[k]).ok()?;
+            if scales.get(r)?.to_bits() != s.to_bits() {
+                break;
+            }
+            let row = &words[r * row_len..(r + 1) * row_len];
+            let (ra, rb, rn) = magnitude_range(row, u16::from_le_bytes);
+            if rn > 0 {
+                a = a.min(ra);
+                b = b.max(rb);
+                n += rn;
+            }
+            for w in row {
+                count[usize::from(u16::from_le_bytes(*w) & 0x7FFF)] += 1;
+            }
+            k += 1;
+        }
+        count[0] = 0;
+        if n == 0 {
+            continue;
+        }
+        let (small, large) = (H::value(a as u16) / s, H::value(b as u16) / s);
+        if b >= H::FINITE_END || !large.is_finite() || small == 0.0 {
+            return None;
+        }
+        lo = lo.min(small.to_bits());
+        hi = hi.max(large.to_bits());
+        nonzero += n;
+        let w = rs.weight(s);
+        for (m, c) in count[a as usize..=b as usize].iter_mut().enumerate() {
+            if *c != 0 {
+                let u = H::value((a as usize + m) as u16) / s;
+                pairs.push((u.to_bits(), u64::from(*c) * w));
+                *c = 0;
+            }
+        }
+    }
+    let elements = rows.len() as u64 * row_len as u64;
+    Some(Stats::of_range(
+        elements,
+        (lo, hi, nonzero),
+        true,
+        &Pairs(&pairs),
+    ))
+}
+
+/// Magnitudes given as (bit pattern, weight) pairs.
+struct Pairs<'a>(&'a [(u32, u64)]);
+
+impl lloyd::Magnitudes for Pairs<'_> {
+    fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        for &(b, w) in self.0 {
+            f(b, w);
+        }
+    }
 }
 
 /// The sign bits of four 16-bit floats packed in `x` (element `j` in bits `16 j..16 j + 16`),

@@ -83,7 +83,7 @@ impl Stats {
     /// The statistics of `count` elements of which `nonzero` are not 0, their magnitudes'
     /// f32 bit patterns ranging over `lo..=hi`, with the histogram of `mags` if `hist` (built
     /// now that the range is known; the magnitudes must be finite).
-    fn of_range(
+    pub(super) fn of_range(
         count: u64,
         (lo, hi, nonzero): (u32, u32, u64),
         hist: bool,

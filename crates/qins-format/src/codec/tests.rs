@@ -1,6 +1,7 @@
 //! Tests of the codecs through the one-call [`encode`](super::encode).
 
 use super::*;
+use crate::Dtype;
 
 #[test]
 fn log_codes_follow_the_formula() {
@@ -118,4 +119,130 @@ fn chunked_encoding_equals_whole() {
         q.encode(&v[..3], 3, None, &mut codes[..3], &mut signs[..1]),
         Err(EncodeError::BadChunk { first: 3 })
     ));
+}
+
+/// BF16 or F16 bytes of a `rows × row_len` tensor: a Gaussian-like spread, rows scaled by one of
+/// a few factors (so that rows share scales), some zeros, rare outliers, and a row of zeros.
+fn half_tensor(dtype: Dtype, rows: usize, row_len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(2 * rows * row_len);
+    for r in 0..rows {
+        let factor = [0.02f32, 0.05, 0.013, 0.3][(next() % 4) as usize];
+        for _ in 0..row_len {
+            let r1 = next();
+            let mut v = ((r1 % 20_001) as f32 / 10_000.0 - 1.0) * factor;
+            v *= ((r1 >> 20) % 1000) as f32 / 1000.0;
+            if r1 >> 40 & 31 == 0 {
+                v = 0.0;
+            }
+            if r1 >> 45 & 4095 == 0 {
+                v *= 40.0;
+            }
+            if r == 3 {
+                v = 0.0;
+            }
+            let bits = match dtype {
+                Dtype::BF16 => (v.to_bits() >> 16) as u16,
+                _ => half::f16::from_f32(v).to_bits(),
+            };
+            out.extend(bits.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The grouped statistics of 16-bit rows equal the element-by-element ones, whatever the
+/// rows' order and however they are split (merged back), and are refused where the
+/// element-ordered pass must decide.
+#[test]
+fn row_groups_give_the_statistics_of_scan_bytes() {
+    for dtype in [Dtype::BF16, Dtype::F16] {
+        for (rows, row_len, seed) in [
+            (40usize, 96usize, 1u64),
+            (7, 1000, 2),
+            (64, 8, 3),
+            (1, 5, 4),
+        ] {
+            let bytes = half_tensor(dtype, rows, row_len, seed);
+            let shape = [rows as u64, row_len as u64];
+            let scales = RowMaxima::scan_bytes(dtype, &bytes, 0, &shape)
+                .unwrap()
+                .into_scales(&shape)
+                .unwrap();
+            let rs = RowScales::new(&scales, &shape).unwrap();
+            let want = scan_bytes(Codec::LloydRows, dtype, &bytes, 0, Some(&rs)).unwrap();
+            assert!(!want.hist.bins().is_empty());
+            let mut by_scale: Vec<u64> = (0..rows as u64).collect();
+            by_scale.sort_by_key(|&r| scales[r as usize].to_bits());
+            let reversed: Vec<u64> = (0..rows as u64).rev().collect();
+            for order in [by_scale, reversed] {
+                for parts in [1, 2, 3] {
+                    let got = order
+                        .chunks(rows.div_ceil(parts))
+                        .map(|p| scan_row_groups(Codec::LloydRows, dtype, &bytes, &rs, p).unwrap())
+                        .fold(Stats::EMPTY, Stats::merge);
+                    assert_eq!(got, want, "{dtype:?} {rows}x{row_len} in {parts}");
+                }
+            }
+            // Refused: no histogram to gather, not a 16-bit dtype, not the tensor's bytes, a
+            // row out of range.
+            let all: Vec<u64> = (0..rows as u64).collect();
+            assert_eq!(scan_row_groups(Codec::Log, dtype, &bytes, &rs, &all), None);
+            assert_eq!(
+                scan_row_groups(Codec::LloydRows, Dtype::F32, &bytes, &rs, &all),
+                None
+            );
+            let short = &bytes[..bytes.len() - 2];
+            assert_eq!(
+                scan_row_groups(Codec::LloydRows, dtype, short, &rs, &all),
+                None
+            );
+            assert_eq!(
+                scan_row_groups(Codec::LloydRows, dtype, &bytes, &rs, &[rows as u64]),
+                None
+            );
+        }
+    }
+}
+
+/// A value that is not finite, or one that underflows to 0 when scaled, leaves the statistics
+/// to the element-ordered pass, which reports the first fault or scales the values one by one.
+#[test]
+fn row_groups_leave_faults_and_underflow_to_scan_bytes() {
+    let (rows, row_len) = (4usize, 16usize);
+    let shape = [rows as u64, row_len as u64];
+    let bf16 = |v: f32| ((v.to_bits() >> 16) as u16).to_le_bytes();
+    let tensor = |special: f32| {
+        let mut b: Vec<u8> = (0..rows * row_len)
+            .flat_map(|i| bf16(0.01 * (i % 7) as f32 + 0.001))
+            .collect();
+        b[2 * 21..2 * 22].copy_from_slice(&bf16(special));
+        b
+    };
+    // A NaN: its row's scale is NaN, refused by the scales; given finite scales instead, the
+    // grouped pass refuses.
+    let nan = tensor(f32::NAN);
+    let ones = vec![1.0f32; rows];
+    let rs = RowScales::new(&ones, &shape).unwrap();
+    let all: Vec<u64> = (0..rows as u64).collect();
+    assert_eq!(
+        scan_row_groups(Codec::LloydRows, Dtype::BF16, &nan, &rs, &all),
+        None
+    );
+    assert!(scan_bytes(Codec::LloydRows, Dtype::BF16, &nan, 0, Some(&rs)).is_err());
+    // A tiny value in a row of a huge scale: it scales to 0.
+    let tiny = tensor(1e-38);
+    let huge = vec![1e30f32; rows];
+    let rs = RowScales::new(&huge, &shape).unwrap();
+    assert_eq!(
+        scan_row_groups(Codec::LloydRows, Dtype::BF16, &tiny, &rs, &all),
+        None
+    );
+    assert!(scan_bytes(Codec::LloydRows, Dtype::BF16, &tiny, 0, Some(&rs)).is_ok());
 }
