@@ -494,8 +494,9 @@ impl Buffers {
 enum Part {
     /// A window of codes and signs: `len` elements in buffer pair `buf`.
     Codes { buf: usize, len: usize },
-    /// A window of a raw tensor's bytes, as mapped.
-    Raw(Bytes),
+    /// A window of a raw tensor's bytes, as mapped, and where they are in which source file
+    /// (the writer may copy them from there).
+    Raw { bytes: Bytes, file: usize, at: u64 },
     /// A whole tensor's `len` codes and their signs, encoded ahead into the front of a pair
     /// from the [`Pool`].
     Whole {
@@ -550,6 +551,7 @@ impl<'a> Stream<'a> {
     /// Writes part `p` (a window of codes is in `window`).
     fn write(
         w: &mut Writer,
+        src: &HfSource,
         target: &std::path::Path,
         p: &Part,
         window: &(Vec<u8>, Vec<u8>),
@@ -557,9 +559,9 @@ impl<'a> Stream<'a> {
         let ((codes, signs), len) = match p {
             Part::Codes { len, .. } => (window, *len),
             Part::Whole { pair, len } => (pair, *len),
-            Part::Raw(bytes) => {
+            Part::Raw { bytes, file, at } => {
                 return w
-                    .write_raw_part(bytes)
+                    .write_raw_part_from(bytes, src.weight_files()[*file].file(), *at)
                     .map_err(|e| ConvertError::from_write(target, e))
             }
         };
@@ -583,11 +585,11 @@ impl<'a> Stream<'a> {
         };
         let [x, y] = &mut self.bufs.0;
         let (free_pair, other) = if free == 0 { (x, &*y) } else { (y, &*x) };
-        let (w, target) = (&mut *self.w, self.target);
+        let (w, src, target) = (&mut *self.w, self.src, self.target);
         let pending = self.pending.take();
         let (written, produced) = rayon::join(
             || match &pending {
-                Some(p) => Self::write(w, target, &p.part, other),
+                Some(p) => Self::write(w, src, target, &p.part, other),
                 None => Ok(()),
             },
             || produce(free, free_pair),
@@ -619,7 +621,11 @@ impl<'a> Stream<'a> {
             let src = self.src;
             let bytes = self.beside_write(|_, _| src.read(t, at..end))??;
             self.pending = Some(Pending {
-                part: Part::Raw(bytes),
+                part: Part::Raw {
+                    bytes,
+                    file: t.file,
+                    at: t.offset + at,
+                },
                 source_bytes: end - at,
                 completes: (end == t.len).then_some(t.name.as_str()),
             });

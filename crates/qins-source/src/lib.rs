@@ -128,6 +128,14 @@ pub struct WeightFile {
     file: File,
 }
 
+impl WeightFile {
+    /// The open file (its tensors' bytes may be read from it directly, as a writer copying
+    /// them does).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
 /// One tensor of the source, located in its weight file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceTensor {

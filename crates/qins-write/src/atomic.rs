@@ -97,13 +97,7 @@ impl AtomicFile {
     /// Writes `bytes` at `offset` of the temporary file: direct if the file is synced and
     /// large enough ([`Direct`]), else through the page cache. Each byte is written once.
     pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), WriteError> {
-        if let Mode::Undecided { size } = self.mode {
-            self.mode = match self.sync && size >= DIRECT_MIN {
-                true => Direct::open(self.tmp.path(), self.tmp.as_file())
-                    .map_or(Mode::Buffered, |d| Mode::Direct(Box::new(d))),
-                false => Mode::Buffered,
-            };
-        }
+        self.decide();
         let r = match &mut self.mode {
             Mode::Direct(d) => d.write_at(offset, bytes),
             _ => self.tmp.as_file().write_all_at(bytes, offset),
@@ -112,6 +106,37 @@ impl AtomicFile {
             path: self.tmp.path().into(),
             source,
         })
+    }
+
+    /// Writes `bytes` at `offset`, where `bytes` are also bytes `src_at..` of `src`: as
+    /// [`AtomicFile::write_at`], the whole blocks copied from `src` by the direct writer.
+    pub(crate) fn copy_at(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        src: &std::fs::File,
+        src_at: u64,
+    ) -> Result<(), WriteError> {
+        self.decide();
+        let r = match &mut self.mode {
+            Mode::Direct(d) => d.copy_at(offset, bytes, src, src_at),
+            _ => self.tmp.as_file().write_all_at(bytes, offset),
+        };
+        r.map_err(|source| WriteError::Io {
+            path: self.tmp.path().into(),
+            source,
+        })
+    }
+
+    /// Decides at the first write whether the data goes direct.
+    fn decide(&mut self) {
+        if let Mode::Undecided { size } = self.mode {
+            self.mode = match self.sync && size >= DIRECT_MIN {
+                true => Direct::open(self.tmp.path(), self.tmp.as_file())
+                    .map_or(Mode::Buffered, |d| Mode::Direct(Box::new(d))),
+                false => Mode::Buffered,
+            };
+        }
     }
 
     /// Whether a synced file may be written direct (the default); tests turn it off, before

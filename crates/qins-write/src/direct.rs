@@ -25,18 +25,24 @@
 //! Writes to the same bytes twice are not supported (the [`Writer`](crate::Writer) writes
 //! every section once, front to back).
 //!
+//! A raw tensor's bytes need not pass through the writer at all: given with the file they come
+//! from ([`Direct::copy_at`]), their whole blocks are read from that file by the writing
+//! thread when no staging buffer waits (buffers hold memory and may hold up the writer; copies
+//! hold neither), so a model's large raw tensors fill the disk's idle time instead of making
+//! the writer wait for the disk.
+//!
 //! Where the file system refuses a direct write (it has no `O_DIRECT`, or other alignment
 //! rules), that write and every later one go through the page cache instead, from the same
 //! thread: slower, the same bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 /// Bytes per block: offsets, lengths and buffer addresses of direct writes are multiples of
@@ -85,11 +91,50 @@ struct Run {
     tail: Vec<u8>,
 }
 
-/// What the writing thread is asked to do.
+/// A staging buffer's first `len` bytes, for offset `at`.
 struct Job {
     at: u64,
     buf: Aligned,
     len: usize,
+}
+
+/// Whole blocks to copy from another file: `len` bytes at `src_at` of `src` to offset `at`.
+struct Copy {
+    src: File,
+    src_at: u64,
+    at: u64,
+    len: u64,
+}
+
+/// What the writer and its writing thread share.
+#[derive(Default)]
+struct Queue {
+    /// Staging buffers to write, first: they hold memory, and the writer may be waiting for one.
+    writes: VecDeque<Job>,
+    /// Copies, when no buffer waits: they hold no memory, so they fill the disk's idle time.
+    copies: VecDeque<Copy>,
+    /// Buffers written, for the writer to reuse.
+    free: Vec<Aligned>,
+    /// No more work is coming: the thread ends once the queue is empty.
+    closed: bool,
+    /// The thread has ended on an error (which its join gives).
+    failed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Work for the thread, or the queue closed.
+    work: Condvar,
+    /// A buffer given back, or the thread failed.
+    freed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing is left half-done under the lock: a poisoned one is still consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Writes a file's data direct; see the module documentation.
@@ -104,9 +149,7 @@ pub(crate) struct Direct {
     stage: Option<Aligned>,
     /// Bytes written through the page cache at the end: (offset, bytes).
     edges: Vec<(u64, Vec<u8>)>,
-    jobs: Option<mpsc::SyncSender<Job>>,
-    /// Buffers given back by the writing thread.
-    free: mpsc::Receiver<Aligned>,
+    shared: Arc<Shared>,
     /// Buffers that exist (at most [`BUFFERS`]).
     made: usize,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -143,31 +186,25 @@ impl Direct {
     /// The writer of `direct` (a handle opened for direct writes, or any handle in tests) and
     /// `buffered`, whose thread writes with `write`.
     pub(crate) fn start(direct: File, buffered: File, write: WriteFn) -> Option<Direct> {
-        let (jobs, todo) = mpsc::sync_channel::<Job>(BUFFERS);
-        let (give_back, free) = mpsc::channel::<Aligned>();
+        let shared = Arc::new(Shared::default());
         let fallback = buffered.try_clone().ok()?;
+        let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("qins-write direct".into())
             .spawn(move || {
-                let mut refused = false;
-                for Job { at, buf, len } in todo {
-                    let bytes = &buf.get()[..len];
-                    if !refused {
-                        match write(&direct, bytes, at) {
-                            Ok(()) => {}
-                            // No direct writes here (or not at these alignments): this and
-                            // every later write through the page cache.
-                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => refused = true,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    if refused {
-                        fallback.write_all_at(bytes, at)?;
-                    }
-                    // The writer may be gone already (an error ended it): nothing to return.
-                    let _ = give_back.send(buf);
+                let r = Writing {
+                    direct,
+                    fallback,
+                    write,
+                    refused: false,
+                    copy_buf: None,
                 }
-                Ok(())
+                .run(&theirs);
+                if r.is_err() {
+                    theirs.lock().failed = true;
+                    theirs.freed.notify_all();
+                }
+                r
             })
             .ok()?;
         Some(Direct {
@@ -177,8 +214,7 @@ impl Direct {
             current: None,
             stage: None,
             edges: Vec::new(),
-            jobs: Some(jobs),
-            free,
+            shared,
             made: 0,
             thread: Some(thread),
         })
@@ -189,17 +225,7 @@ impl Direct {
         if bytes.is_empty() {
             return Ok(());
         }
-        let k = match self.by_next.remove(&offset) {
-            Some(k) => k,
-            None => {
-                self.runs.push(Run {
-                    next: offset,
-                    staged_from: offset.next_multiple_of(BLOCK as u64),
-                    tail: Vec::new(),
-                });
-                self.runs.len() - 1
-            }
-        };
+        let k = self.run_at(offset);
         let mut bytes = bytes;
         // The run's first block, if it starts inside one: an edge.
         let run = &mut self.runs[k];
@@ -228,6 +254,66 @@ impl Direct {
         let next = self.runs[k].next;
         self.by_next.insert(next, k);
         Ok(())
+    }
+
+    /// The run that continues at `offset` (a new one if none does), taken out of `by_next`
+    /// (the caller puts it back where it then continues).
+    fn run_at(&mut self, offset: u64) -> usize {
+        self.by_next.remove(&offset).unwrap_or_else(|| {
+            self.runs.push(Run {
+                next: offset,
+                staged_from: offset.next_multiple_of(BLOCK as u64),
+                tail: Vec::new(),
+            });
+            self.runs.len() - 1
+        })
+    }
+
+    /// Writes `bytes` at `offset`, where `bytes` are also bytes `src_at..` of `src`: the whole
+    /// blocks among them are copied from `src` by the writing thread when the disk has nothing
+    /// else to do, so that the writer neither copies them nor waits for them; the rest as
+    /// [`Direct::write_at`].
+    pub(crate) fn copy_at(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        src: &File,
+        src_at: u64,
+    ) -> io::Result<()> {
+        // Up to a block boundary through the staging (the run's first block is an edge).
+        let p = bytes
+            .len()
+            .min(((BLOCK as u64 - offset % BLOCK as u64) % BLOCK as u64) as usize);
+        self.write_at(offset, &bytes[..p])?;
+        let at = offset + p as u64;
+        let whole = (bytes.len() - p) / BLOCK * BLOCK;
+        if whole > 0 {
+            let k = self.run_at(at);
+            if self.current == Some(k) {
+                // Its staged bytes end on a block: all of them go, no tail stays.
+                self.park()?;
+            }
+            let src = src.try_clone()?;
+            let run = &mut self.runs[k];
+            debug_assert!(run.tail.is_empty() && run.staged_from == at);
+            run.next += whole as u64;
+            run.staged_from = run.next;
+            self.by_next.insert(run.next, k);
+            let mut q = self.shared.lock();
+            if q.failed {
+                drop(q);
+                return Err(self.failure());
+            }
+            q.copies.push_back(Copy {
+                src,
+                src_at: src_at + p as u64,
+                at,
+                len: whole as u64,
+            });
+            drop(q);
+            self.shared.work.notify_one();
+        }
+        self.write_at(at + whole as u64, &bytes[p + whole..])
     }
 
     /// Makes run `k` the one staged: the run staged before hands its full blocks to the
@@ -280,42 +366,49 @@ impl Direct {
         let run = &mut self.runs[k];
         let at = run.staged_from;
         run.staged_from += len as u64;
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(Job { at, buf, len }).is_ok());
-        if !sent {
-            // The thread has ended, on an error: that error is this write's.
-            return Err(self
-                .stop()
-                .err()
-                .unwrap_or_else(|| io::Error::other("the direct writing thread has stopped")));
+        let mut q = self.shared.lock();
+        if q.failed {
+            drop(q);
+            return Err(self.failure());
         }
+        q.writes.push_back(Job { at, buf, len });
+        drop(q);
+        self.shared.work.notify_one();
         Ok(())
     }
 
-    /// A staging buffer: a new one while fewer than [`BUFFERS`] exist, else the first that
-    /// the writing thread gives back.
+    /// A staging buffer: one given back, else a new one while fewer than [`BUFFERS`] exist,
+    /// else the first that the writing thread gives back.
     fn buffer(&mut self) -> io::Result<Aligned> {
-        if let Ok(b) = self.free.try_recv() {
-            return Ok(b);
-        }
-        if self.made < BUFFERS {
-            self.made += 1;
-            return Ok(Aligned::new());
-        }
-        match self.free.recv() {
-            Ok(b) => Ok(b),
-            Err(_) => Err(self
-                .stop()
-                .err()
-                .unwrap_or_else(|| io::Error::other("the direct writing thread has stopped"))),
+        let mut q = self.shared.lock();
+        loop {
+            if let Some(b) = q.free.pop() {
+                return Ok(b);
+            }
+            if q.failed {
+                drop(q);
+                return Err(self.failure());
+            }
+            if self.made < BUFFERS {
+                self.made += 1;
+                return Ok(Aligned::new());
+            }
+            q = self.shared.freed.wait(q).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Waits for the writing thread to end, and gives its error if it had one.
+    /// The writing thread's error, once it has failed.
+    fn failure(&mut self) -> io::Error {
+        self.stop()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the direct writing thread has stopped"))
+    }
+
+    /// Closes the queue, waits for the writing thread to write it all and end, and gives its
+    /// error if it had one.
     fn stop(&mut self) -> io::Result<()> {
-        self.jobs = None;
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(io::Error::other("the direct writing thread panicked")),
@@ -340,10 +433,79 @@ impl Direct {
     }
 }
 
+/// The writing thread's side.
+struct Writing {
+    direct: File,
+    fallback: File,
+    write: WriteFn,
+    /// Whether the file system has refused a direct write: everything since goes through the
+    /// page cache.
+    refused: bool,
+    /// The buffer copies are read into.
+    copy_buf: Option<Aligned>,
+}
+
+impl Writing {
+    /// Writes what the queue holds, staging buffers first, until it is closed and empty.
+    fn run(mut self, shared: &Shared) -> io::Result<()> {
+        let mut q = shared.lock();
+        loop {
+            if let Some(Job { at, buf, len }) = q.writes.pop_front() {
+                drop(q);
+                self.put(&buf.get()[..len], at)?;
+                q = shared.lock();
+                q.free.push(buf);
+                shared.freed.notify_one();
+            } else if let Some(c) = q.copies.front_mut() {
+                // One staging buffer's worth at a time, so that a buffer queued meanwhile
+                // waits for no more than that.
+                let n = c.len.min(STAGE as u64) as usize;
+                let (src, src_at, at) = (c.src.try_clone()?, c.src_at, c.at);
+                c.src_at += n as u64;
+                c.at += n as u64;
+                c.len -= n as u64;
+                if c.len == 0 {
+                    q.copies.pop_front();
+                }
+                drop(q);
+                let mut buf = self.copy_buf.take().unwrap_or_else(Aligned::new);
+                src.read_exact_at(&mut buf.get_mut()[..n], src_at)?;
+                self.put(&buf.get()[..n], at)?;
+                self.copy_buf = Some(buf);
+                q = shared.lock();
+            } else if q.closed {
+                return Ok(());
+            } else {
+                q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Writes whole blocks from an aligned buffer: direct, or through the page cache since the
+    /// first time the file system refused (`EINVAL`).
+    fn put(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
+        if !self.refused {
+            match (self.write)(&self.direct, bytes, at) {
+                Ok(()) => return Ok(()),
+                // No direct writes here (or not at these alignments): this and every later
+                // write through the page cache.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.refused = true,
+                Err(e) => return Err(e),
+            }
+        }
+        self.fallback.write_all_at(bytes, at)
+    }
+}
+
 impl Drop for Direct {
-    /// Waits for the writing thread, so that no write outlives the writer (on an error, the
-    /// file is about to be removed).
+    /// Drops what is queued and waits for the writing thread, so that no write outlives the
+    /// writer (dropped unfinished, the file is about to be removed).
     fn drop(&mut self) {
+        if self.thread.is_some() {
+            let mut q = self.shared.lock();
+            q.writes.clear();
+            q.copies.clear();
+        }
         let _ = self.stop();
     }
 }
@@ -372,20 +534,30 @@ mod tests {
 
     /// Sections `(offset, bytes)` of a file of `size` bytes, written in parts of `part` bytes,
     /// sections `a` and `b` taking turns part by part (as a tensor's codes and signs do), the
-    /// rest one after the other; the file, as read back.
+    /// rest one after the other; with `copy`, every second section's parts are given with
+    /// [`Direct::copy_at`] from a source file that holds them (at an odd offset, as a tensor's
+    /// data in a safetensors file). The file, as read back.
     fn write_file(
         start: impl Fn(File, File) -> Option<Direct>,
         sections: &[(u64, Vec<u8>)],
         size: u64,
         part: usize,
+        copy: bool,
     ) -> io::Result<Vec<u8>> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = File::create(&path).unwrap();
         file.set_len(size).unwrap();
+        // The source: every section's bytes, each at 3 + its offset in the file.
+        let src_path = dir.path().join("src");
+        let src = File::create(&src_path).unwrap();
+        for (at, b) in sections {
+            src.write_all_at(b, 3 + at).unwrap();
+        }
+        let src = File::open(&src_path).unwrap();
         let other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let mut d = start(other, file).expect("a writing thread");
-        for pair in sections.chunks(2) {
+        for (j, pair) in sections.chunks(2).enumerate() {
             let mut parts: Vec<_> = pair
                 .iter()
                 .map(|(at, b)| (*at, b.chunks(part.max(1)).collect::<Vec<_>>().into_iter()))
@@ -395,7 +567,11 @@ mod tests {
                 let mut any = false;
                 for (k, (_, it)) in parts.iter_mut().enumerate() {
                     if let Some(p) = it.next() {
-                        d.write_at(at[k], p)?;
+                        if copy && (2 * j + k) % 2 == 1 {
+                            d.copy_at(at[k], p, &src, 3 + at[k])?;
+                        } else {
+                            d.write_at(at[k], p)?;
+                        }
                         at[k] += p.len() as u64;
                         any = true;
                     }
@@ -442,10 +618,11 @@ mod tests {
         fn any_runs_give_the_file_written(
             spec in prop::collection::vec((0u64..6000, 0usize..40_000), 1..9),
             part in 1usize..20_000,
+            copy: bool,
         ) {
             let (sections, size, want) = layout(&spec);
             let start = |d, b| Direct::start(d, b, aligned_write);
-            let got = write_file(start, &sections, size, part).unwrap();
+            let got = write_file(start, &sections, size, part, copy).unwrap();
             prop_assert!(got == want, "{} bytes differ", got.iter().zip(&want).filter(|(a, b)| a != b).count());
         }
     }
@@ -471,12 +648,11 @@ mod tests {
                 (0, BLOCK),
                 (BLOCK as u64 - 3, 2 * BLOCK),
             ]);
-            let start = |d, b| Direct::start(d, b, aligned_write);
-            assert_eq!(
-                write_file(start, &sections, size, part).unwrap(),
-                want,
-                "parts of {part}"
-            );
+            for copy in [false, true] {
+                let start = |d, b| Direct::start(d, b, aligned_write);
+                let got = write_file(start, &sections, size, part, copy).unwrap();
+                assert_eq!(got, want, "parts of {part}, copy {copy}");
+            }
         }
     }
 
@@ -494,7 +670,14 @@ mod tests {
             .unwrap();
             Direct::open(&path, &b)
         };
-        assert_eq!(write_file(start, &sections, size, 10_000).unwrap(), want);
+        assert_eq!(
+            write_file(start, &sections, size, 10_000, false).unwrap(),
+            want
+        );
+        assert_eq!(
+            write_file(start, &sections, size, 10_000, true).unwrap(),
+            want
+        );
     }
 
     /// A file system that refuses direct writes gets every write through the page cache.
@@ -502,7 +685,14 @@ mod tests {
     fn a_refused_direct_write_goes_through_the_page_cache() {
         let (sections, size, want) = layout(&[(0, 50_000), (5, 30_000), (0, 9_000)]);
         let start = |d, b| Direct::start(d, b, refused);
-        assert_eq!(write_file(start, &sections, size, 5_000).unwrap(), want);
+        assert_eq!(
+            write_file(start, &sections, size, 5_000, false).unwrap(),
+            want
+        );
+        assert_eq!(
+            write_file(start, &sections, size, 5_000, true).unwrap(),
+            want
+        );
     }
 
     /// A failed direct write is the writer's error, at a later write or at the end at the
@@ -510,8 +700,34 @@ mod tests {
     #[test]
     fn a_failed_direct_write_is_reported() {
         let (sections, size, _) = layout(&[(0, 10 * STAGE), (0, 20)]);
-        let start = |d, b| Direct::start(d, b, broken);
-        let e = write_file(start, &sections, size, 5_000).unwrap_err();
-        assert_eq!(e.to_string(), "the disk is on fire");
+        for copy in [false, true] {
+            let start = |d, b| Direct::start(d, b, broken);
+            let e = write_file(start, &sections, size, 5_000, copy).unwrap_err();
+            assert_eq!(e.to_string(), "the disk is on fire");
+        }
+    }
+
+    /// A copy whose source is shorter than said fails, and the writer says so.
+    #[test]
+    fn a_failed_copy_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        file.set_len(1 << 20).unwrap();
+        File::create(dir.path().join("src"))
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let mut d = Direct::start(other, file, aligned_write).unwrap();
+        let bytes = vec![1u8; 3 * BLOCK];
+        let e = d
+            .copy_at(0, &bytes, &src, 0)
+            .and_then(|()| d.finish())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     }
 }

@@ -39,6 +39,28 @@ impl Writer {
     /// Appends the next part of the current raw tensor; the tensor is complete when all of its
     /// bytes have been given. A tensor of zero bytes is completed by one call with no bytes.
     pub fn write_raw_part(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.raw_part(bytes, None)
+    }
+
+    /// [`Writer::write_raw_part`] of `bytes` that are also bytes `src_at..` of the file `src`
+    /// (the part's bytes, mapped from the source): a writer that writes around the page cache
+    /// copies them from `src` when the disk is otherwise idle, instead of making the caller
+    /// wait for the disk. The bytes written, and their checksum, are those of `bytes`, which
+    /// must equal the file's (a file changed meanwhile gives a tensor whose checksum fails).
+    pub fn write_raw_part_from(
+        &mut self,
+        bytes: &[u8],
+        src: &std::fs::File,
+        src_at: u64,
+    ) -> Result<(), WriteError> {
+        self.raw_part(bytes, Some((src, src_at)))
+    }
+
+    fn raw_part(
+        &mut self,
+        bytes: &[u8],
+        src: Option<(&std::fs::File, u64)>,
+    ) -> Result<(), WriteError> {
         let Some(t) = self.next_tensor() else {
             return Err(self.misuse("every tensor is already written"));
         };
@@ -57,7 +79,12 @@ impl Writer {
             self.current = Current::Raw { done, crc };
             return Err(self.misuse(format!("{end} raw bytes given, the tensor has {len}")));
         }
-        if let Err(e) = self.file.write_at(rec.data.offset.get() + done, bytes) {
+        let at = rec.data.offset.get() + done;
+        let written = match src {
+            Some((src, src_at)) => self.file.copy_at(at, bytes, src, src_at),
+            None => self.file.write_at(at, bytes),
+        };
+        if let Err(e) = written {
             self.current = Current::Raw { done, crc };
             return Err(e);
         }
