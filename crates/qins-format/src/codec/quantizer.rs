@@ -752,6 +752,38 @@ mod tests {
     /// outside the fitted range: every finite pattern of both signs, in rows of several
     /// lengths, gives the rule's codes and signs, and `scan_bytes` gives `scan`'s statistics,
     /// in chunks at several offsets.
+    /// A table built in a spare one (another scale's, whose codes cover the patterns that
+    /// this scale leaves out of its table) holds only its own scale's codes: each entry is the
+    /// rule's code of its pattern divided by the scale, or "not in the table".
+    #[test]
+    fn tables_built_in_spares_hold_only_their_own_codes() {
+        let v: Vec<f32> = (0..1 << 16)
+            .map(|i| ((i * 7919 % 4001) as f32 / 2000.0 - 1.0) * 0.02)
+            .collect();
+        let shape = [256u64, 256];
+        let scales = row_scales(Codec::LloydRows, &v, &shape).unwrap().unwrap();
+        let rs = RowScales::new(&scales, &shape).unwrap();
+        let q = Quantizer::new(Codec::LloydRows, &scan(&v, 0, Some(&rs)).unwrap());
+        let breaks = q.fast.as_deref().expect("change points");
+        for s in [scales[0], 0.3, 2.0, 1e-3, 1e30] {
+            // Dirty spares: the same change points at a scale 10^4 smaller, whose table codes
+            // the small patterns that scale `s` leaves out.
+            for _ in 0..4 {
+                scaled16::table_entries::<scaled16::Bf16>(breaks, s * 1e-4);
+            }
+            let t = scaled16::table_entries::<scaled16::Bf16>(breaks, s);
+            let mut coded = 0;
+            for (m, &e) in t.iter().enumerate().take(0x7F80) {
+                if e != scaled16::NOT_IN_TABLE {
+                    let want = q.code_exact(bf16_to_f32(m as u16) / s);
+                    assert_eq!(e, u16::from(want), "scale {s}, pattern {m:#x}");
+                    coded += 1;
+                }
+            }
+            assert!(coded > 1000, "scale {s}: {coded} patterns coded");
+        }
+    }
+
     #[test]
     fn scaled_16_bit_sources_equal_the_rule() {
         for dtype in [Dtype::BF16, Dtype::F16] {

@@ -98,15 +98,16 @@ fn first_at_least<H: Half>(b: u32, s: f32) -> u32 {
 }
 
 /// A table entry that is not a code: the pattern's scaled value is outside the table's range.
-const NOT_IN_TABLE: u16 = 0x100;
+pub(super) const NOT_IN_TABLE: u16 = 0x100;
 
 /// The code of every magnitude pattern for one row scale, where the quantizer's change points
 /// give it (see the module documentation), and 0 where the scaled value is 0: one entry per
 /// pattern, so that a pattern (15 bits) is its own index.
 #[derive(Debug)]
 pub(super) struct ScaleTable {
-    /// `table[m]`: the code of pattern `m`, or [`NOT_IN_TABLE`].
-    table: Box<[u16; 0x8000]>,
+    /// `table[m]`: the code of pattern `m`, or [`NOT_IN_TABLE`]; `None` once dropped (it went
+    /// to the spares).
+    table: Option<Box<[u16; 0x8000]>>,
 }
 
 impl ScaleTable {
@@ -120,11 +121,16 @@ impl ScaleTable {
         let zero = first_at_least::<H>(1, s) - 1;
         let start = first_at_least::<H>(lo, s);
         let stop = first_at_least::<H>(hi + 1, s).max(start);
-        let mut table: Box<[u16; 0x8000]> = vec![NOT_IN_TABLE; 0x8000]
-            .into_boxed_slice()
-            .try_into()
-            .expect("0x8000 entries");
+        let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut table: Box<[u16; 0x8000]> = spare.unwrap_or_else(|| {
+            vec![NOT_IN_TABLE; 0x8000]
+                .into_boxed_slice()
+                .try_into()
+                .expect("0x8000 entries")
+        });
+        // Every entry written: a spare table holds another scale's codes.
         table[..=zero as usize].fill(0);
+        table[zero as usize + 1..start as usize].fill(NOT_IN_TABLE);
         let mut at = start;
         for (&b, &c) in points.iter().zip(codes) {
             let next = first_at_least::<H>(b, s).clamp(at, stop);
@@ -132,12 +138,43 @@ impl ScaleTable {
             at = next;
         }
         table[at as usize..stop as usize].fill(u16::from(codes[points.len()]));
-        ScaleTable { table }
+        table[stop as usize..].fill(NOT_IN_TABLE);
+        ScaleTable { table: Some(table) }
+    }
+
+    /// The entries.
+    fn entries(&self) -> &[u16; 0x8000] {
+        self.table.as_deref().expect("a table until dropped")
     }
 
     /// The bytes it holds.
     fn size(&self) -> usize {
-        2 * self.table.len()
+        2 * 0x8000
+    }
+}
+
+/// The entries of the table of scale `s` for `breaks` (built, copied, dropped to the spares).
+#[cfg(test)]
+pub(super) fn table_entries<H: Half>(breaks: &Breaks, s: f32) -> Vec<u16> {
+    ScaleTable::new::<H>(breaks, s).entries().to_vec()
+}
+
+/// Tables of dropped [`ScaleTable`]s, for the next ones to reuse, at most [`SPARE_MAX`]: a
+/// tensor builds a table per distinct row scale (a few hundred), and tables freed with their
+/// tensor and allocated again for the next cost the kernel a fresh zeroed page per 4 KiB (with
+/// several threads, the allocator returns their memory between tensors): in a two-thread BF16
+/// conversion that zeroing was 15% of the CPU time, against 0.5% on one thread.
+static SPARE: Mutex<Vec<Box<[u16; 0x8000]>>> = Mutex::new(Vec::new());
+
+/// Spare tables kept at most: 16 MiB, what one [`ScaleCache`] holds at most.
+const SPARE_MAX: usize = MAX_CACHED_BYTES / (2 * 0x8000);
+
+impl Drop for ScaleTable {
+    fn drop(&mut self) {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_MAX {
+            spare.extend(self.table.take());
+        }
     }
 }
 
@@ -252,7 +289,7 @@ pub(super) fn encode_scaled<H: Half>(
 ) -> Result<(), ()> {
     let mut missing = 0u16;
     let _ = for_each_row_run(words, first, rs, |run, s, at| {
-        let table = &tables.get(s).table;
+        let table = tables.get(s).entries();
         for (c, w) in codes[at..at + run.len()].iter_mut().zip(run) {
             let e = table[usize::from(u16::from_le_bytes(*w) & 0x7FFF)];
             missing |= e;
