@@ -67,12 +67,16 @@ const MIN_CHUNK: u64 = 1 << 16;
 
 impl Chunking {
     /// This chunking for a tensor of `n` elements: chunks small enough that every thread gets
-    /// about four (but at least [`MIN_CHUNK`] elements, and at most the configured size), so
-    /// that a tensor of a few million elements is shared by every core too; the window keeps
-    /// its number of chunks. Like the chunking itself, this changes nothing in the output.
+    /// one (but at least [`MIN_CHUNK`] elements, and at most the configured size), so that a
+    /// tensor of a few million elements is shared by every core too; the window keeps its
+    /// number of chunks. One per thread, not more: the preparations of the tensors ahead share
+    /// the cores meanwhile, and every chunk has fixed costs (its histogram, merged; its own
+    /// start of each pass over memory): F32 1 GB, 2 threads, 0.630 s with four chunks per
+    /// thread, 0.570 s with one; the embedding checkpoint 0.720 s and 0.665 s. Like the
+    /// chunking itself, this changes nothing in the output.
     fn fit(self, n: u64) -> Chunking {
         let threads = rayon::current_num_threads().max(1) as u64;
-        let chunk = n.div_ceil(4 * threads).next_multiple_of(8).max(MIN_CHUNK);
+        let chunk = n.div_ceil(threads).next_multiple_of(8).max(MIN_CHUNK);
         if chunk >= self.chunk {
             return self;
         }
