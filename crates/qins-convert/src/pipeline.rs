@@ -10,7 +10,7 @@
 //! which the two passes then divide by and the writer stores (one f32 per row, the only part
 //! of a tensor's output held whole).
 //!
-//! A 16-bit tensor with row scales that fits one window takes its statistics by groups of rows
+//! A BF16 tensor with row scales that fits one window takes its statistics by groups of rows
 //! that share a scale instead ([`scan_row_groups`]): each group counts its patterns, and each
 //! distinct pattern is divided and binned once; the rows sorted by scale are split among the
 //! threads, and the statistics are the same integers as chunk by chunk.
@@ -258,7 +258,7 @@ pub(crate) fn prepare(
     let rs = job.row_scales(scales.as_deref())?;
     let rs = rs.as_ref();
 
-    // Pass 1: check every value and gather the statistics. A 16-bit tensor with row scales in
+    // Pass 1: check every value and gather the statistics. A BF16 tensor with row scales in
     // one window, by groups of rows that share a scale; else (or where that pass leaves the
     // decision to this one: a fault to report) chunk by chunk.
     let grouped = match rs {
@@ -315,13 +315,15 @@ pub(crate) fn prepare(
     })
 }
 
-/// Whether [`scan_row_groups`] can gather the statistics of a tensor of `dtype` for `codec`.
+/// Whether the statistics of a tensor of `dtype` for `codec` are gathered by groups of rows
+/// ([`scan_row_groups`]): for BF16, whose 128 patterns per binade make a group's distinct
+/// patterns few (statistics on one core, encode bench: 0.38 ns per weight, against 1.11 chunk
+/// by chunk); not for F16, whose 1024 make them many (1.43 against 1.27).
 fn scan_row_groups_applies(codec: Codec, dtype: qins_format::Dtype) -> bool {
-    use qins_format::Dtype;
-    matches!(dtype, Dtype::BF16 | Dtype::F16) && codec.fits_histogram()
+    dtype == qins_format::Dtype::BF16 && codec.fits_histogram()
 }
 
-/// The statistics of a whole 16-bit tensor (`bytes`) with row scales `rs`, by groups of rows
+/// The statistics of a whole BF16 tensor (`bytes`) with row scales `rs`, by groups of rows
 /// that share a scale ([`scan_row_groups`]): the rows sorted by scale, split into a part per
 /// thread, the parts' statistics merged (exact integers: the split changes nothing).
 /// `None` where the chunk-by-chunk pass must decide.

@@ -9,7 +9,9 @@
 //! - `memcpy`: `copy_from_slice` of the source bytes (the yardstick: reading the input once);
 //! - `row maxima`: `RowMaxima::scan_bytes` of every chunk, merged, into the row scales
 //!   (`lloyd-rows` only);
-//! - `statistics`: `codec::scan_bytes` of every chunk, merged;
+//! - `statistics`: `codec::scan_bytes` of every chunk, merged; for BF16 with row scales,
+//!   `codec::scan_row_groups` of the rows sorted by scale, as the converter gathers them (checked
+//!   equal to the chunks');
 //! - `fit`: `Quantizer::new` (once per tensor, whatever its size: its ns/weight is for this
 //!   tensor's size);
 //! - `codes`: `Quantizer::encode_bytes` of every chunk.
@@ -27,7 +29,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use qins_format::codec::{scan_bytes, RowMaxima, RowScales, Stats};
+use qins_format::codec::{scan_bytes, scan_row_groups, RowMaxima, RowScales, Stats};
 use qins_format::{Codec, Dtype, Quantizer};
 
 const CHUNK: usize = 1 << 20;
@@ -141,6 +143,15 @@ impl Case {
         for pass in Pass::ALL {
             c.run(pass);
         }
+        // The statistics as the converter gathers them are those of every chunk, merged.
+        let rs = c.rs();
+        let chunked = c
+            .bytes
+            .chunks(CHUNK * c.es())
+            .enumerate()
+            .map(|(k, b)| scan_bytes(codec, dtype, b, (k * CHUNK) as u64, rs.as_ref()).unwrap())
+            .fold(Stats::EMPTY, Stats::merge);
+        assert!(chunked == c.stats, "{dtype} {codec} statistics");
         // The byte loops give what the f32 loops give for the converted values.
         let mut v = vec![0f32; n];
         dtype.to_f32(&c.bytes, &mut v).unwrap();
@@ -189,6 +200,17 @@ impl Case {
             }
             Pass::Statistics => {
                 let rs = self.rs();
+                // A BF16 source with row scales: as the converter gathers them, by groups of
+                // rows that share a scale.
+                if let (Some(rs), Dtype::BF16) = (&rs, dtype) {
+                    let mut rows: Vec<u64> = (0..shape[0]).collect();
+                    rows.sort_unstable_by_key(|&r| rs.scales()[r as usize].to_bits());
+                    let bytes = black_box(&self.bytes[..]);
+                    if let Some(st) = scan_row_groups(self.codec, dtype, bytes, rs, &rows) {
+                        self.stats = st;
+                        return;
+                    }
+                }
                 let st = self
                     .bytes
                     .chunks(CHUNK * es)
