@@ -505,7 +505,10 @@ pub fn convert(
         plan.tensors.iter().map(|t| t.source_bytes).sum(),
     );
     // Encoded tensors are prepared (statistics, fit) by rayon tasks ahead of the one being
-    // written (encoded or copied): at least PREPARED_AHEAD encoded tensors, and further while
+    // written (encoded or copied), nearest first (FIFO: with rayon's default LIFO, the writing
+    // thread, which spawns them, took the furthest first whenever it waited, so that the
+    // tensors ahead piled up finished while the next one to write was not; BF16 1 GB, 2
+    // threads: 0.735 -> 0.665 s): at least PREPARED_AHEAD encoded tensors, and further while
     // their elements stay within AHEAD_ELEMENTS, those of at most WHOLE_ELEMENTS encoded whole
     // too. So the serial parts (the fits, a raw copy) overlap parallel work and each other; the
     // writes stay in file order, and an error is reported for the first tensor in file order
@@ -529,7 +532,7 @@ pub fn convert(
     // (their slots stay claimed, and nobody takes them), so a failure does not wait for the
     // encoding of everything ahead.
     let failed = AtomicBool::new(false);
-    let written = rayon::in_place_scope(|s| {
+    let written = rayon::in_place_scope_fifo(|s| {
         let mut run = || {
             // One writer per file (shard), one after the other; preparations run ahead
             // across files.
@@ -553,7 +556,7 @@ pub fn convert(
                             if prepared.claim(k) {
                                 let whole = (tensors[k].numel() <= WHOLE_ELEMENTS).then_some(&pool);
                                 let (prepared, prepare, failed) = (&prepared, &prepare, &failed);
-                                s.spawn(move |_| {
+                                s.spawn_fifo(move |_| {
                                     if !failed.load(Ordering::Relaxed) {
                                         prepared.finish(k, prepare(k, whole));
                                     }
