@@ -76,6 +76,11 @@ weights() {
     "$bin/qins-convert" "$1" --dry-run --json "${@:2}" |
         py 'import json,sys; print(json.load(sys.stdin)["summary"]["encoded_weights"])'
 }
+# The worker threads' busy share of command "$@" on 2 threads (tools/cpu_share.py), in words.
+busy() {
+    python3 tools/cpu_share.py --workers 2 -- "$@" |
+        py 'import json,sys; d = json.load(sys.stdin); s = [x["runnable"] for x in d["slices"] if x]; print("%.0f%% runnable (%.0f%% on a CPU); lowest tenth of the run %.0f%%" % (100 * d["runnable"], 100 * d["busy"], 100 * min(s)))'
+}
 rss_mib() { awk '/Maximum resident set size/ {printf "%.0f MiB", $6 / 1024}' "$1"; }
 # Runs "$@" under `/usr/bin/time -v` (its report in $1.time) and samples the process's resident
 # memory every 0.1 s from /proc, to tell private memory (RssAnon) from mapped file pages
@@ -162,9 +167,14 @@ for input in f32-1g bf16-1g emb-f32; do
     # is queued for the disk; a serial stretch (one huge tensor's) shows in the run's slices.
     rm -f "$out"
     sync
-    share="$(python3 tools/cpu_share.py --workers 2 -- "$bin/qins-convert" -q "$src" "$out" --threads 2 "${flags[@]}" |
-        py 'import json,sys; d = json.load(sys.stdin); s = [x["runnable"] for x in d["slices"] if x]; print("%.0f%% runnable (%.0f%% on a CPU); lowest tenth of the run %.0f%%" % (100 * d["runnable"], 100 * d["busy"], 100 * min(s)))')"
+    share="$(busy "$bin/qins-convert" -q "$src" "$out" --threads 2 "${flags[@]}")"
     row "$input: worker threads busy, 2 threads" "$share" ">= 90%" "tools/cpu_share.py -- qins-convert ..."
+    # The same without the syncs: no wait for the disk at all (the page cache's copies count as
+    # busy instead).
+    rm -f "$out"
+    sync
+    share="$(busy "$bin/qins-convert" -q "$src" "$out" --threads 2 --no-sync "${flags[@]}")"
+    row "$input: worker threads busy, 2 threads, --no-sync" "$share" ">= 90%" "tools/cpu_share.py -- qins-convert ... --no-sync"
     rm -f "$out" "$cpout"
 done
 
