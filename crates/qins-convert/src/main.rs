@@ -141,8 +141,9 @@ Output: written as .OUT.XXXXXX.tmp beside OUT and renamed to OUT when complete, 
 partial. A failed conversion removes the temporary file; a killed one (kill -9, a power cut)
 cannot, and the next conversion to the same OUT removes it (once it is a minute old and no
 running conversion holds it). The files are synced to disk as they grow and before the rename,
-so that OUT survives a power cut once the command has returned; --no-sync skips that (for
-scratch output).
+so that OUT survives a power cut once the command has returned: a file of 16 MiB or more is
+written straight to the disk (O_DIRECT, where the file system has it), not through the page
+cache. --no-sync skips the syncs and writes through the page cache (for scratch output).
 
 Sharded output (spec §21): when the .qins of the model would be larger than --max-shard-size
 (default 5GB, the default of huggingface_hub and transformers for safetensors shards, a tenth of
