@@ -42,9 +42,10 @@ struct Cli {
     /// Replace OUT_DIR if it exists and is not empty (only once the new one is complete).
     #[arg(long)]
     force: bool,
-    /// Do not sync the weight files to disk before renaming the directory into place:
-    /// faster, for scratch output. The files are the same, but a crash of the machine (a
-    /// power cut) can leave them empty or partial.
+    /// Do not sync the weight files to disk before renaming the directory into place (synced,
+    /// a weight file of 16 MiB or more is written straight to the disk, not through the page
+    /// cache): for scratch output. The files are the same, but a crash of the machine (a power
+    /// cut) can leave them empty or partial.
     #[arg(long)]
     no_sync: bool,
     /// No progress bar and no summary (errors are still printed).

@@ -18,6 +18,7 @@ use std::path::Path;
 use half::{bf16, f16};
 use qins_format::Dtype;
 use qins_read::{DecodeError, MappedModel, TensorView};
+use qins_stdx::direct::Direct;
 use rayon::prelude::*;
 use safetensors::tensor::TensorInfo;
 use serde::ser::{SerializeMap, Serializer};
@@ -366,9 +367,41 @@ impl<'t, 'q, W: Write + Send> Stream<'t, 'q, '_, W> {
     }
 }
 
+/// Synced files from this size on are written around the page cache ([`Direct`]), as
+/// `qins-write` writes a `.qins`. Any size but 0 in unit tests, which exercise both paths.
+const DIRECT_MIN: u64 = if cfg!(test) { 1 } else { 16 << 20 };
+
+/// Where a safetensors file's bytes go, front to back: through a buffer into the page cache,
+/// or straight to the disk ([`Direct`]).
+enum Out {
+    Buffered(BufWriter<File>),
+    Direct { d: Box<Direct>, at: u64 },
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Out::Buffered(w) => w.write(buf),
+            Out::Direct { d, at } => {
+                d.write_at(*at, buf)?;
+                *at += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::Buffered(w) => w.flush(),
+            Out::Direct { .. } => Ok(()),
+        }
+    }
+}
+
 /// Writes the safetensors file `path`: `header` (from [`header`]), then the data of `tensors`,
 /// which must be in the header's order, each verified first; `input` is the file they are
-/// read from. The file is synced to disk if `sync`. Returns the file's size.
+/// read from. The file is synced to disk if `sync`, and then, from [`DIRECT_MIN`] bytes on,
+/// written around the page cache. Returns the file's size.
 pub(crate) fn write_file(
     path: &Path,
     header: &[u8],
@@ -380,9 +413,24 @@ pub(crate) fn write_file(
 ) -> Result<u64, ExportError> {
     let io = || ExportError::io("write", path);
     let file = File::create(path).map_err(io())?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(header).map_err(io())?;
-    let mut size = header.len() as u64;
+    let size = header.len() as u64 + tensors.iter().map(|t| t.bytes).sum::<u64>();
+    let direct = if sync && size >= DIRECT_MIN {
+        // Direct writes fill the file at offsets; sized first, it never grows block by block.
+        file.set_len(size).map_err(io())?;
+        Direct::open(path, &file)
+    } else {
+        None
+    };
+    let w = match direct {
+        Some(d) => Out::Direct {
+            d: Box::new(d),
+            at: 0,
+        },
+        None => Out::Buffered(BufWriter::with_capacity(
+            1 << 20,
+            file.try_clone().map_err(io())?,
+        )),
+    };
     let mut stream = Stream {
         w,
         scratch,
@@ -390,16 +438,18 @@ pub(crate) fn write_file(
         input,
         pending: None,
     };
+    stream.w.write_all(header).map_err(io())?;
     for t in tensors {
         t.view
             .verify()
             .map_err(|e| ExportError::damaged(t.file.into(), e))?;
         stream.tensor(t).map_err(io())?;
-        size += t.bytes;
     }
     stream.flush().map_err(io())?;
-    let w = stream.w;
-    let file = w.into_inner().map_err(|e| io()(e.into_error()))?;
+    match stream.w {
+        Out::Buffered(w) => drop(w.into_inner().map_err(|e| io()(e.into_error()))?),
+        Out::Direct { d, .. } => d.finish().map_err(io())?,
+    }
     if sync {
         file.sync_all().map_err(io())?;
     }
@@ -499,6 +549,11 @@ mod tests {
             let mut scratch = Scratch::default();
             write_file(&st, &header, &refs, &mut scratch, &NoProgress, &file, false).unwrap();
             let bytes = std::fs::read(&st).unwrap();
+            // The same bytes synced, so written around the page cache (any size in unit tests).
+            let sd = dir.path().join(format!("{dtype}.direct.safetensors"));
+            let scratch = &mut Scratch::default();
+            write_file(&sd, &header, &refs, scratch, &NoProgress, &file, true).unwrap();
+            assert!(std::fs::read(&sd).unwrap() == bytes, "{dtype}, direct");
             let mut want = header.clone();
             for t in &outs {
                 match t.view.raw_bytes() {

@@ -7,10 +7,15 @@
 //! - [`error_report`] and [`print_error`]: the one line `error: outer: inner: ...` (or, with
 //!   `--verbose`, one line per cause) that every binary prints on failure;
 //! - [`parse_size`]: sizes such as `--max-shard-size 5GB`, as huggingface_hub writes them, and
-//!   its default largest shard, [`HF_MAX_SHARD_SIZE`].
+//!   its default largest shard, [`HF_MAX_SHARD_SIZE`];
+//! - [`direct::Direct`]: a file's data written around the page cache (`O_DIRECT`) by a thread
+//!   of its own, for the synced outputs of `qins-write` and `qins-export`.
 //!
-//! No dependency, no knowledge of the format: any crate of the workspace may use it.
+//! No dependency but `rustix` on Linux (for the `O_DIRECT` flag), no knowledge of the format:
+//! any crate of the workspace may use it.
 #![forbid(unsafe_code)]
+
+pub mod direct;
 
 use std::error::Error;
 use std::ffi::OsStr;

@@ -10,8 +10,8 @@ use std::sync::mpsc;
 
 use qins_stdx::{remove_stale, Temporary};
 
-use crate::direct::Direct;
 use crate::WriteError;
+use qins_stdx::direct::Direct;
 
 #[cfg(doc)]
 use crate::Writer;

@@ -29,7 +29,6 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
-mod direct;
 mod layout;
 mod plan;
 pub mod set;

@@ -22,8 +22,8 @@
 //! So no block is ever written both ways, and nothing is written through the page cache while
 //! a direct write is in flight: the two paths never meet on a page. Padding between sections
 //! belongs to no run and is never written (the file was created at its size, all zeros).
-//! Writes to the same bytes twice are not supported (the [`Writer`](crate::Writer) writes
-//! every section once, front to back).
+//! Writes to the same bytes twice are not supported (`qins-write`'s writer writes every section
+//! once, front to back; `qins-export`'s writes its file front to back).
 //!
 //! A raw tensor's bytes need not pass through the writer at all: given with the file they come
 //! from ([`Direct::copy_at`]), their whole blocks are read from that file by the writing
@@ -47,7 +47,7 @@ use std::thread::JoinHandle;
 
 /// Bytes per block: offsets, lengths and buffer addresses of direct writes are multiples of
 /// it (4096 covers devices with 512- and 4096-byte sectors, and the page size).
-pub(crate) const BLOCK: usize = 4096;
+pub const BLOCK: usize = 4096;
 
 /// Bytes per staging buffer: full blocks are written direct this many at a time, or fewer when
 /// the writer moves on to another run. Small in unit tests, to exercise every path.
@@ -138,7 +138,7 @@ impl Shared {
 }
 
 /// Writes a file's data direct; see the module documentation.
-pub(crate) struct Direct {
+pub struct Direct {
     /// Buffered handle on the file, for the edges.
     file: File,
     runs: Vec<Run>,
@@ -157,7 +157,7 @@ pub(crate) struct Direct {
 
 /// How the writing thread writes a stretch of whole blocks from an aligned buffer: a
 /// parameter so that tests can check the alignment and make it fail.
-pub(crate) type WriteFn = fn(&File, &[u8], u64) -> io::Result<()>;
+type WriteFn = fn(&File, &[u8], u64) -> io::Result<()>;
 
 #[cfg(target_os = "linux")]
 fn write_direct(direct: &File, bytes: &[u8], at: u64) -> io::Result<()> {
@@ -168,7 +168,7 @@ impl Direct {
     /// Opens `path` (the file `file` is a handle on) for direct writes, and starts the writing
     /// thread; `None` where the file system has no direct writes or the thread cannot start.
     #[cfg(target_os = "linux")]
-    pub(crate) fn open(path: &Path, file: &File) -> Option<Direct> {
+    pub fn open(path: &Path, file: &File) -> Option<Direct> {
         let direct = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
@@ -179,13 +179,13 @@ impl Direct {
 
     /// Elsewhere: no direct writes (everything goes through the page cache).
     #[cfg(not(target_os = "linux"))]
-    pub(crate) fn open(_: &Path, _: &File) -> Option<Direct> {
+    pub fn open(_: &Path, _: &File) -> Option<Direct> {
         None
     }
 
     /// The writer of `direct` (a handle opened for direct writes, or any handle in tests) and
     /// `buffered`, whose thread writes with `write`.
-    pub(crate) fn start(direct: File, buffered: File, write: WriteFn) -> Option<Direct> {
+    fn start(direct: File, buffered: File, write: WriteFn) -> Option<Direct> {
         let shared = Arc::new(Shared::default());
         let fallback = buffered.try_clone().ok()?;
         let theirs = Arc::clone(&shared);
@@ -221,7 +221,7 @@ impl Direct {
     }
 
     /// Writes `bytes` at `offset` (see the module documentation for what is written when).
-    pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -273,7 +273,7 @@ impl Direct {
     /// blocks among them are copied from `src` by the writing thread when the disk has nothing
     /// else to do, so that the writer neither copies them nor waits for them; the rest as
     /// [`Direct::write_at`].
-    pub(crate) fn copy_at(
+    pub fn copy_at(
         &mut self,
         offset: u64,
         bytes: &[u8],
@@ -418,7 +418,7 @@ impl Direct {
 
     /// Writes everything still held: every run's staged full blocks (direct), then, once the
     /// writing thread is done, the edges and tails through the page cache.
-    pub(crate) fn finish(mut self) -> io::Result<()> {
+    pub fn finish(mut self) -> io::Result<()> {
         self.park()?;
         self.stop()?;
         for run in &self.runs {
