@@ -106,6 +106,22 @@ pub(crate) trait Magnitudes {
     }
 }
 
+/// Adds `part` (bit patterns, zeros to entry `zero`), each weighted `w`, to the dense `table`
+/// of bins from `first`: a function of its own, so that the loop keeps the table in registers.
+#[inline(never)]
+fn add_block(table: &mut [[u64; 2]], part: &[u32], first: u32, zero: usize, w: u64) {
+    for &b in part {
+        let i = if b == 0 {
+            zero
+        } else {
+            ((b >> BIN_SHIFT) - first) as usize
+        };
+        let e = &mut table[i];
+        e[0] += w;
+        e[1] += w * u64::from(b & OFFSET_MASK);
+    }
+}
+
 /// A histogram of non-zero f32 magnitudes with fixed bins (§12.3.1): its non-empty bins in
 /// ascending order of index. Chunks' histograms [`merge`](Histogram::merge) by adding weights
 /// and offset sums, which are integers, so the result does not depend on how a tensor was
@@ -173,16 +189,7 @@ impl Histogram {
                         }
                     }
                     budget -= most as u64;
-                    for &b in part {
-                        let i = if b == 0 {
-                            zero
-                        } else {
-                            ((b >> BIN_SHIFT) - first) as usize
-                        };
-                        let e = &mut table[i];
-                        e[0] += w;
-                        e[1] += w * u64::from(b & OFFSET_MASK);
-                    }
+                    add_block(&mut table, part, first, zero, w);
                 }
             });
             table.pop();
