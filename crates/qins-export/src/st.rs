@@ -18,7 +18,7 @@ use std::path::Path;
 use half::{bf16, f16};
 use qins_format::Dtype;
 use qins_read::{DecodeError, MappedModel, TensorView};
-use qins_stdx::direct::Direct;
+use qins_stdx::direct::{self, Direct};
 use rayon::prelude::*;
 use safetensors::tensor::TensorInfo;
 use serde::ser::{SerializeMap, Serializer};
@@ -369,7 +369,7 @@ impl<'t, 'q, W: Write + Send> Stream<'t, 'q, '_, W> {
 
 /// Synced files from this size on are written around the page cache ([`Direct`]), as
 /// `qins-write` writes a `.qins`. Any size but 0 in unit tests, which exercise both paths.
-const DIRECT_MIN: u64 = if cfg!(test) { 1 } else { 16 << 20 };
+const DIRECT_MIN: u64 = if cfg!(test) { 1 } else { direct::MIN_SIZE };
 
 /// Where a safetensors file's bytes go, front to back: through a buffer into the page cache,
 /// or straight to the disk ([`Direct`]).

@@ -45,6 +45,10 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+/// The size from which a synced file is worth writing direct: below it, the few blocks at
+/// stake do not pay for a thread (the writers of `.qins` and safetensors files use it).
+pub const MIN_SIZE: u64 = 16 << 20;
+
 /// Bytes per block: offsets, lengths and buffer addresses of direct writes are multiples of
 /// it (4096 covers devices with 512- and 4096-byte sectors, and the page size).
 pub const BLOCK: usize = 4096;
@@ -100,7 +104,7 @@ struct Job {
 
 /// Whole blocks to copy from another file: `len` bytes at `src_at` of `src` to offset `at`.
 struct Copy {
-    src: File,
+    src: Arc<File>,
     src_at: u64,
     at: u64,
     len: u64,
@@ -293,25 +297,20 @@ impl Direct {
                 // Its staged bytes end on a block: all of them go, no tail stays.
                 self.park()?;
             }
-            let src = src.try_clone()?;
+            let src = Arc::new(src.try_clone()?);
             let run = &mut self.runs[k];
             debug_assert!(run.tail.is_empty() && run.staged_from == at);
             run.next += whole as u64;
             run.staged_from = run.next;
             self.by_next.insert(run.next, k);
-            let mut q = self.shared.lock();
-            if q.failed {
-                drop(q);
-                return Err(self.failure());
-            }
-            q.copies.push_back(Copy {
-                src,
-                src_at: src_at + p as u64,
-                at,
-                len: whole as u64,
-            });
-            drop(q);
-            self.shared.work.notify_one();
+            self.enqueue(|q| {
+                q.copies.push_back(Copy {
+                    src,
+                    src_at: src_at + p as u64,
+                    at,
+                    len: whole as u64,
+                })
+            })?;
         }
         self.write_at(at + whole as u64, &bytes[p + whole..])
     }
@@ -366,12 +365,18 @@ impl Direct {
         let run = &mut self.runs[k];
         let at = run.staged_from;
         run.staged_from += len as u64;
+        self.enqueue(|q| q.writes.push_back(Job { at, buf, len }))
+    }
+
+    /// Puts work in the writing thread's queue with `add`, and wakes it; the thread's error
+    /// instead if it has failed.
+    fn enqueue(&mut self, add: impl FnOnce(&mut Queue)) -> io::Result<()> {
         let mut q = self.shared.lock();
         if q.failed {
             drop(q);
             return Err(self.failure());
         }
-        q.writes.push_back(Job { at, buf, len });
+        add(&mut q);
         drop(q);
         self.shared.work.notify_one();
         Ok(())
@@ -460,7 +465,7 @@ impl Writing {
                 // One staging buffer's worth at a time, so that a buffer queued meanwhile
                 // waits for no more than that.
                 let n = c.len.min(STAGE as u64) as usize;
-                let (src, src_at, at) = (c.src.try_clone()?, c.src_at, c.at);
+                let (src, src_at, at) = (Arc::clone(&c.src), c.src_at, c.at);
                 c.src_at += n as u64;
                 c.at += n as u64;
                 c.len -= n as u64;

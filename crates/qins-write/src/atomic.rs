@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use qins_stdx::{remove_stale, Temporary};
 
 use crate::WriteError;
-use qins_stdx::direct::Direct;
+use qins_stdx::direct::{self, Direct};
 
 #[cfg(doc)]
 use crate::Writer;
@@ -45,7 +45,7 @@ enum Mode {
 
 /// Files from this size on are written direct when synced: below it, the few blocks at stake
 /// do not pay for a thread. Any size but 0 in unit tests, which exercise both paths.
-const DIRECT_MIN: u64 = if cfg!(test) { 1 } else { 16 << 20 };
+const DIRECT_MIN: u64 = if cfg!(test) { 1 } else { direct::MIN_SIZE };
 
 impl AtomicFile {
     /// Removes the stale temporary files of `path`, then creates a temporary file of `size`
@@ -97,15 +97,7 @@ impl AtomicFile {
     /// Writes `bytes` at `offset` of the temporary file: direct if the file is synced and
     /// large enough ([`Direct`]), else through the page cache. Each byte is written once.
     pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), WriteError> {
-        self.decide();
-        let r = match &mut self.mode {
-            Mode::Direct(d) => d.write_at(offset, bytes),
-            _ => self.tmp.as_file().write_all_at(bytes, offset),
-        };
-        r.map_err(|source| WriteError::Io {
-            path: self.tmp.path().into(),
-            source,
-        })
+        self.put(offset, bytes, None)
     }
 
     /// Writes `bytes` at `offset`, where `bytes` are also bytes `src_at..` of `src`: as
@@ -117,9 +109,20 @@ impl AtomicFile {
         src: &std::fs::File,
         src_at: u64,
     ) -> Result<(), WriteError> {
+        self.put(offset, bytes, Some((src, src_at)))
+    }
+
+    /// [`AtomicFile::write_at`], or [`AtomicFile::copy_at`] given the source.
+    fn put(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        src: Option<(&std::fs::File, u64)>,
+    ) -> Result<(), WriteError> {
         self.decide();
-        let r = match &mut self.mode {
-            Mode::Direct(d) => d.copy_at(offset, bytes, src, src_at),
+        let r = match (&mut self.mode, src) {
+            (Mode::Direct(d), Some((src, src_at))) => d.copy_at(offset, bytes, src, src_at),
+            (Mode::Direct(d), None) => d.write_at(offset, bytes),
             _ => self.tmp.as_file().write_all_at(bytes, offset),
         };
         r.map_err(|source| WriteError::Io {
