@@ -609,8 +609,12 @@ pub(crate) fn code_of(t: &[f64; LEVELS], m: f32) -> u8 {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn to_f64_rounds_as_the_cast_does() {
@@ -826,5 +830,229 @@ mod tests {
         }
         assert_eq!(f.rel_err, 0.0);
         assert_eq!(f.lut[255], 3.0);
+    }
+
+    /// xorshift64: the histograms of the pinning tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn unit(&mut self) -> f64 {
+            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        fn gaussian(&mut self) -> f64 {
+            (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
+        }
+    }
+
+    /// The index of the last bin of finite magnitudes (`f32::MAX`'s).
+    const TOP_BIN: u32 = 0x7F7F_FFFF >> BIN_SHIFT;
+
+    /// A histogram of the given bins `(index, weight, offset)`: the offset sum is that of
+    /// `weight` magnitudes at offset `offset >> 2` within the bin, and a quarter of them one
+    /// more per unit of `offset & 3` (so the mean is within the bin but rarely a bit pattern).
+    fn hist_from(mut bins: Vec<(u32, u128, u16)>) -> Histogram {
+        bins.sort_by_key(|b| b.0);
+        bins.dedup_by_key(|b| b.0);
+        Histogram {
+            bins: bins
+                .into_iter()
+                .map(|(index, weight, offset)| {
+                    let o = u128::from(offset >> 2);
+                    let extra = if o < 0x3FFF {
+                        weight / 4 * u128::from(offset & 3)
+                    } else {
+                        0
+                    };
+                    Bin {
+                        index,
+                        weight,
+                        offsets: weight * o + extra,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The fast fit against the reference one (`reference`, the code before it was made
+    /// faster), bit for bit: the table and `rel_err`, and with more than 255 bins each
+    /// candidate's initial levels, its levels after Lloyd's iteration and its distortion (the
+    /// fit keeps only the better candidate, which would hide a difference in the other).
+    fn assert_as_reference(hist: &Histogram, what: &str) {
+        let f = fit(hist);
+        let (lut, rel_err) = reference::fit(hist);
+        let bits = |l: &[f32; 256]| l.map(f32::to_bits);
+        assert_eq!(bits(&f.lut), bits(&lut), "{what}: table");
+        assert_eq!(f.rel_err.to_bits(), rel_err.to_bits(), "{what}: rel_err");
+        if hist.bins.len() <= LEVELS {
+            return;
+        }
+        let levels = |l: &Levels| l.map(f64::to_bits);
+        let (pts, old) = (Points::new(hist), reference::Points::new(hist));
+        let mut a = cube_root_levels(hist, &pts);
+        let mut a_old = reference::cube_root_levels(hist, &old);
+        assert_eq!(levels(&a), levels(&a_old), "{what}: initial levels A");
+        let mut b = ward_levels(&pts);
+        let mut b_old = reference::ward_levels(&old);
+        assert_eq!(
+            levels(&b),
+            levels(&b_old),
+            "{what}: initial levels B (Ward)"
+        );
+        for (name, l, l_old) in [("A", &mut a, &mut a_old), ("B", &mut b, &mut b_old)] {
+            let d = lloyd(l, &pts);
+            let d_old = reference::lloyd(l_old, &old);
+            assert_eq!(levels(l), levels(l_old), "{what}: levels {name}");
+            assert_eq!(d.to_bits(), d_old.to_bits(), "{what}: distortion {name}");
+        }
+    }
+
+    /// Bin counts around every boundary of the fit: 255 levels, powers of two (the tournament's
+    /// size), and as many as a real tensor has.
+    const COUNTS: [usize; 15] = [
+        1, 2, 200, 255, 256, 257, 300, 511, 512, 513, 1000, 1024, 2047, 4096, 8193,
+    ];
+
+    /// Histograms of values as the encoders see them: Gaussian, Laplace and heavy-tailed
+    /// magnitudes with outliers, with weight 1 (`lloyd`) or a row weight (`lloyd-rows`).
+    #[test]
+    fn fit_of_value_histograms_is_the_reference_one() {
+        let mut r = Rng(0x2545_F491_4F6C_DD1D);
+        for (case, n) in [50usize, 3_000, 30_000, 200_000, 1_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            for family in 0..4 {
+                let mut all: Vec<(u32, u64)> = Vec::with_capacity(n);
+                let sigma = (r.unit() * 20.0 - 10.0).exp();
+                for i in 0..n {
+                    let x = match family {
+                        0 => r.gaussian() * sigma,
+                        1 => -r.unit().ln() * sigma,
+                        2 if i % 997 == 0 => r.gaussian() * sigma * 40.0,
+                        2 => r.gaussian() * sigma,
+                        _ => (r.unit() * 30.0 - 15.0).exp() * sigma,
+                    };
+                    let b = (x as f32).abs().to_bits();
+                    // Row weights as `lloyd-rows` gives them, constant over rows of 64.
+                    let w = if case % 2 == 1 {
+                        let mut s = Rng(i as u64 / 64 + 1);
+                        1 + s.below(1 << 32)
+                    } else {
+                        1
+                    };
+                    if b != 0 {
+                        all.push((b, w));
+                    }
+                }
+                let lo = all.iter().map(|a| a.0).min().unwrap_or(1);
+                let hi = all.iter().map(|a| a.0).max().unwrap_or(1);
+                let h = Histogram::build(&WeightedBits(&all), lo, hi, all.len());
+                assert_as_reference(&h, &format!("{n} values, family {family}"));
+            }
+        }
+    }
+
+    /// Histograms made bin by bin: every bin count of [`COUNTS`], bins anywhere from the
+    /// subnormals to `f32::MAX`, weights from 1 to near the limit of u128 sums (and totals just
+    /// below and just above 2^64), and runs of equal bins, whose equal merge costs test the ties
+    /// of Ward's clustering.
+    #[test]
+    fn fit_of_made_histograms_is_the_reference_one() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        for &k in &COUNTS {
+            for family in 0..10 {
+                // Total weight stays below 2^127, offsets below 2^128.
+                let huge = (1u128 << 113) / k as u128;
+                // Weights whose total is just below or just above 2^64.
+                let near64 = u128::from(u64::MAX) / k as u128;
+                let span = match family % 3 {
+                    0 => 2 * k as u32,
+                    1 => 40 * k as u32,
+                    _ => TOP_BIN,
+                };
+                let first = r.below(u64::from(TOP_BIN - span.min(TOP_BIN)) + 1) as u32;
+                let mut bins = Vec::with_capacity(k);
+                let mut index = first;
+                for i in 0..k {
+                    let weight = match family {
+                        0 => 1,
+                        1 => 1 + u128::from(r.below(5)),
+                        2 => 1 + u128::from(r.below(1 << 32)),
+                        3 => u128::from(r.next()) << r.below(40),
+                        4 => huge - u128::from(r.next()) * u128::from(r.next() % 3),
+                        5 if i % 50 == 0 => huge,
+                        5 => 1 + u128::from(r.below(100)),
+                        // Equal bins in one binade, evenly spaced: equal costs.
+                        6 => 7,
+                        7 => 1 + (u128::from(r.next()) << 64 | u128::from(r.next())) % huge,
+                        8 => near64 - u128::from(r.below(1000)),
+                        _ => near64 + u128::from(r.below(1000)),
+                    };
+                    let frac = if family == 6 { 0x8000 } else { r.next() as u16 };
+                    bins.push((index.min(TOP_BIN), weight.max(1), frac));
+                    index += match family {
+                        6 => 2,
+                        _ => 1 + r.below(u64::from(2 * span / k as u32).max(1)) as u32,
+                    };
+                }
+                if family == 6 {
+                    // Within one binade where the run fits, so the spacing of the means is exact.
+                    let base = 0x3F00_0000 >> BIN_SHIFT;
+                    for (i, b) in bins.iter_mut().enumerate() {
+                        b.0 = base + (2 * i as u32) % 0x4000;
+                    }
+                }
+                let h = hist_from(bins);
+                assert_as_reference(&h, &format!("{k} bins, family {family}"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random histograms: gaps, weights and offsets drawn freely (weights of all sizes up
+        /// to 2^100), fitted as the reference does, bit for bit.
+        #[test]
+        fn fit_of_random_histograms_is_the_reference_one(
+            first in 0u32..TOP_BIN,
+            bins in prop::collection::vec(
+                (1u32..300, 0u32..100, any::<u64>(), any::<u16>()),
+                200..1200,
+            ),
+        ) {
+            let mut index = first;
+            let mut made = Vec::with_capacity(bins.len());
+            for (gap, size, w, frac) in bins {
+                let weight = match size {
+                    0..=29 => u128::from(w % 4),
+                    30..=59 => u128::from(w % 1000),
+                    60..=89 => u128::from(w),
+                    _ => u128::from(w) << (size - 64),
+                };
+                if index > TOP_BIN {
+                    break;
+                }
+                made.push((index, weight.max(1), frac));
+                index += if size % 7 == 0 { gap } else { 1 + gap % 3 };
+            }
+            assert_as_reference(&hist_from(made), "random histogram");
+        }
     }
 }
