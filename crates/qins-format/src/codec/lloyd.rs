@@ -287,23 +287,44 @@ pub(crate) fn cbrt(x: f64) -> f64 {
     y * pow2(q)
 }
 
-/// The non-empty bins as point masses: weight, weighted sum and mean of each.
+/// The non-empty bins as point masses: weight, weighted sum and mean of each, in ascending
+/// order of mean (the bins' order), with what every Lloyd iteration needs computed once.
 struct Points {
     weight: Vec<u128>,
     mass: Vec<f64>,
     mean: Vec<f64>,
+    /// `f64(weight)` of each point.
+    fweight: Vec<f64>,
+    /// `cum[k]`: the weight of points `0..k`, modulo 2^128, so that the weight of points
+    /// `i..j` is `cum[j] − cum[i]` (wrapping), exactly whenever it fits in a u128, as the
+    /// point-by-point sum it stands for.
+    cum: Vec<u128>,
 }
 
 impl Points {
     fn new(hist: &Histogram) -> Points {
         let weight: Vec<u128> = hist.bins.iter().map(|b| b.weight).collect();
         let mass: Vec<f64> = hist.bins.iter().map(|b| b.mass()).collect();
-        let mean = mass
-            .iter()
-            .zip(&weight)
-            .map(|(&m, &w)| m / to_f64(w))
+        Points::of(weight, mass)
+    }
+
+    /// The points of the given weights and weighted sums, in ascending order of mean.
+    fn of(weight: Vec<u128>, mass: Vec<f64>) -> Points {
+        let fweight: Vec<f64> = weight.iter().map(|&w| to_f64(w)).collect();
+        let mean = mass.iter().zip(&fweight).map(|(&m, &w)| m / w).collect();
+        let cum = std::iter::once(0)
+            .chain(weight.iter().scan(0u128, |acc, &w| {
+                *acc = acc.wrapping_add(w);
+                Some(*acc)
+            }))
             .collect();
-        Points { weight, mass, mean }
+        Points {
+            weight,
+            mass,
+            mean,
+            fweight,
+            cum,
+        }
     }
 
     fn len(&self) -> usize {
@@ -322,49 +343,153 @@ fn monotone(levels: &mut Levels) {
     }
 }
 
-/// The decision thresholds of non-decreasing levels: `t[c − 1] = (L[c − 1] + L[c]) / 2`.
-fn thresholds(levels: &Levels) -> [f64; LEVELS] {
-    std::array::from_fn(|i| (levels[i] + levels[i + 1]) / 2.0)
+/// The cells of the points under non-decreasing levels, as ranges: cell `c` (the points whose
+/// nearest level is `L[c]`, ties to the smaller) is `start[c]..start[c + 1]`. The means ascend
+/// and so do the thresholds `t[c − 1] = (L[c − 1] + L[c]) / 2`, so each cell is a run of
+/// points and `start[c]` is the number of means at most `t[c − 1]`: the nearest-level rule of
+/// §12.3 point by point, found without visiting every point.
+struct Cells {
+    start: [usize; LEVELS + 2],
 }
 
-/// Calls `f(point, cell)` for every point in order, where `cell` is the number of thresholds
-/// strictly below the point's mean (the nearest level, ties to the smaller one).
-fn assign(levels: &Levels, pts: &Points, mut f: impl FnMut(usize, usize)) {
-    let t = thresholds(levels);
-    let mut c = 0;
-    for (k, &mu) in pts.mean.iter().enumerate() {
-        while c < LEVELS && mu > t[c] {
-            c += 1;
+impl Cells {
+    /// The cells under `levels`. `near`, the cells under other levels or `None`, is where the
+    /// search starts: from Lloyd's iteration to the next the boundaries move by a few points.
+    fn new(levels: &Levels, pts: &Points, near: Option<&Cells>) -> Cells {
+        let mean = &pts.mean[..];
+        let mut start = [0; LEVELS + 2];
+        start[LEVELS + 1] = mean.len();
+        for c in 1..=LEVELS {
+            let t = (levels[c - 1] + levels[c]) / 2.0;
+            // The boundaries do not decrease: search from the previous one at least.
+            let mut k = near.map_or(0, |n| n.start[c]).max(start[c - 1]);
+            if k < mean.len() && mean[k] <= t {
+                k += 1;
+                while k < mean.len() && mean[k] <= t {
+                    k += 1;
+                }
+            } else {
+                while k > start[c - 1] && mean[k - 1] > t {
+                    k -= 1;
+                }
+            }
+            start[c] = k;
         }
-        f(k, c);
+        Cells { start }
+    }
+
+    /// The points of cell `c`.
+    fn of(&self, c: usize) -> std::ops::Range<usize> {
+        self.start[c]..self.start[c + 1]
     }
 }
 
-/// The squared error of the points against `levels`: `Σ n × (μ − L[cell])²`, in point order.
-fn distortion(levels: &Levels, pts: &Points) -> f64 {
-    let mut d = 0.0;
-    assign(levels, pts, |k, c| {
-        let e = pts.mean[k] - levels[c];
-        d += to_f64(pts.weight[k]) * (e * e);
+/// Lanes of [`cell_sums`]: cell sums computed side by side.
+const LANES: usize = 2;
+
+/// The weighted sum of each cell, `S = Σ M[i]` over its points from 0 in point order (§12.3.4):
+/// each a chain of additions that cannot be reordered. Consecutive cells are cut into
+/// [`LANES`] runs of about as many points, summed side by side, so that that many chains are
+/// in flight at once (one chain per cell, each still in point order).
+fn cell_sums(cells: &Cells, mass: &[f64]) -> [f64; LEVELS + 1] {
+    let mut s = [0f64; LEVELS + 1];
+    let start = &cells.start;
+    let n = mass.len();
+    // Lane j: the cells from the first starting at or after j × n / LANES points; its current
+    // cell, next point, end, and the sum of its current cell so far.
+    let first = |j: usize| start.partition_point(|&x| x < j * n / LANES).min(LEVELS);
+    let mut c: [usize; LANES] = std::array::from_fn(first);
+    let mut k: [usize; LANES] = std::array::from_fn(|j| start[c[j]]);
+    let begin = k;
+    let end: [usize; LANES] = std::array::from_fn(|j| match j + 1 {
+        LANES => n,
+        next => start[first(next)],
     });
-    d
+    let mut acc = [0f64; LANES];
+    // Moves lane `j` to the cell of its next point, storing the sums of the cells it leaves.
+    let settle = |at: usize, c: &mut usize, acc: &mut f64, s: &mut [f64; LEVELS + 1]| {
+        while start[*c + 1] == at {
+            s[*c] = *acc;
+            *acc = 0.0;
+            *c += 1;
+        }
+    };
+    // In lockstep while every lane has points left: runs of points up to the next end of a
+    // cell in any lane.
+    'lockstep: loop {
+        let mut run = usize::MAX;
+        for j in 0..LANES {
+            if k[j] == end[j] {
+                break 'lockstep;
+            }
+            settle(k[j], &mut c[j], &mut acc[j], &mut s);
+            run = run.min(start[c[j] + 1] - k[j]);
+        }
+        for i in 0..run {
+            for j in 0..LANES {
+                acc[j] += mass[k[j] + i];
+            }
+        }
+        for kj in k.iter_mut() {
+            *kj += run;
+        }
+    }
+    // Then what each lane has left, alone.
+    for j in 0..LANES {
+        while k[j] < end[j] {
+            settle(k[j], &mut c[j], &mut acc[j], &mut s);
+            let e = start[c[j] + 1];
+            for &m in &mass[k[j]..e] {
+                acc[j] += m;
+            }
+            k[j] = e;
+        }
+        // The last cell's sum, if the lane had points.
+        if end[j] > begin[j] {
+            s[c[j]] = acc[j];
+        }
+    }
+    s
+}
+
+/// The squared errors of the points against candidates' levels, each given with the cells
+/// under them, `D = Σ n × (μ − L[cell])²`, and their squared magnitudes `E = Σ n × μ²`
+/// (§12.3.2, §12.3.4). Each is a sum in point order, a chain of additions that cannot be
+/// reordered; one pass over the points computes them side by side.
+fn errors<const N: usize>(cands: [(&Levels, &Cells); N], pts: &Points) -> ([f64; N], f64) {
+    let mut d = [0f64; N];
+    let mut e = 0.0;
+    let mut cell = [0usize; N];
+    for (k, (&mu, &w)) in pts.mean.iter().zip(&pts.fweight).enumerate() {
+        for i in 0..N {
+            let (levels, cells) = cands[i];
+            while cells.start[cell[i] + 1] <= k {
+                cell[i] += 1;
+            }
+            let err = mu - levels[cell[i]];
+            d[i] += w * (err * err);
+        }
+        e += w * (mu * mu);
+    }
+    (d, e)
 }
 
 /// Lloyd's iteration (§12.3.4): at most [`LLOYD_ITERATIONS`] times, each level with a
 /// non-empty cell moves to its cell's centroid, then levels are made non-decreasing; stops
-/// early when no level changes. Returns the distortion of the final levels.
-fn lloyd(levels: &mut Levels, pts: &Points) -> f64 {
-    for _ in 0..LLOYD_ITERATIONS {
-        let mut n = [0u128; LEVELS + 1];
-        let mut s = [0f64; LEVELS + 1];
-        assign(levels, pts, |k, c| {
-            n[c] += pts.weight[k];
-            s[c] += pts.mass[k];
-        });
+/// early when no level changes. Returns the cells under the final levels, for [`errors`].
+fn lloyd(levels: &mut Levels, pts: &Points) -> Cells {
+    let mut cells = Cells::new(levels, pts, None);
+    for i in 0..LLOYD_ITERATIONS {
+        if i > 0 {
+            cells = Cells::new(levels, pts, Some(&cells));
+        }
+        let s = cell_sums(&cells, &pts.mass);
         let mut next = *levels;
         for c in 1..=LEVELS {
-            if n[c] > 0 {
-                next[c] = s[c] / to_f64(n[c]);
+            let r = cells.of(c);
+            let n = pts.cum[r.end].wrapping_sub(pts.cum[r.start]);
+            if n > 0 {
+                next[c] = s[c] / to_f64(n);
             }
         }
         monotone(&mut next);
@@ -373,11 +498,12 @@ fn lloyd(levels: &mut Levels, pts: &Points) -> f64 {
             .zip(levels.iter())
             .all(|(a, b)| a.to_bits() == b.to_bits())
         {
-            break;
+            // The cells are those of the final levels.
+            return cells;
         }
         *levels = next;
     }
-    distortion(levels, pts)
+    Cells::new(levels, pts, Some(&cells))
 }
 
 /// The initial levels of candidate 1 (§12.3.2): the high-resolution rule, level density
@@ -574,15 +700,12 @@ pub(crate) fn fit(hist: &Histogram) -> Fit {
         monotone(&mut levels);
     } else {
         let mut a = cube_root_levels(hist, &pts);
-        let da = lloyd(&mut a, &pts);
+        let cells_a = lloyd(&mut a, &pts);
         let mut b = ward_levels(&pts);
-        let db = lloyd(&mut b, &pts);
+        let cells_b = lloyd(&mut b, &pts);
+        let ([da, db], e) = errors([(&a, &cells_a), (&b, &cells_b)], &pts);
         let (l, d) = if da <= db { (a, da) } else { (b, db) };
         levels = l;
-        let mut e = 0.0;
-        for k in 0..pts.len() {
-            e += to_f64(pts.weight[k]) * (pts.mean[k] * pts.mean[k]);
-        }
         rel_err = d / e;
     }
     let mut lut = [0f32; 256];
@@ -811,12 +934,72 @@ mod tests {
             // Evenly spaced means but for the last two, closest of all: merged first.
             let mut mean: Vec<f64> = (1..=k).map(|i| i as f64).collect();
             mean[k - 1] = mean[k - 2] + 1e-3;
-            let pts = Points {
-                weight: vec![1; k],
-                mass: mean.clone(),
-                mean,
-            };
+            let pts = Points::of(vec![1; k], mean);
             assert_eq!(ward(&pts), ward_naive(&pts), "{k} points");
+        }
+    }
+
+    /// Non-decreasing levels with runs of equal ones, and levels from another such draw to
+    /// start the search from: the cells are those of the nearest-level rule point by point
+    /// (the count of thresholds strictly below each mean; half the cases put means on the
+    /// thresholds and next to them), and the sums of each cell are those of its points added
+    /// one by one in order, bit for bit.
+    #[test]
+    fn cells_and_their_sums_are_those_point_by_point() {
+        let mut r = Rng(0x1234_5678_9ABC_DEF1);
+        let levels = |r: &mut Rng| {
+            let mut l = [0f64; LEVELS + 1];
+            for c in 1..=LEVELS {
+                l[c] = match r.below(4) {
+                    // Repeats, gaps, and levels past every point.
+                    0 => l[c - 1],
+                    1 => l[c - 1] + r.unit() * 3.0,
+                    _ => l[c - 1] + r.unit() * 0.1,
+                };
+            }
+            monotone(&mut l);
+            l
+        };
+        for case in 0..300 {
+            let k = [1, 2, 3, 5, 40, 255, 256, 1000, 9000][case % 9];
+            let (l, other) = (levels(&mut r), levels(&mut r));
+            let t: Vec<f64> = (0..LEVELS).map(|i| (l[i] + l[i + 1]) / 2.0).collect();
+            let mut mean: Vec<f64> = (0..k)
+                .map(|_| {
+                    if case / 9 % 2 == 0 {
+                        return r.unit() * 40.0;
+                    }
+                    let x = t[r.below(LEVELS as u64) as usize];
+                    match r.below(3) {
+                        0 => x,
+                        1 => x.next_up(),
+                        _ => x.next_down(),
+                    }
+                })
+                .collect();
+            mean.sort_by(f64::total_cmp);
+            let pts = Points::of(vec![1; k], mean);
+            let near = Cells::new(&other, &pts, None);
+            let cells = Cells::new(&l, &pts, (case % 2 == 0).then_some(&near));
+            let mut sums = [0f64; LEVELS + 1];
+            for (i, &mu) in pts.mean.iter().enumerate() {
+                let c = t.iter().filter(|&&t| mu > t).count();
+                assert!(
+                    cells.of(c).contains(&i),
+                    "case {case}: point {i} not in cell {c}"
+                );
+                sums[c] += pts.mass[i];
+            }
+            let fast = cell_sums(&cells, &pts.mass);
+            for c in 0..=LEVELS {
+                if !cells.of(c).is_empty() {
+                    assert_eq!(
+                        fast[c].to_bits(),
+                        sums[c].to_bits(),
+                        "case {case}: cell {c}"
+                    );
+                }
+            }
         }
     }
 
@@ -911,7 +1094,8 @@ mod tests {
             "{what}: initial levels B (Ward)"
         );
         for (name, l, l_old) in [("A", &mut a, &mut a_old), ("B", &mut b, &mut b_old)] {
-            let d = lloyd(l, &pts);
+            let cells = lloyd(l, &pts);
+            let ([d], _) = errors([(l, &cells)], &pts);
             let d_old = reference::lloyd(l_old, &old);
             assert_eq!(levels(l), levels(l_old), "{what}: levels {name}");
             assert_eq!(d.to_bits(), d_old.to_bits(), "{what}: distortion {name}");
@@ -966,17 +1150,19 @@ mod tests {
 
     /// Histograms made bin by bin: every bin count of [`COUNTS`], bins anywhere from the
     /// subnormals to `f32::MAX`, weights from 1 to near the limit of u128 sums (and totals just
-    /// below and just above 2^64), and runs of equal bins, whose equal merge costs test the ties
-    /// of Ward's clustering.
+    /// below and just above 2^63, one bin of 2^63 on its own, and totals above 2^64), and runs
+    /// of equal bins, whose equal merge costs test the ties of Ward's clustering.
     #[test]
     fn fit_of_made_histograms_is_the_reference_one() {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
         for &k in &COUNTS {
-            for family in 0..10 {
+            for family in 0..12 {
                 // Total weight stays below 2^127, offsets below 2^128.
                 let huge = (1u128 << 113) / k as u128;
-                // Weights whose total is just below or just above 2^64.
-                let near64 = u128::from(u64::MAX) / k as u128;
+                // Weights whose total is just below or just above 2^63 (where Ward's clustering
+                // changes its integers) and 2^64.
+                let near63 = (1u128 << 63) / k as u128;
+                let near64 = (1u128 << 64) / k as u128;
                 let span = match family % 3 {
                     0 => 2 * k as u32,
                     1 => 40 * k as u32,
@@ -997,8 +1183,12 @@ mod tests {
                         // Equal bins in one binade, evenly spaced: equal costs.
                         6 => 7,
                         7 => 1 + (u128::from(r.next()) << 64 | u128::from(r.next())) % huge,
-                        8 => near64 - u128::from(r.below(1000)),
-                        _ => near64 + u128::from(r.below(1000)),
+                        8 => near63 - 1 - u128::from(r.below(1000)),
+                        9 => near63 + 1 + u128::from(r.below(1000)),
+                        // One bin of 2^63 or more, the total below 2^64.
+                        10 if i == k / 2 => (1 << 63) + u128::from(r.below(1 << 40)),
+                        10 => 1 + u128::from(r.below(1000)),
+                        _ => near64 + 1 + u128::from(r.below(1000)),
                     };
                     let frac = if family == 6 { 0x8000 } else { r.next() as u16 };
                     bins.push((index.min(TOP_BIN), weight.max(1), frac));
