@@ -572,26 +572,94 @@ fn ward_levels(pts: &Points) -> Levels {
 /// over the pairs (leaf `a` holds the pair of cluster `a` and the next one alive), which gives
 /// exactly the clusters of the definition.
 fn ward(pts: &Points) -> Vec<f64> {
-    const NONE: usize = usize::MAX;
+    // No cluster weighs more than all the points together: below 2^63 (nearly always), the
+    // weights are machine words.
+    let total = pts
+        .weight
+        .iter()
+        .try_fold(0u128, |acc, &w| acc.checked_add(w));
+    match total {
+        Some(t) if t < 1 << 63 => ward_with::<Small>(pts),
+        _ => ward_with::<u128>(pts),
+    }
+}
+
+/// The weight of a cluster of Ward's clustering: an exact integer, the sum of its points'
+/// weights, and `f64` of it (§12.3.5: rounded to nearest, ties to even).
+trait Weight: Copy {
+    fn of(w: u128) -> Self;
+    fn add(self, other: Self) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Weight for u128 {
+    fn of(w: u128) -> Self {
+        w
+    }
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    fn to_f64(self) -> f64 {
+        to_f64(self)
+    }
+}
+
+/// A weight when every sum fits in an i64 (the total weight is below 2^63), the common case:
+/// one machine word, and converted to f64 by one instruction (rounded as the u128 would be).
+#[derive(Clone, Copy)]
+struct Small(u64);
+
+impl Weight for Small {
+    fn of(w: u128) -> Self {
+        Small(w as u64)
+    }
+    fn add(self, other: Self) -> Self {
+        Small(self.0 + other.0)
+    }
+    fn to_f64(self) -> f64 {
+        self.0 as i64 as f64
+    }
+}
+
+/// A cluster of Ward's clustering: its weight (exact, and in f64), its mean, its neighbours
+/// alive (positions fit in a u32: there are at most 2^17 bins). One record per cluster, so
+/// that a merge reads one cache line per cluster.
+#[derive(Clone, Copy)]
+struct Cluster<W> {
+    n: W,
+    nf: f64,
+    mu: f64,
+    prev: u32,
+    next: u32,
+}
+
+/// [`ward`] with weights of type `W`.
+fn ward_with<W: Weight>(pts: &Points) -> Vec<f64> {
+    const NONE: u32 = u32::MAX;
     let k = pts.len();
-    // Cluster 0 is the zero cluster; cluster i ≥ 1 starts as point i − 1.
-    let mut n: Vec<u128> = std::iter::once(0)
-        .chain(pts.weight.iter().copied())
+    // Cluster 0 is the zero cluster; cluster i ≥ 1 starts as point i − 1. The zero cluster has
+    // no predecessor (`0u32.wrapping_sub(1)` is NONE).
+    let mut cl: Vec<Cluster<W>> = (0..=k)
+        .map(|i| {
+            let (n, mu) = match i {
+                0 => (0, 0.0),
+                _ => (pts.weight[i - 1], pts.mean[i - 1]),
+            };
+            Cluster {
+                n: W::of(n),
+                nf: to_f64(n),
+                mu,
+                prev: (i as u32).wrapping_sub(1),
+                next: if i < k { i as u32 + 1 } else { NONE },
+            }
+        })
         .collect();
-    let mut mu: Vec<f64> = std::iter::once(0.0)
-        .chain(pts.mean.iter().copied())
-        .collect();
-    // `0usize.wrapping_sub(1)` is NONE: the zero cluster has no predecessor.
-    let mut prev: Vec<usize> = (0..=k).map(|i| i.wrapping_sub(1)).collect();
-    let mut next: Vec<usize> = (1..=k + 1).collect();
-    next[k] = NONE;
-    let cost = |n: &[u128], mu: &[f64], a: usize, b: usize| -> f64 {
-        if a == 0 {
-            to_f64(n[b]) * (mu[b] * mu[b])
+    let cost = |p: &Cluster<W>, q: &Cluster<W>, zero: bool| -> f64 {
+        if zero {
+            q.nf * (q.mu * q.mu)
         } else {
-            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
-            let d = mu[a] - mu[b];
-            ((na * nb) / to_f64(n[a] + n[b])) * (d * d)
+            let d = p.mu - q.mu;
+            ((p.nf * q.nf) / p.n.add(q.n).to_f64()) * (d * d)
         }
     };
     // Costs are finite and non-negative, so their bit patterns order like their values;
@@ -599,7 +667,7 @@ fn ward(pts: &Points) -> Vec<f64> {
     // never has a pair, but a merge into its predecessor clears its leaf).
     let mut tree = Tournament::new(k + 1, |a| {
         if a < k {
-            cost(&n, &mu, a, a + 1).to_bits()
+            cost(&cl[a], &cl[a + 1], a == 0).to_bits()
         } else {
             u64::MAX
         }
@@ -607,86 +675,140 @@ fn ward(pts: &Points) -> Vec<f64> {
     let mut remaining = k;
     while remaining > LEVELS {
         let a = tree.min();
-        let b = next[a];
+        let b = cl[a].next as usize;
+        let q = cl[b];
+        let c = q.next;
         if a != 0 {
-            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
-            mu[a] = ((na * mu[a]) + (nb * mu[b])) / to_f64(n[a] + n[b]);
-            n[a] += n[b];
+            let p = &mut cl[a];
+            let n = p.n.add(q.n);
+            let nf = n.to_f64();
+            p.mu = ((p.nf * p.mu) + (q.nf * q.mu)) / nf;
+            (p.n, p.nf) = (n, nf);
         }
-        next[a] = next[b];
-        tree.set(b, u64::MAX);
-        match next[a] {
-            NONE => tree.set(a, u64::MAX),
+        cl[a].next = c;
+        // The pair of `a` and its new successor; the pair ending at `a`; `b`'s pair, gone.
+        let key_a = match c {
+            NONE => u64::MAX,
             c => {
-                prev[c] = a;
-                tree.set(a, cost(&n, &mu, a, c).to_bits());
+                cl[c as usize].prev = a as u32;
+                cost(&cl[a], &cl[c as usize], a == 0).to_bits()
             }
-        }
+        };
         if a != 0 {
-            let p = prev[a];
-            tree.set(p, cost(&n, &mu, p, a).to_bits());
+            let p = cl[a].prev as usize;
+            let key_p = cost(&cl[p], &cl[a], p == 0).to_bits();
+            tree.set(&[(p, key_p), (a, key_a), (b, u64::MAX)]);
+        } else {
+            tree.set(&[(a, key_a), (b, u64::MAX)]);
         }
         remaining -= 1;
     }
     let mut out = Vec::with_capacity(LEVELS);
-    let mut i = next[0];
+    let mut i = cl[0].next;
     while i != NONE {
-        out.push(mu[i]);
-        i = next[i];
+        out.push(cl[i as usize].mu);
+        i = cl[i as usize].next;
     }
     out
 }
 
+/// Children of a node of a [`Tournament`]: eight keys, one cache line.
+const FAN: usize = 8;
+
 /// A tournament tree over `len` keys: the position of the smallest `(key, position)`.
+///
+/// Each node holds the winner below it, key and position, and has [`FAN`] children: for 8K
+/// leaves 5 levels above them (a binary tree: 14), whose matches read adjacent keys, with
+/// no branch. A merge of Ward's clustering sets three leaves, usually close together, and
+/// [`Tournament::set`] replays each node above them once.
 struct Tournament {
-    /// `node[i]` for `i` in `1..size`: the winning `(key, position)` below node `i`; the
-    /// leaves are `size..2 × size`. Each node holds its winner's key, so that a match reads
-    /// its two children and nothing that depends on them.
-    node: Vec<(u64, u32)>,
-    size: usize,
+    /// Every level's keys, the leaves first: node `j` of level `l + 1` holds the least of nodes
+    /// `FAN × j..FAN × (j + 1)` of level `l`. Each level but the root's (one node) is padded
+    /// with `u64::MAX` to a multiple of `FAN`.
+    key: Vec<u64>,
+    /// The position of the leaf each node's key comes from.
+    pos: Vec<u32>,
+    /// Where each level starts in `key`, the root's last.
+    level: Vec<usize>,
 }
 
 impl Tournament {
     fn new(len: usize, key: impl Fn(usize) -> u64) -> Tournament {
-        let size = len.next_power_of_two().max(1);
-        let mut node = vec![(u64::MAX, 0u32); 2 * size];
-        for i in 0..size {
-            let k = if i < len { key(i) } else { u64::MAX };
-            node[size + i] = (k, i as u32);
-        }
-        for i in (1..size).rev() {
-            node[i] = Self::better(node[2 * i], node[2 * i + 1]);
-        }
-        Tournament { node, size }
-    }
-
-    /// The winner of a match: the smaller key; on equal keys the smaller position, which is
-    /// always the left one (`x`) here.
-    #[inline]
-    fn better(x: (u64, u32), y: (u64, u32)) -> (u64, u32) {
-        if y.0 < x.0 {
-            y
-        } else {
-            x
-        }
-    }
-
-    fn min(&self) -> usize {
-        self.node[1.min(2 * self.size - 1)].1 as usize
-    }
-
-    /// Sets leaf `pos`'s key and replays the matches above it, up to the first whose winner
-    /// is unchanged: the matches above that one see the same players as before.
-    fn set(&mut self, pos: usize, key: u64) {
-        let mut i = self.size + pos;
-        self.node[i] = (key, pos as u32);
-        while i > 1 {
-            i /= 2;
-            let won = Self::better(self.node[2 * i], self.node[2 * i + 1]);
-            if self.node[i] == won {
-                break;
+        let mut keys: Vec<u64> = (0..len).map(key).collect();
+        let mut pos: Vec<u32> = (0..len as u32).collect();
+        let mut level = vec![0];
+        let mut width = len.max(1);
+        while width > 1 {
+            let up = width.div_ceil(FAN);
+            let start = *level.last().unwrap_or(&0);
+            keys.resize(start + up * FAN, u64::MAX);
+            pos.resize(start + up * FAN, u32::MAX);
+            let next = keys.len();
+            for j in 0..up {
+                let (k, p) = Self::least(&keys, &pos, start + FAN * j);
+                keys.push(k);
+                pos.push(p);
             }
-            self.node[i] = won;
+            level.push(next);
+            width = up;
+        }
+        keys.resize(*level.last().unwrap_or(&0) + 1, u64::MAX);
+        pos.resize(keys.len(), 0);
+        Tournament {
+            key: keys,
+            pos,
+            level,
+        }
+    }
+
+    /// The least `(key, position)` of the `FAN` nodes from `at`: ties go to the left, whose
+    /// positions are the smaller.
+    #[inline]
+    fn least(key: &[u64], pos: &[u32], at: usize) -> (u64, u32) {
+        let k: &[u64; FAN] = key[at..at + FAN].try_into().expect("FAN keys");
+        let p: &[u32; FAN] = pos[at..at + FAN].try_into().expect("FAN positions");
+        let pick = |x: (u64, u32), y: (u64, u32)| if y.0 < x.0 { y } else { x };
+        let mut m: [(u64, u32); FAN] = std::array::from_fn(|i| (k[i], p[i]));
+        let mut w = FAN;
+        while w > 1 {
+            w /= 2;
+            for i in 0..w {
+                m[i] = pick(m[2 * i], m[2 * i + 1]);
+            }
+        }
+        m[0]
+    }
+
+    /// The position of the smallest `(key, position)`.
+    fn min(&self) -> usize {
+        self.pos[self.key.len() - 1] as usize
+    }
+
+    /// Sets the keys of the given leaves (at most three, in ascending order of position) and
+    /// replays the matches above them, level by level, each once.
+    fn set(&mut self, leaves: &[(usize, u64)]) {
+        // The nodes to replay at the current level, ascending, without repeats.
+        let mut nodes = [0usize; 3];
+        let mut len = 0;
+        for &(pos, key) in leaves {
+            self.key[pos] = key;
+            nodes[len] = pos;
+            len += 1;
+        }
+        for l in 1..self.level.len() {
+            let mut up = 0;
+            for i in 0..len {
+                let j = nodes[i] / FAN;
+                if up > 0 && nodes[up - 1] == j {
+                    continue;
+                }
+                let won = Self::least(&self.key, &self.pos, self.level[l - 1] + j * FAN);
+                let node = self.level[l] + j;
+                (self.key[node], self.pos[node]) = won;
+                nodes[up] = j;
+                up += 1;
+            }
+            len = up;
         }
     }
 }
