@@ -865,7 +865,15 @@ pub(crate) fn code_of(t: &[f64; LEVELS], m: f32) -> u8 {
         return 0;
     }
     let x = f64::from(m);
-    t.partition_point(|&t| t < x) as u8
+    // The thresholds ascend, so the count is found by halving, without a branch: `n` thresholds
+    // are below `x`, and whether the next `step` are too is one comparison.
+    let mut n = 0;
+    for step in [128, 64, 32, 16, 8, 4, 2, 1] {
+        if n + step <= LEVELS && t[n + step - 1] < x {
+            n += step;
+        }
+    }
+    n as u8
 }
 
 #[cfg(test)]
@@ -1136,6 +1144,41 @@ mod tests {
                         "case {case}: cell {c}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The code of a magnitude is the number of thresholds strictly below it, as a search of
+    /// the thresholds gives it, on tables with runs of equal entries, at and next to every
+    /// threshold.
+    #[test]
+    fn codes_count_the_thresholds_below() {
+        let mut r = Rng(0x0F1E_2D3C_4B5A_6978);
+        for _ in 0..200 {
+            let mut lut = [0f32; 256];
+            for c in 1..256 {
+                lut[c] = match r.below(3) {
+                    0 => lut[c - 1],
+                    _ => lut[c - 1] + (r.unit() * 0.01) as f32,
+                };
+            }
+            let t = lut_thresholds(&lut);
+            let mut probes: Vec<f32> = vec![0.0, f32::MIN_POSITIVE, 1e30, f32::MAX, f32::INFINITY];
+            for &x in t.iter() {
+                let m = x as f32;
+                probes.extend([
+                    m,
+                    f32::from_bits(m.to_bits() + 1),
+                    f32::from_bits(m.to_bits().max(1) - 1),
+                ]);
+            }
+            for m in probes {
+                let want = if m == 0.0 {
+                    0
+                } else {
+                    t.partition_point(|&t| t < f64::from(m))
+                };
+                assert_eq!(usize::from(code_of(&t, m)), want, "{m:e}");
             }
         }
     }
