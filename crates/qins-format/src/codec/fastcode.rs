@@ -67,6 +67,44 @@ impl Breaks {
             stack.push((m, b, cm, cb));
             stack.push((a, m, ca, cm));
         }
+        Breaks::with_points(lo, hi, &found, codes)
+    }
+
+    /// [`Breaks::new`] for a `code` whose change points are among `candidates` (in any order,
+    /// repeated or outside `[lo, hi]` as may be): each candidate is checked (`code(p) !=
+    /// code(p - 1)`), so only a missing change point can make the table wrong, and none is
+    /// missing where the candidates are, for each threshold of a rule "the number of thresholds
+    /// below the value", the first pattern above it. One call of `code` per candidate instead of
+    /// some thirty per change point.
+    pub(crate) fn from_candidates(
+        lo: u32,
+        hi: u32,
+        candidates: impl IntoIterator<Item = u32>,
+        code: impl Fn(u32) -> u8,
+    ) -> Breaks {
+        assert!(
+            0 < lo && lo <= hi && hi < u32::MAX,
+            "bad range {lo:#x}..={hi:#x}"
+        );
+        let mut found: Vec<u32> = candidates
+            .into_iter()
+            .filter(|&p| lo < p && p <= hi)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found.retain(|&p| code(p) != code(p - 1));
+        assert!(found.len() < 256, "the code function is not monotonic");
+        let mut codes = Box::new([0u8; 256]);
+        codes[0] = code(lo);
+        for (c, &p) in codes[1..].iter_mut().zip(&found) {
+            *c = code(p);
+        }
+        Breaks::with_points(lo, hi, &found, codes)
+    }
+
+    /// The table of the change points `found` (ascending, in `(lo, hi]`) with `codes` as in
+    /// [`Breaks::codes`].
+    fn with_points(lo: u32, hi: u32, found: &[u32], codes: Box<[u8; 256]>) -> Breaks {
         let span = hi - lo;
         let mut shift = 0;
         while (span >> shift) >= MAX_BUCKETS {
@@ -81,7 +119,7 @@ impl Breaks {
             *s = found.partition_point(|&p| p <= lo + ((i as u32) << shift)) as u8;
         }
         let mut points = Box::new([u32::MAX; 256]);
-        points[..found.len()].copy_from_slice(&found);
+        points[..found.len()].copy_from_slice(found);
         Breaks {
             lo,
             span,

@@ -106,10 +106,17 @@ pub(crate) trait Magnitudes {
     }
 }
 
-/// Adds `part` (bit patterns, zeros to entry `zero`), each weighted `w`, to the dense `table`
-/// of bins from `first`: a function of its own, so that the loop keeps the table in registers.
-#[inline(never)]
-fn add_block(table: &mut [[u64; 2]], part: &[u32], first: u32, zero: usize, w: u64) {
+super::cpu::twin! {
+    /// Adds `part` (bit patterns, zeros to entry `zero`), each weighted `w`, to the dense
+    /// `table` of bins from `first`: a function of its own, so that the loop keeps the table in
+    /// registers.
+    #[inline(never)]
+    fn add_block(table: &mut [[u64; 2]], part: &[u32], first: u32, zero: usize, w: u64) -> () =
+        add_block_as_built;
+}
+
+#[inline(always)]
+fn add_block_as_built(table: &mut [[u64; 2]], part: &[u32], first: u32, zero: usize, w: u64) {
     for &b in part {
         let i = if b == 0 {
             zero
@@ -147,6 +154,7 @@ impl Histogram {
     /// The histogram of the non-zero magnitudes that `mags` feeds (as bit patterns, each
     /// finite), whose smallest and largest are `lo` and `hi`, so that a dense table can be sized
     /// without another pass; `len` bounds their number.
+    #[inline(always)]
     pub(crate) fn build(mags: &impl Magnitudes, lo: u32, hi: u32, len: usize) -> Histogram {
         let (first, last) = (lo >> BIN_SHIFT, hi >> BIN_SHIFT);
         let span = u64::from(last - first) + 1;

@@ -86,8 +86,10 @@
 //! - `fastcode`: the exact change-point coder and the tight loops the passes run;
 //! - `words`: a chunk of source bytes (F32, BF16, F16) viewed as its elements;
 //! - `scaled16`: 16-bit sources with row scales, where a scaled value depends only on the pattern
-//!   and the row's scale: statistics and codes once per distinct pattern.
+//!   and the row's scale: statistics and codes once per distinct pattern;
+//! - `cpu`: the passes over every weight run compiled for x86-64-v3 where the CPU has it.
 
+mod cpu;
 mod fastcode;
 mod formula;
 mod lloyd;

@@ -102,7 +102,13 @@ impl Quantizer {
         // `0 < lo <= hi < u32::MAX`. Without the table every code comes from the formula.
         let finite_range = 0 < lo && lo <= hi && hi < 0x7F80_0000;
         if stats.nonzero > 0 && stats.count >= FAST_MIN_ELEMENTS && finite_range {
-            let breaks = Breaks::new(lo, hi, |b| self.code_exact(f32::from_bits(b)));
+            let code = |b| self.code_exact(f32::from_bits(b));
+            let breaks = match &self.thresholds {
+                // The code is the number of thresholds below the value: it changes only at the
+                // first pattern above a threshold.
+                Some(t) => Breaks::from_candidates(lo, hi, t.iter().map(|&t| first_above(t)), code),
+                None => Breaks::new(lo, hi, code),
+            };
             self.fast = Some(Box::new(breaks));
             self.range = Some((stats.min_nonzero, stats.max_abs));
         }
@@ -409,6 +415,25 @@ impl Quantizer {
     }
 }
 
+/// The smallest positive f32 bit pattern whose value is above `t` (`t ≥ 0`, or any f64 that
+/// is not NaN): from the nearest f32, a step down while the pattern below is still above `t`, or
+/// up while this one is not (one step at most either way; infinity's pattern when `t` is past
+/// every finite f32).
+fn first_above(t: f64) -> u32 {
+    let value = |b: u32| f64::from(f32::from_bits(b));
+    let mut b = (t.max(0.0) as f32).to_bits();
+    if value(b) > t {
+        while b > 1 && value(b - 1) > t {
+            b -= 1;
+        }
+    } else {
+        while b < 0x7F80_0000 && value(b) <= t {
+            b += 1;
+        }
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +483,63 @@ mod tests {
         for b in 0.5f32.to_bits()..=1.0f32.to_bits() {
             let m = f32::from_bits(b);
             assert_eq!(q.code(m), q.code_exact(m), "bits {b:#x}");
+        }
+    }
+
+    /// The change points of a fitted table, found from its thresholds, are those that bisection
+    /// with the formula finds, on tables fitted to many kinds of magnitudes (a range inside the
+    /// table's, past its ends, and one holding a single pattern), ties of equal entries and
+    /// thresholds that are f32 values themselves included.
+    #[test]
+    fn change_points_from_thresholds_equal_the_bisected_ones() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..60 {
+            let n = 300 + (next() % 5000) as usize;
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    match case % 4 {
+                        // Few distinct values: levels repeat, thresholds equal their entries.
+                        0 => ((r % 40) as f32) * 0.25,
+                        1 => f32::from_bits(0x3000_0000 + (r as u32 % 0x0F00_0000)),
+                        2 => ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 * 0.04,
+                        _ => f32::from_bits(1 + (r as u32 % 0x7F00_0000)),
+                    }
+                })
+                .collect();
+            for codec in [Codec::Lloyd, Codec::LloydRows] {
+                let stats = crate::codec::scan(&values, 0, None).unwrap();
+                let q = Quantizer::new(codec, &stats);
+                let Some(t) = &q.thresholds else { continue };
+                let code = |b| q.code_exact(f32::from_bits(b));
+                let (lo, hi) = (stats.min_nonzero.to_bits(), stats.max_abs.to_bits());
+                for (lo, hi) in [
+                    (lo, hi),
+                    (1, 0x7F7F_FFFF),
+                    (lo.max(2) - 1, hi),
+                    (lo + (hi - lo) / 3, lo + (hi - lo) / 3),
+                ] {
+                    let want = Breaks::new(lo, hi, code);
+                    let got =
+                        Breaks::from_candidates(lo, hi, t.iter().map(|&t| first_above(t)), code);
+                    assert_eq!(
+                        got.parts(),
+                        want.parts(),
+                        "case {case} {codec} {lo:#x}..={hi:#x}"
+                    );
+                }
+            }
+        }
+        for t in [0.0, 1e-46, 1e-45, 0.5, 1.0 + 1e-12, 3.0e38, 3.5e38, 1e300] {
+            let b = first_above(t);
+            assert!(f64::from(f32::from_bits(b)) > t || b == 0x7F80_0000, "{t}");
+            assert!(b == 1 || f64::from(f32::from_bits(b - 1)) <= t, "{t}");
         }
     }
 

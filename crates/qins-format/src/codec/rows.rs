@@ -3,7 +3,7 @@
 //! ([`RowScales::weight`]); and the walk of a chunk row by row that the passes share.
 
 use super::words::{max_magnitude, Words};
-use super::{Codec, EncodeError};
+use super::{cpu, Codec, EncodeError};
 use crate::dtype::{bf16_to_f32, f16_to_f32};
 use crate::Dtype;
 
@@ -116,7 +116,7 @@ pub(super) fn for_each_scaled<E>(
 
 /// Calls `f(seg, s, i)` for each run of a chunk that lies in one row: the run's values, its
 /// row's scale, and the run's position in the chunk.
-#[inline]
+#[inline(always)]
 pub(super) fn for_each_row_run<T, E>(
     values: &[T],
     first: u64,
@@ -131,6 +131,29 @@ pub(super) fn for_each_row_run<T, E>(
         i = end;
     }
     Ok(())
+}
+
+/// The runs of a chunk that lie in one row, as [`for_each_row_run`] gives them, as an iterator:
+/// for loops that must be compiled into their caller (see [`cpu`](super::cpu)), which a
+/// closure is not always.
+#[inline(always)]
+pub(super) fn row_runs<'v, 's, T>(
+    values: &'v [T],
+    first: u64,
+    rs: &RowScales<'s>,
+) -> impl Iterator<Item = (&'v [T], f32)> + use<'v, 's, T> {
+    let (row_len, scales) = (rs.row_len, rs.scales);
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= values.len() {
+            return None;
+        }
+        let row = (first + i as u64) / row_len;
+        let end = ((row + 1) * row_len - first).min(values.len() as u64) as usize;
+        let run = (&values[i..end], scales[row as usize]);
+        i = end;
+        Some(run)
+    })
 }
 
 /// The row maxima of a run of rows (§12.4): the largest magnitude of each row, gathered chunk by
@@ -188,10 +211,22 @@ impl RowMaxima {
         Ok(RowMaxima { first_row, max })
     }
 
-    /// [`RowMaxima::scan`] of a chunk given as the little-endian bytes of an encodable
-    /// `dtype`: the same maxima, found on the bit patterns in the source's own width (they
-    /// order like the magnitudes), with no conversion but one per row.
-    pub fn scan_bytes(
+    cpu::twin! {
+        /// [`RowMaxima::scan`] of a chunk given as the little-endian bytes of an encodable
+        /// `dtype`: the same maxima, found on the bit patterns in the source's own width (they
+        /// order like the magnitudes), with no conversion but one per row.
+        pub fn scan_bytes(
+            dtype: Dtype,
+            bytes: &[u8],
+            first: u64,
+            shape: &[u64],
+        ) -> Result<RowMaxima, EncodeError> = RowMaxima::scan_bytes_as_built;
+    }
+
+    /// [`RowMaxima::scan_bytes`], compiled for whatever instruction set its caller is (see
+    /// [`cpu`](super::cpu)).
+    #[inline(always)]
+    pub(super) fn scan_bytes_as_built(
         dtype: Dtype,
         bytes: &[u8],
         first: u64,

@@ -4,9 +4,9 @@
 
 use super::fastcode::{magnitude_range, Word};
 use super::lloyd::{self, Histogram};
-use super::rows::{for_each_row_run, for_each_scaled, RowScales};
+use super::rows::{for_each_row_run, for_each_scaled, row_runs, RowScales};
 use super::words::Words;
-use super::{Codec, EncodeError};
+use super::{cpu, Codec, EncodeError};
 use crate::dtype::{bf16_to_f32, f16_to_f32};
 use crate::Dtype;
 
@@ -83,6 +83,7 @@ impl Stats {
     /// The statistics of `count` elements of which `nonzero` are not 0, their magnitudes'
     /// f32 bit patterns ranging over `lo..=hi`, with the histogram of `mags` if `hist` (built
     /// now that the range is known; the magnitudes must be finite).
+    #[inline(always)]
     pub(super) fn of_range(
         count: u64,
         (lo, hi, nonzero): (u32, u32, u64),
@@ -207,6 +208,7 @@ fn f16_from(m: u32) -> f32 {
 /// bit patterns, divided by `s`; the histogram, if `hist`, divides each element again, a block
 /// at a time. `None` when a value is not finite, overflows or underflows to 0 when scaled:
 /// the caller then checks each scaled value (and reports the first fault).
+#[inline(always)]
 fn scan_rows<T: Copy, W: Word>(
     words: &[T],
     word: impl Fn(T) -> W + Copy,
@@ -217,7 +219,7 @@ fn scan_rows<T: Copy, W: Word>(
 ) -> Option<Stats> {
     let (mut lo, mut hi, mut nonzero) = (u32::MAX, 0u32, 0u64);
     let mut usual = true;
-    let _ = for_each_row_run(words, first, rs, |run, s, _| {
+    for (run, s) in row_runs(words, first, rs) {
         let (a, b, n) = magnitude_range(run, word);
         if n > 0 {
             let (small, large) = (value(a) / s, value(b) / s);
@@ -226,8 +228,7 @@ fn scan_rows<T: Copy, W: Word>(
             hi = hi.max(large.to_bits());
             nonzero += n;
         }
-        Ok::<(), ()>(())
-    });
+    }
     if !usual {
         return None;
     }
@@ -255,7 +256,7 @@ struct ScaledWords<'a, 's, T, F, V> {
 impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Magnitudes
     for ScaledWords<'_, '_, T, F, V>
 {
-    #[inline]
+    #[inline(always)]
     fn for_each(&self, mut f: impl FnMut(u32, u64)) {
         self.for_each_block(|block, w| {
             for &b in block.iter().filter(|&&b| b != 0) {
@@ -264,11 +265,11 @@ impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Ma
         });
     }
 
-    #[inline]
+    #[inline(always)]
     fn for_each_block(&self, mut f: impl FnMut(&[u32], u64)) {
         const BLOCK: usize = 256;
         let mut u = [0u32; BLOCK];
-        let _ = for_each_row_run(self.words, self.first, self.rs, |run, s, _| {
+        for (run, s) in row_runs(self.words, self.first, self.rs) {
             let w = self.rs.weight(s);
             for block in run.chunks(BLOCK) {
                 for (u, &x) in u.iter_mut().zip(block) {
@@ -276,8 +277,7 @@ impl<T: Copy, W: Word, F: Fn(T) -> W + Copy, V: Fn(u32) -> f32 + Copy> lloyd::Ma
                 }
                 f(&u[..block.len()], w);
             }
-            Ok::<(), ()>(())
-        });
+        }
     }
 }
 
@@ -323,14 +323,26 @@ impl lloyd::Magnitudes for Words<'_> {
     }
 }
 
-/// [`scan`] of a chunk given as the little-endian bytes of an encodable `dtype` (F32, BF16,
-/// F16), for a tensor to be encoded with `codec`: the statistics that `scan` gives for the
-/// values converted to f32, except that the histogram is gathered only when `codec`
-/// [fits one](Codec::fits_histogram) (it is left empty for `log` and `linear`, which do not
-/// read it). Without row scales the range is found on the bit patterns in the source's own
-/// width, with no conversion and no branch on the data. A dtype that cannot be encoded, or
-/// bytes that are not whole elements, are a [`EncodeError::BadChunk`].
-pub fn scan_bytes(
+cpu::twin! {
+    /// [`scan`] of a chunk given as the little-endian bytes of an encodable `dtype` (F32, BF16,
+    /// F16), for a tensor to be encoded with `codec`: the statistics that `scan` gives for the
+    /// values converted to f32, except that the histogram is gathered only when `codec`
+    /// [fits one](Codec::fits_histogram) (it is left empty for `log` and `linear`, which do not
+    /// read it). Without row scales the range is found on the bit patterns in the source's own
+    /// width, with no conversion and no branch on the data. A dtype that cannot be encoded, or
+    /// bytes that are not whole elements, are a [`EncodeError::BadChunk`].
+    pub fn scan_bytes(
+        codec: Codec,
+        dtype: Dtype,
+        bytes: &[u8],
+        first: u64,
+        scales: Option<&RowScales<'_>>,
+    ) -> Result<Stats, EncodeError> = scan_bytes_as_built;
+}
+
+/// [`scan_bytes`], compiled for whatever instruction set its caller is (see [`cpu`]).
+#[inline(always)]
+pub(super) fn scan_bytes_as_built(
     codec: Codec,
     dtype: Dtype,
     bytes: &[u8],

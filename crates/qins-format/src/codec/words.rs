@@ -17,7 +17,7 @@ pub(super) enum Words<'a> {
 }
 
 /// The largest magnitude pattern (sign bit cleared) of floats given as their bit patterns.
-#[inline]
+#[inline(always)]
 pub(super) fn max_magnitude<T: Copy, W: Word>(words: &[T], word: impl Fn(T) -> W) -> W {
     words
         .iter()
