@@ -88,6 +88,7 @@ fn to_f64(v: u128) -> f64 {
 }
 
 /// `2^e` as an f64, for `e` in the normal range.
+#[inline(always)]
 fn pow2(e: i32) -> f64 {
     debug_assert!((-1022..=1023).contains(&e));
     f64::from_bits(((e + 1023) as u64) << 52)
@@ -280,38 +281,92 @@ impl Histogram {
 /// `1 ≤ f < 2`; `e = 3q + r` with `r` in {0, 1, 2}; `g = f × 2^r`; seven Newton steps
 /// `y ← ((2 × y) + (g / (y × y))) / 3` from `y = 1.5`; the result is `y × 2^q`. Within 2 ulp of
 /// the true cube root.
+#[inline(always)]
 pub(crate) fn cbrt(x: f64) -> f64 {
-    debug_assert!(x.is_normal() && x > 0.0);
-    let bits = x.to_bits();
-    let e = ((bits >> 52) & 0x7FF) as i32 - 1023;
-    let f = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
-    let q = e.div_euclid(3);
-    let r = e.rem_euclid(3);
-    let g = f * pow2(r);
-    let mut y = 1.5f64;
-    for _ in 0..CBRT_STEPS {
-        y = ((2.0 * y) + (g / (y * y))) / 3.0;
-    }
-    y * pow2(q)
+    cbrt_lanes([x])[0]
 }
 
-/// The non-empty bins as point masses: weight, weighted sum and mean of each.
+/// [`cbrt`] of `N` values at once: the same operations on each, side by side, so that the
+/// compiler makes vector instructions of them (two divisions for the price of one, four in the
+/// x86-64-v3 build of [`cube_roots`]; the divisions take most of the time). Each lane's
+/// operations are exactly the scalar ones.
+#[inline(always)]
+fn cbrt_lanes<const N: usize>(x: [f64; N]) -> [f64; N] {
+    let mut g = [0f64; N];
+    let mut q = [0i32; N];
+    for i in 0..N {
+        debug_assert!(x[i].is_normal() && x[i] > 0.0);
+        let bits = x[i].to_bits();
+        let e = ((bits >> 52) & 0x7FF) as i32 - 1023;
+        let f = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+        q[i] = e.div_euclid(3);
+        g[i] = f * pow2(e.rem_euclid(3));
+    }
+    let mut y = [1.5f64; N];
+    for _ in 0..CBRT_STEPS {
+        for i in 0..N {
+            y[i] = ((2.0 * y[i]) + (g[i] / (y[i] * y[i]))) / 3.0;
+        }
+    }
+    std::array::from_fn(|i| y[i] * pow2(q[i]))
+}
+
+super::cpu::twin! {
+    /// Replaces each value of `x` by its [`cbrt`], eight at a time ([`cbrt_lanes`]): the
+    /// `λ[i]` of candidate A (§12.3.3).
+    fn cube_roots(x: &mut [f64]) -> () = cube_roots_as_built;
+}
+
+#[inline(always)]
+fn cube_roots_as_built(x: &mut [f64]) {
+    let mut eights = x.chunks_exact_mut(8);
+    for v in &mut eights {
+        let y = cbrt_lanes::<8>((&*v).try_into().expect("eight values"));
+        v.copy_from_slice(&y);
+    }
+    for v in eights.into_remainder() {
+        *v = cbrt(*v);
+    }
+}
+
+/// The non-empty bins as point masses: weight, weighted sum and mean of each, in ascending
+/// order of mean (the bins' order), with what every Lloyd iteration needs computed once.
 struct Points {
     weight: Vec<u128>,
     mass: Vec<f64>,
     mean: Vec<f64>,
+    /// `f64(weight)` of each point.
+    fweight: Vec<f64>,
+    /// `cum[k]`: the weight of points `0..k`, modulo 2^128, so that the weight of points
+    /// `i..j` is `cum[j] − cum[i]` (wrapping), exactly whenever it fits in a u128, as the
+    /// point-by-point sum it stands for.
+    cum: Vec<u128>,
 }
 
 impl Points {
     fn new(hist: &Histogram) -> Points {
         let weight: Vec<u128> = hist.bins.iter().map(|b| b.weight).collect();
         let mass: Vec<f64> = hist.bins.iter().map(|b| b.mass()).collect();
-        let mean = mass
-            .iter()
-            .zip(&weight)
-            .map(|(&m, &w)| m / to_f64(w))
+        Points::of(weight, mass)
+    }
+
+    /// The points of the given weights and weighted sums, in ascending order of mean.
+    fn of(weight: Vec<u128>, mass: Vec<f64>) -> Points {
+        let fweight: Vec<f64> = weight.iter().map(|&w| to_f64(w)).collect();
+        let mean = mass.iter().zip(&fweight).map(|(&m, &w)| m / w).collect();
+        let cum = std::iter::once(0)
+            .chain(weight.iter().scan(0u128, |acc, &w| {
+                *acc = acc.wrapping_add(w);
+                Some(*acc)
+            }))
             .collect();
-        Points { weight, mass, mean }
+        Points {
+            weight,
+            mass,
+            mean,
+            fweight,
+            cum,
+        }
     }
 
     fn len(&self) -> usize {
@@ -330,49 +385,153 @@ fn monotone(levels: &mut Levels) {
     }
 }
 
-/// The decision thresholds of non-decreasing levels: `t[c − 1] = (L[c − 1] + L[c]) / 2`.
-fn thresholds(levels: &Levels) -> [f64; LEVELS] {
-    std::array::from_fn(|i| (levels[i] + levels[i + 1]) / 2.0)
+/// The cells of the points under non-decreasing levels, as ranges: cell `c` (the points whose
+/// nearest level is `L[c]`, ties to the smaller) is `start[c]..start[c + 1]`. The means ascend
+/// and so do the thresholds `t[c − 1] = (L[c − 1] + L[c]) / 2`, so each cell is a run of
+/// points and `start[c]` is the number of means at most `t[c − 1]`: the nearest-level rule of
+/// §12.3 point by point, found without visiting every point.
+struct Cells {
+    start: [usize; LEVELS + 2],
 }
 
-/// Calls `f(point, cell)` for every point in order, where `cell` is the number of thresholds
-/// strictly below the point's mean (the nearest level, ties to the smaller one).
-fn assign(levels: &Levels, pts: &Points, mut f: impl FnMut(usize, usize)) {
-    let t = thresholds(levels);
-    let mut c = 0;
-    for (k, &mu) in pts.mean.iter().enumerate() {
-        while c < LEVELS && mu > t[c] {
-            c += 1;
+impl Cells {
+    /// The cells under `levels`. `near`, the cells under other levels or `None`, is where the
+    /// search starts: from Lloyd's iteration to the next the boundaries move by a few points.
+    fn new(levels: &Levels, pts: &Points, near: Option<&Cells>) -> Cells {
+        let mean = &pts.mean[..];
+        let mut start = [0; LEVELS + 2];
+        start[LEVELS + 1] = mean.len();
+        for c in 1..=LEVELS {
+            let t = (levels[c - 1] + levels[c]) / 2.0;
+            // The boundaries do not decrease: search from the previous one at least.
+            let mut k = near.map_or(0, |n| n.start[c]).max(start[c - 1]);
+            if k < mean.len() && mean[k] <= t {
+                k += 1;
+                while k < mean.len() && mean[k] <= t {
+                    k += 1;
+                }
+            } else {
+                while k > start[c - 1] && mean[k - 1] > t {
+                    k -= 1;
+                }
+            }
+            start[c] = k;
         }
-        f(k, c);
+        Cells { start }
+    }
+
+    /// The points of cell `c`.
+    fn of(&self, c: usize) -> std::ops::Range<usize> {
+        self.start[c]..self.start[c + 1]
     }
 }
 
-/// The squared error of the points against `levels`: `Σ n × (μ − L[cell])²`, in point order.
-fn distortion(levels: &Levels, pts: &Points) -> f64 {
-    let mut d = 0.0;
-    assign(levels, pts, |k, c| {
-        let e = pts.mean[k] - levels[c];
-        d += to_f64(pts.weight[k]) * (e * e);
+/// Lanes of [`cell_sums`]: cell sums computed side by side.
+const LANES: usize = 2;
+
+/// The weighted sum of each cell, `S = Σ M[i]` over its points from 0 in point order (§12.3.4):
+/// each a chain of additions that cannot be reordered. Consecutive cells are cut into
+/// [`LANES`] runs of about as many points, summed side by side, so that that many chains are
+/// in flight at once (one chain per cell, each still in point order).
+fn cell_sums(cells: &Cells, mass: &[f64]) -> [f64; LEVELS + 1] {
+    let mut s = [0f64; LEVELS + 1];
+    let start = &cells.start;
+    let n = mass.len();
+    // Lane j: the cells from the first starting at or after j × n / LANES points; its current
+    // cell, next point, end, and the sum of its current cell so far.
+    let first = |j: usize| start.partition_point(|&x| x < j * n / LANES).min(LEVELS);
+    let mut c: [usize; LANES] = std::array::from_fn(first);
+    let mut k: [usize; LANES] = std::array::from_fn(|j| start[c[j]]);
+    let begin = k;
+    let end: [usize; LANES] = std::array::from_fn(|j| match j + 1 {
+        LANES => n,
+        next => start[first(next)],
     });
-    d
+    let mut acc = [0f64; LANES];
+    // Moves lane `j` to the cell of its next point, storing the sums of the cells it leaves.
+    let settle = |at: usize, c: &mut usize, acc: &mut f64, s: &mut [f64; LEVELS + 1]| {
+        while start[*c + 1] == at {
+            s[*c] = *acc;
+            *acc = 0.0;
+            *c += 1;
+        }
+    };
+    // In lockstep while every lane has points left: runs of points up to the next end of a
+    // cell in any lane.
+    'lockstep: loop {
+        let mut run = usize::MAX;
+        for j in 0..LANES {
+            if k[j] == end[j] {
+                break 'lockstep;
+            }
+            settle(k[j], &mut c[j], &mut acc[j], &mut s);
+            run = run.min(start[c[j] + 1] - k[j]);
+        }
+        for i in 0..run {
+            for j in 0..LANES {
+                acc[j] += mass[k[j] + i];
+            }
+        }
+        for kj in k.iter_mut() {
+            *kj += run;
+        }
+    }
+    // Then what each lane has left, alone.
+    for j in 0..LANES {
+        while k[j] < end[j] {
+            settle(k[j], &mut c[j], &mut acc[j], &mut s);
+            let e = start[c[j] + 1];
+            for &m in &mass[k[j]..e] {
+                acc[j] += m;
+            }
+            k[j] = e;
+        }
+        // The last cell's sum, if the lane had points.
+        if end[j] > begin[j] {
+            s[c[j]] = acc[j];
+        }
+    }
+    s
+}
+
+/// The squared errors of the points against candidates' levels, each given with the cells
+/// under them, `D = Σ n × (μ − L[cell])²`, and their squared magnitudes `E = Σ n × μ²`
+/// (§12.3.2, §12.3.4). Each is a sum in point order, a chain of additions that cannot be
+/// reordered; one pass over the points computes them side by side.
+fn errors<const N: usize>(cands: [(&Levels, &Cells); N], pts: &Points) -> ([f64; N], f64) {
+    let mut d = [0f64; N];
+    let mut e = 0.0;
+    let mut cell = [0usize; N];
+    for (k, (&mu, &w)) in pts.mean.iter().zip(&pts.fweight).enumerate() {
+        for i in 0..N {
+            let (levels, cells) = cands[i];
+            while cells.start[cell[i] + 1] <= k {
+                cell[i] += 1;
+            }
+            let err = mu - levels[cell[i]];
+            d[i] += w * (err * err);
+        }
+        e += w * (mu * mu);
+    }
+    (d, e)
 }
 
 /// Lloyd's iteration (§12.3.4): at most [`LLOYD_ITERATIONS`] times, each level with a
 /// non-empty cell moves to its cell's centroid, then levels are made non-decreasing; stops
-/// early when no level changes. Returns the distortion of the final levels.
-fn lloyd(levels: &mut Levels, pts: &Points) -> f64 {
-    for _ in 0..LLOYD_ITERATIONS {
-        let mut n = [0u128; LEVELS + 1];
-        let mut s = [0f64; LEVELS + 1];
-        assign(levels, pts, |k, c| {
-            n[c] += pts.weight[k];
-            s[c] += pts.mass[k];
-        });
+/// early when no level changes. Returns the cells under the final levels, for [`errors`].
+fn lloyd(levels: &mut Levels, pts: &Points) -> Cells {
+    let mut cells = Cells::new(levels, pts, None);
+    for i in 0..LLOYD_ITERATIONS {
+        if i > 0 {
+            cells = Cells::new(levels, pts, Some(&cells));
+        }
+        let s = cell_sums(&cells, &pts.mass);
         let mut next = *levels;
         for c in 1..=LEVELS {
-            if n[c] > 0 {
-                next[c] = s[c] / to_f64(n[c]);
+            let r = cells.of(c);
+            let n = pts.cum[r.end].wrapping_sub(pts.cum[r.start]);
+            if n > 0 {
+                next[c] = s[c] / to_f64(n);
             }
         }
         monotone(&mut next);
@@ -381,11 +540,12 @@ fn lloyd(levels: &mut Levels, pts: &Points) -> f64 {
             .zip(levels.iter())
             .all(|(a, b)| a.to_bits() == b.to_bits())
         {
-            break;
+            // The cells are those of the final levels.
+            return cells;
         }
         *levels = next;
     }
-    distortion(levels, pts)
+    Cells::new(levels, pts, Some(&cells))
 }
 
 /// The initial levels of candidate 1 (§12.3.2): the high-resolution rule, level density
@@ -395,10 +555,11 @@ fn cube_root_levels(hist: &Histogram, pts: &Points) -> Levels {
     let bins = &hist.bins;
     // No level above the largest point: the top bin may reach past f32::MAX.
     let top = pts.mean[pts.len() - 1];
-    let lambda: Vec<f64> = bins
+    let mut lambda: Vec<f64> = bins
         .iter()
-        .map(|b| cbrt(to_f64(b.weight) * b.width() * b.width()))
+        .map(|b| to_f64(b.weight) * b.width() * b.width())
         .collect();
+    cube_roots(&mut lambda);
     let mut cum = Vec::with_capacity(bins.len() + 1);
     let mut acc = 0.0f64;
     cum.push(acc);
@@ -439,26 +600,94 @@ fn ward_levels(pts: &Points) -> Levels {
 /// over the pairs (leaf `a` holds the pair of cluster `a` and the next one alive), which gives
 /// exactly the clusters of the definition.
 fn ward(pts: &Points) -> Vec<f64> {
-    const NONE: usize = usize::MAX;
+    // No cluster weighs more than all the points together: below 2^63 (nearly always), the
+    // weights are machine words.
+    let total = pts
+        .weight
+        .iter()
+        .try_fold(0u128, |acc, &w| acc.checked_add(w));
+    match total {
+        Some(t) if t < 1 << 63 => ward_with::<Small>(pts),
+        _ => ward_with::<u128>(pts),
+    }
+}
+
+/// The weight of a cluster of Ward's clustering: an exact integer, the sum of its points'
+/// weights, and `f64` of it (§12.3.5: rounded to nearest, ties to even).
+trait Weight: Copy {
+    fn of(w: u128) -> Self;
+    fn add(self, other: Self) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Weight for u128 {
+    fn of(w: u128) -> Self {
+        w
+    }
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    fn to_f64(self) -> f64 {
+        to_f64(self)
+    }
+}
+
+/// A weight when every sum fits in an i64 (the total weight is below 2^63), the common case:
+/// one machine word, and converted to f64 by one instruction (rounded as the u128 would be).
+#[derive(Clone, Copy)]
+struct Small(u64);
+
+impl Weight for Small {
+    fn of(w: u128) -> Self {
+        Small(w as u64)
+    }
+    fn add(self, other: Self) -> Self {
+        Small(self.0 + other.0)
+    }
+    fn to_f64(self) -> f64 {
+        self.0 as i64 as f64
+    }
+}
+
+/// A cluster of Ward's clustering: its weight (exact, and in f64), its mean, its neighbours
+/// alive (positions fit in a u32: there are at most 2^17 bins). One record per cluster, so
+/// that a merge reads one cache line per cluster.
+#[derive(Clone, Copy)]
+struct Cluster<W> {
+    n: W,
+    nf: f64,
+    mu: f64,
+    prev: u32,
+    next: u32,
+}
+
+/// [`ward`] with weights of type `W`.
+fn ward_with<W: Weight>(pts: &Points) -> Vec<f64> {
+    const NONE: u32 = u32::MAX;
     let k = pts.len();
-    // Cluster 0 is the zero cluster; cluster i ≥ 1 starts as point i − 1.
-    let mut n: Vec<u128> = std::iter::once(0)
-        .chain(pts.weight.iter().copied())
+    // Cluster 0 is the zero cluster; cluster i ≥ 1 starts as point i − 1. The zero cluster has
+    // no predecessor (`0u32.wrapping_sub(1)` is NONE).
+    let mut cl: Vec<Cluster<W>> = (0..=k)
+        .map(|i| {
+            let (n, mu) = match i {
+                0 => (0, 0.0),
+                _ => (pts.weight[i - 1], pts.mean[i - 1]),
+            };
+            Cluster {
+                n: W::of(n),
+                nf: to_f64(n),
+                mu,
+                prev: (i as u32).wrapping_sub(1),
+                next: if i < k { i as u32 + 1 } else { NONE },
+            }
+        })
         .collect();
-    let mut mu: Vec<f64> = std::iter::once(0.0)
-        .chain(pts.mean.iter().copied())
-        .collect();
-    // `0usize.wrapping_sub(1)` is NONE: the zero cluster has no predecessor.
-    let mut prev: Vec<usize> = (0..=k).map(|i| i.wrapping_sub(1)).collect();
-    let mut next: Vec<usize> = (1..=k + 1).collect();
-    next[k] = NONE;
-    let cost = |n: &[u128], mu: &[f64], a: usize, b: usize| -> f64 {
-        if a == 0 {
-            to_f64(n[b]) * (mu[b] * mu[b])
+    let cost = |p: &Cluster<W>, q: &Cluster<W>, zero: bool| -> f64 {
+        if zero {
+            q.nf * (q.mu * q.mu)
         } else {
-            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
-            let d = mu[a] - mu[b];
-            ((na * nb) / to_f64(n[a] + n[b])) * (d * d)
+            let d = p.mu - q.mu;
+            ((p.nf * q.nf) / p.n.add(q.n).to_f64()) * (d * d)
         }
     };
     // Costs are finite and non-negative, so their bit patterns order like their values;
@@ -466,7 +695,7 @@ fn ward(pts: &Points) -> Vec<f64> {
     // never has a pair, but a merge into its predecessor clears its leaf).
     let mut tree = Tournament::new(k + 1, |a| {
         if a < k {
-            cost(&n, &mu, a, a + 1).to_bits()
+            cost(&cl[a], &cl[a + 1], a == 0).to_bits()
         } else {
             u64::MAX
         }
@@ -474,86 +703,140 @@ fn ward(pts: &Points) -> Vec<f64> {
     let mut remaining = k;
     while remaining > LEVELS {
         let a = tree.min();
-        let b = next[a];
+        let b = cl[a].next as usize;
+        let q = cl[b];
+        let c = q.next;
         if a != 0 {
-            let (na, nb) = (to_f64(n[a]), to_f64(n[b]));
-            mu[a] = ((na * mu[a]) + (nb * mu[b])) / to_f64(n[a] + n[b]);
-            n[a] += n[b];
+            let p = &mut cl[a];
+            let n = p.n.add(q.n);
+            let nf = n.to_f64();
+            p.mu = ((p.nf * p.mu) + (q.nf * q.mu)) / nf;
+            (p.n, p.nf) = (n, nf);
         }
-        next[a] = next[b];
-        tree.set(b, u64::MAX);
-        match next[a] {
-            NONE => tree.set(a, u64::MAX),
+        cl[a].next = c;
+        // The pair of `a` and its new successor; the pair ending at `a`; `b`'s pair, gone.
+        let key_a = match c {
+            NONE => u64::MAX,
             c => {
-                prev[c] = a;
-                tree.set(a, cost(&n, &mu, a, c).to_bits());
+                cl[c as usize].prev = a as u32;
+                cost(&cl[a], &cl[c as usize], a == 0).to_bits()
             }
-        }
+        };
         if a != 0 {
-            let p = prev[a];
-            tree.set(p, cost(&n, &mu, p, a).to_bits());
+            let p = cl[a].prev as usize;
+            let key_p = cost(&cl[p], &cl[a], p == 0).to_bits();
+            tree.set(&[(p, key_p), (a, key_a), (b, u64::MAX)]);
+        } else {
+            tree.set(&[(a, key_a), (b, u64::MAX)]);
         }
         remaining -= 1;
     }
     let mut out = Vec::with_capacity(LEVELS);
-    let mut i = next[0];
+    let mut i = cl[0].next;
     while i != NONE {
-        out.push(mu[i]);
-        i = next[i];
+        out.push(cl[i as usize].mu);
+        i = cl[i as usize].next;
     }
     out
 }
 
+/// Children of a node of a [`Tournament`]: eight keys, one cache line.
+const FAN: usize = 8;
+
 /// A tournament tree over `len` keys: the position of the smallest `(key, position)`.
+///
+/// Each node holds the winner below it, key and position, and has [`FAN`] children: for 8K
+/// leaves 5 levels above them (a binary tree: 14), whose matches read adjacent keys, with
+/// no branch. A merge of Ward's clustering sets three leaves, usually close together, and
+/// [`Tournament::set`] replays each node above them once.
 struct Tournament {
-    /// `node[i]` for `i` in `1..size`: the winning `(key, position)` below node `i`; the
-    /// leaves are `size..2 × size`. Each node holds its winner's key, so that a match reads
-    /// its two children and nothing that depends on them.
-    node: Vec<(u64, u32)>,
-    size: usize,
+    /// Every level's keys, the leaves first: node `j` of level `l + 1` holds the least of nodes
+    /// `FAN × j..FAN × (j + 1)` of level `l`. Each level but the root's (one node) is padded
+    /// with `u64::MAX` to a multiple of `FAN`.
+    key: Vec<u64>,
+    /// The position of the leaf each node's key comes from.
+    pos: Vec<u32>,
+    /// Where each level starts in `key`, the root's last.
+    level: Vec<usize>,
 }
 
 impl Tournament {
     fn new(len: usize, key: impl Fn(usize) -> u64) -> Tournament {
-        let size = len.next_power_of_two().max(1);
-        let mut node = vec![(u64::MAX, 0u32); 2 * size];
-        for i in 0..size {
-            let k = if i < len { key(i) } else { u64::MAX };
-            node[size + i] = (k, i as u32);
-        }
-        for i in (1..size).rev() {
-            node[i] = Self::better(node[2 * i], node[2 * i + 1]);
-        }
-        Tournament { node, size }
-    }
-
-    /// The winner of a match: the smaller key; on equal keys the smaller position, which is
-    /// always the left one (`x`) here.
-    #[inline]
-    fn better(x: (u64, u32), y: (u64, u32)) -> (u64, u32) {
-        if y.0 < x.0 {
-            y
-        } else {
-            x
-        }
-    }
-
-    fn min(&self) -> usize {
-        self.node[1.min(2 * self.size - 1)].1 as usize
-    }
-
-    /// Sets leaf `pos`'s key and replays the matches above it, up to the first whose winner
-    /// is unchanged: the matches above that one see the same players as before.
-    fn set(&mut self, pos: usize, key: u64) {
-        let mut i = self.size + pos;
-        self.node[i] = (key, pos as u32);
-        while i > 1 {
-            i /= 2;
-            let won = Self::better(self.node[2 * i], self.node[2 * i + 1]);
-            if self.node[i] == won {
-                break;
+        let mut keys: Vec<u64> = (0..len).map(key).collect();
+        let mut pos: Vec<u32> = (0..len as u32).collect();
+        let mut level = vec![0];
+        let mut width = len.max(1);
+        while width > 1 {
+            let up = width.div_ceil(FAN);
+            let start = *level.last().unwrap_or(&0);
+            keys.resize(start + up * FAN, u64::MAX);
+            pos.resize(start + up * FAN, u32::MAX);
+            let next = keys.len();
+            for j in 0..up {
+                let (k, p) = Self::least(&keys, &pos, start + FAN * j);
+                keys.push(k);
+                pos.push(p);
             }
-            self.node[i] = won;
+            level.push(next);
+            width = up;
+        }
+        keys.resize(*level.last().unwrap_or(&0) + 1, u64::MAX);
+        pos.resize(keys.len(), 0);
+        Tournament {
+            key: keys,
+            pos,
+            level,
+        }
+    }
+
+    /// The least `(key, position)` of the `FAN` nodes from `at`: ties go to the left, whose
+    /// positions are the smaller.
+    #[inline]
+    fn least(key: &[u64], pos: &[u32], at: usize) -> (u64, u32) {
+        let k: &[u64; FAN] = key[at..at + FAN].try_into().expect("FAN keys");
+        let p: &[u32; FAN] = pos[at..at + FAN].try_into().expect("FAN positions");
+        let pick = |x: (u64, u32), y: (u64, u32)| if y.0 < x.0 { y } else { x };
+        let mut m: [(u64, u32); FAN] = std::array::from_fn(|i| (k[i], p[i]));
+        let mut w = FAN;
+        while w > 1 {
+            w /= 2;
+            for i in 0..w {
+                m[i] = pick(m[2 * i], m[2 * i + 1]);
+            }
+        }
+        m[0]
+    }
+
+    /// The position of the smallest `(key, position)`.
+    fn min(&self) -> usize {
+        self.pos[self.key.len() - 1] as usize
+    }
+
+    /// Sets the keys of the given leaves (at most three, in ascending order of position) and
+    /// replays the matches above them, level by level, each once.
+    fn set(&mut self, leaves: &[(usize, u64)]) {
+        // The nodes to replay at the current level, ascending, without repeats.
+        let mut nodes = [0usize; 3];
+        let mut len = 0;
+        for &(pos, key) in leaves {
+            self.key[pos] = key;
+            nodes[len] = pos;
+            len += 1;
+        }
+        for l in 1..self.level.len() {
+            let mut up = 0;
+            for i in 0..len {
+                let j = nodes[i] / FAN;
+                if up > 0 && nodes[up - 1] == j {
+                    continue;
+                }
+                let won = Self::least(&self.key, &self.pos, self.level[l - 1] + j * FAN);
+                let node = self.level[l] + j;
+                (self.key[node], self.pos[node]) = won;
+                nodes[up] = j;
+                up += 1;
+            }
+            len = up;
         }
     }
 }
@@ -582,15 +865,12 @@ pub(crate) fn fit(hist: &Histogram) -> Fit {
         monotone(&mut levels);
     } else {
         let mut a = cube_root_levels(hist, &pts);
-        let da = lloyd(&mut a, &pts);
+        let cells_a = lloyd(&mut a, &pts);
         let mut b = ward_levels(&pts);
-        let db = lloyd(&mut b, &pts);
+        let cells_b = lloyd(&mut b, &pts);
+        let ([da, db], e) = errors([(&a, &cells_a), (&b, &cells_b)], &pts);
         let (l, d) = if da <= db { (a, da) } else { (b, db) };
         levels = l;
-        let mut e = 0.0;
-        for k in 0..pts.len() {
-            e += to_f64(pts.weight[k]) * (pts.mean[k] * pts.mean[k]);
-        }
         rel_err = d / e;
     }
     let mut lut = [0f32; 256];
@@ -613,12 +893,24 @@ pub(crate) fn code_of(t: &[f64; LEVELS], m: f32) -> u8 {
         return 0;
     }
     let x = f64::from(m);
-    t.partition_point(|&t| t < x) as u8
+    // The thresholds ascend, so the count is found by halving, without a branch: `n` thresholds
+    // are below `x`, and whether the next `step` are too is one comparison.
+    let mut n = 0;
+    for step in [128, 64, 32, 16, 8, 4, 2, 1] {
+        if n + step <= LEVELS && t[n + step - 1] < x {
+            n += step;
+        }
+    }
+    n as u8
 }
+
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn to_f64_rounds_as_the_cast_does() {
@@ -673,6 +965,25 @@ mod tests {
         }
         assert_eq!(cbrt(8.0), 2.0);
         assert_eq!(cbrt(27.0), 3.0);
+    }
+
+    /// The cube roots of many values at once, in the build for this CPU and in the baseline
+    /// one, are those of [`cbrt`] one at a time, bit for bit: every normal binade, and counts
+    /// that leave a remainder of every length.
+    #[test]
+    fn cube_roots_in_lanes_are_those_one_at_a_time() {
+        let mut r = Rng(0x5DEE_CE66_D1CE_4E5B);
+        for n in 0..40 {
+            let x: Vec<f64> = (0..n * 37 + n % 8)
+                .map(|_| f64::from_bits(((1 + r.below(2045)) << 52) | (r.next() >> 12)))
+                .collect();
+            let one: Vec<u64> = x.iter().map(|&v| cbrt(v).to_bits()).collect();
+            let (mut wide, mut built) = (x.clone(), x.clone());
+            cube_roots(&mut wide);
+            cube_roots_as_built(&mut built);
+            assert_eq!(wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), one);
+            assert_eq!(built.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), one);
+        }
     }
 
     #[test]
@@ -815,12 +1126,107 @@ mod tests {
             // Evenly spaced means but for the last two, closest of all: merged first.
             let mut mean: Vec<f64> = (1..=k).map(|i| i as f64).collect();
             mean[k - 1] = mean[k - 2] + 1e-3;
-            let pts = Points {
-                weight: vec![1; k],
-                mass: mean.clone(),
-                mean,
-            };
+            let pts = Points::of(vec![1; k], mean);
             assert_eq!(ward(&pts), ward_naive(&pts), "{k} points");
+        }
+    }
+
+    /// Non-decreasing levels with runs of equal ones, and levels from another such draw to
+    /// start the search from: the cells are those of the nearest-level rule point by point
+    /// (the count of thresholds strictly below each mean; half the cases put means on the
+    /// thresholds and next to them), and the sums of each cell are those of its points added
+    /// one by one in order, bit for bit.
+    #[test]
+    fn cells_and_their_sums_are_those_point_by_point() {
+        let mut r = Rng(0x1234_5678_9ABC_DEF1);
+        let levels = |r: &mut Rng| {
+            let mut l = [0f64; LEVELS + 1];
+            for c in 1..=LEVELS {
+                l[c] = match r.below(4) {
+                    // Repeats, gaps, and levels past every point.
+                    0 => l[c - 1],
+                    1 => l[c - 1] + r.unit() * 3.0,
+                    _ => l[c - 1] + r.unit() * 0.1,
+                };
+            }
+            monotone(&mut l);
+            l
+        };
+        for case in 0..300 {
+            let k = [1, 2, 3, 5, 40, 255, 256, 1000, 9000][case % 9];
+            let (l, other) = (levels(&mut r), levels(&mut r));
+            let t: Vec<f64> = (0..LEVELS).map(|i| (l[i] + l[i + 1]) / 2.0).collect();
+            let mut mean: Vec<f64> = (0..k)
+                .map(|_| {
+                    if case / 9 % 2 == 0 {
+                        return r.unit() * 40.0;
+                    }
+                    let x = t[r.below(LEVELS as u64) as usize];
+                    match r.below(3) {
+                        0 => x,
+                        1 => x.next_up(),
+                        _ => x.next_down(),
+                    }
+                })
+                .collect();
+            mean.sort_by(f64::total_cmp);
+            let pts = Points::of(vec![1; k], mean);
+            let near = Cells::new(&other, &pts, None);
+            let cells = Cells::new(&l, &pts, (case % 2 == 0).then_some(&near));
+            let mut sums = [0f64; LEVELS + 1];
+            for (i, &mu) in pts.mean.iter().enumerate() {
+                let c = t.iter().filter(|&&t| mu > t).count();
+                assert!(
+                    cells.of(c).contains(&i),
+                    "case {case}: point {i} not in cell {c}"
+                );
+                sums[c] += pts.mass[i];
+            }
+            let fast = cell_sums(&cells, &pts.mass);
+            for c in 0..=LEVELS {
+                if !cells.of(c).is_empty() {
+                    assert_eq!(
+                        fast[c].to_bits(),
+                        sums[c].to_bits(),
+                        "case {case}: cell {c}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The code of a magnitude is the number of thresholds strictly below it, as a search of
+    /// the thresholds gives it, on tables with runs of equal entries, at and next to every
+    /// threshold.
+    #[test]
+    fn codes_count_the_thresholds_below() {
+        let mut r = Rng(0x0F1E_2D3C_4B5A_6978);
+        for _ in 0..200 {
+            let mut lut = [0f32; 256];
+            for c in 1..256 {
+                lut[c] = match r.below(3) {
+                    0 => lut[c - 1],
+                    _ => lut[c - 1] + (r.unit() * 0.01) as f32,
+                };
+            }
+            let t = lut_thresholds(&lut);
+            let mut probes: Vec<f32> = vec![0.0, f32::MIN_POSITIVE, 1e30, f32::MAX, f32::INFINITY];
+            for &x in t.iter() {
+                let m = x as f32;
+                probes.extend([
+                    m,
+                    f32::from_bits(m.to_bits() + 1),
+                    f32::from_bits(m.to_bits().max(1) - 1),
+                ]);
+            }
+            for m in probes {
+                let want = if m == 0.0 {
+                    0
+                } else {
+                    t.partition_point(|&t| t < f64::from(m))
+                };
+                assert_eq!(usize::from(code_of(&t, m)), want, "{m:e}");
+            }
         }
     }
 
@@ -834,5 +1240,236 @@ mod tests {
         }
         assert_eq!(f.rel_err, 0.0);
         assert_eq!(f.lut[255], 3.0);
+    }
+
+    /// xorshift64: the histograms of the pinning tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn unit(&mut self) -> f64 {
+            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        fn gaussian(&mut self) -> f64 {
+            (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
+        }
+    }
+
+    /// The index of the last bin of finite magnitudes (`f32::MAX`'s).
+    const TOP_BIN: u32 = 0x7F7F_FFFF >> BIN_SHIFT;
+
+    /// A histogram of the given bins `(index, weight, offset)`: the offset sum is that of
+    /// `weight` magnitudes at offset `offset >> 2` within the bin, and a quarter of them one
+    /// more per unit of `offset & 3` (so the mean is within the bin but rarely a bit pattern).
+    fn hist_from(mut bins: Vec<(u32, u128, u16)>) -> Histogram {
+        bins.sort_by_key(|b| b.0);
+        bins.dedup_by_key(|b| b.0);
+        Histogram {
+            bins: bins
+                .into_iter()
+                .map(|(index, weight, offset)| {
+                    let o = u128::from(offset >> 2);
+                    let extra = if o < 0x3FFF {
+                        weight / 4 * u128::from(offset & 3)
+                    } else {
+                        0
+                    };
+                    Bin {
+                        index,
+                        weight,
+                        offsets: weight * o + extra,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The fast fit against the reference one (`reference`, the code before it was made
+    /// faster), bit for bit: the table and `rel_err`, and with more than 255 bins each
+    /// candidate's initial levels, its levels after Lloyd's iteration and its distortion (the
+    /// fit keeps only the better candidate, which would hide a difference in the other).
+    fn assert_as_reference(hist: &Histogram, what: &str) {
+        let f = fit(hist);
+        let (lut, rel_err) = reference::fit(hist);
+        let bits = |l: &[f32; 256]| l.map(f32::to_bits);
+        assert_eq!(bits(&f.lut), bits(&lut), "{what}: table");
+        assert_eq!(f.rel_err.to_bits(), rel_err.to_bits(), "{what}: rel_err");
+        if hist.bins.len() <= LEVELS {
+            return;
+        }
+        let levels = |l: &Levels| l.map(f64::to_bits);
+        let (pts, old) = (Points::new(hist), reference::Points::new(hist));
+        let mut a = cube_root_levels(hist, &pts);
+        let mut a_old = reference::cube_root_levels(hist, &old);
+        assert_eq!(levels(&a), levels(&a_old), "{what}: initial levels A");
+        let mut b = ward_levels(&pts);
+        let mut b_old = reference::ward_levels(&old);
+        assert_eq!(
+            levels(&b),
+            levels(&b_old),
+            "{what}: initial levels B (Ward)"
+        );
+        for (name, l, l_old) in [("A", &mut a, &mut a_old), ("B", &mut b, &mut b_old)] {
+            let cells = lloyd(l, &pts);
+            let ([d], _) = errors([(l, &cells)], &pts);
+            let d_old = reference::lloyd(l_old, &old);
+            assert_eq!(levels(l), levels(l_old), "{what}: levels {name}");
+            assert_eq!(d.to_bits(), d_old.to_bits(), "{what}: distortion {name}");
+        }
+    }
+
+    /// Bin counts around every boundary of the fit: 255 levels, powers of two (the tournament's
+    /// size), and as many as a real tensor has.
+    const COUNTS: [usize; 15] = [
+        1, 2, 200, 255, 256, 257, 300, 511, 512, 513, 1000, 1024, 2047, 4096, 8193,
+    ];
+
+    /// Histograms of values as the encoders see them: Gaussian, Laplace and heavy-tailed
+    /// magnitudes with outliers, with weight 1 (`lloyd`) or a row weight (`lloyd-rows`).
+    #[test]
+    fn fit_of_value_histograms_is_the_reference_one() {
+        let mut r = Rng(0x2545_F491_4F6C_DD1D);
+        for (case, n) in [50usize, 3_000, 30_000, 200_000, 1_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            for family in 0..4 {
+                let mut all: Vec<(u32, u64)> = Vec::with_capacity(n);
+                let sigma = (r.unit() * 20.0 - 10.0).exp();
+                for i in 0..n {
+                    let x = match family {
+                        0 => r.gaussian() * sigma,
+                        1 => -r.unit().ln() * sigma,
+                        2 if i % 997 == 0 => r.gaussian() * sigma * 40.0,
+                        2 => r.gaussian() * sigma,
+                        _ => (r.unit() * 30.0 - 15.0).exp() * sigma,
+                    };
+                    let b = (x as f32).abs().to_bits();
+                    // Row weights as `lloyd-rows` gives them, constant over rows of 64.
+                    let w = if case % 2 == 1 {
+                        let mut s = Rng(i as u64 / 64 + 1);
+                        1 + s.below(1 << 32)
+                    } else {
+                        1
+                    };
+                    if b != 0 {
+                        all.push((b, w));
+                    }
+                }
+                let lo = all.iter().map(|a| a.0).min().unwrap_or(1);
+                let hi = all.iter().map(|a| a.0).max().unwrap_or(1);
+                let h = Histogram::build(&WeightedBits(&all), lo, hi, all.len());
+                assert_as_reference(&h, &format!("{n} values, family {family}"));
+            }
+        }
+    }
+
+    /// Histograms made bin by bin: every bin count of [`COUNTS`], bins anywhere from the
+    /// subnormals to `f32::MAX`, weights from 1 to near the limit of u128 sums (and totals just
+    /// below and just above 2^63, one bin of 2^63 on its own, and totals above 2^64), and runs
+    /// of equal bins, whose equal merge costs test the ties of Ward's clustering.
+    #[test]
+    fn fit_of_made_histograms_is_the_reference_one() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        for &k in &COUNTS {
+            for family in 0..12 {
+                // Total weight stays below 2^127, offsets below 2^128.
+                let huge = (1u128 << 113) / k as u128;
+                // Weights whose total is just below or just above 2^63 (where Ward's clustering
+                // changes its integers) and 2^64.
+                let near63 = (1u128 << 63) / k as u128;
+                let near64 = (1u128 << 64) / k as u128;
+                let span = match family % 3 {
+                    0 => 2 * k as u32,
+                    1 => 40 * k as u32,
+                    _ => TOP_BIN,
+                };
+                let first = r.below(u64::from(TOP_BIN - span.min(TOP_BIN)) + 1) as u32;
+                let mut bins = Vec::with_capacity(k);
+                let mut index = first;
+                for i in 0..k {
+                    let weight = match family {
+                        0 => 1,
+                        1 => 1 + u128::from(r.below(5)),
+                        2 => 1 + u128::from(r.below(1 << 32)),
+                        3 => u128::from(r.next()) << r.below(40),
+                        4 => huge - u128::from(r.next()) * u128::from(r.next() % 3),
+                        5 if i % 50 == 0 => huge,
+                        5 => 1 + u128::from(r.below(100)),
+                        // Equal bins in one binade, evenly spaced: equal costs.
+                        6 => 7,
+                        7 => 1 + (u128::from(r.next()) << 64 | u128::from(r.next())) % huge,
+                        8 => near63 - 1 - u128::from(r.below(1000)),
+                        9 => near63 + 1 + u128::from(r.below(1000)),
+                        // One bin of 2^63 or more, the total below 2^64.
+                        10 if i == k / 2 => (1 << 63) + u128::from(r.below(1 << 40)),
+                        10 => 1 + u128::from(r.below(1000)),
+                        _ => near64 + 1 + u128::from(r.below(1000)),
+                    };
+                    let frac = if family == 6 { 0x8000 } else { r.next() as u16 };
+                    bins.push((index.min(TOP_BIN), weight.max(1), frac));
+                    index += match family {
+                        6 => 2,
+                        _ => 1 + r.below(u64::from(2 * span / k as u32).max(1)) as u32,
+                    };
+                }
+                if family == 6 {
+                    // Within one binade where the run fits, so the spacing of the means is exact.
+                    let base = 0x3F00_0000 >> BIN_SHIFT;
+                    for (i, b) in bins.iter_mut().enumerate() {
+                        b.0 = base + (2 * i as u32) % 0x4000;
+                    }
+                }
+                let h = hist_from(bins);
+                assert_as_reference(&h, &format!("{k} bins, family {family}"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random histograms: gaps, weights and offsets drawn freely (weights of all sizes up
+        /// to 2^100), fitted as the reference does, bit for bit.
+        #[test]
+        fn fit_of_random_histograms_is_the_reference_one(
+            first in 0u32..TOP_BIN,
+            bins in prop::collection::vec(
+                (1u32..300, 0u32..100, any::<u64>(), any::<u16>()),
+                200..1200,
+            ),
+        ) {
+            let mut index = first;
+            let mut made = Vec::with_capacity(bins.len());
+            for (gap, size, w, frac) in bins {
+                let weight = match size {
+                    0..=29 => u128::from(w % 4),
+                    30..=59 => u128::from(w % 1000),
+                    60..=89 => u128::from(w),
+                    _ => u128::from(w) << (size - 64),
+                };
+                if index > TOP_BIN {
+                    break;
+                }
+                made.push((index, weight.max(1), frac));
+                index += if size % 7 == 0 { gap } else { 1 + gap % 3 };
+            }
+            assert_as_reference(&hist_from(made), "random histogram");
+        }
     }
 }
