@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """How busy a command keeps its worker threads: runs it and samples Linux's per-thread
 scheduler statistics (/proc/PID/task/TID/schedstat: nanoseconds on a CPU, nanoseconds waiting
-on a run queue) every INTERVAL seconds.
+on a run queue) every INTERVAL seconds (default 0.005).
 
     tools/cpu_share.py [--interval S] [--workers N] [--slices K] -- COMMAND [ARGS...]
 
 Prints one JSON object: the wall time, each thread's name, on-CPU and run-queue seconds, and
 for the worker threads (every thread but the first, which only waits for the pool, and threads
-named `qins-write ...` (the flushing and direct-writing threads), which wait for the disk) their share of the wall time, overall
-and in K (default 10) equal slices of the run (a serial tail shows as a low last slice):
+named `qins-write ...` (the flushing and direct-writing threads), which wait for the disk) their
+share of the time up to the last sample ("sampled": the counts after it are lost with the
+process), overall and in K (default 10) equal slices of the run (a serial tail shows as a low
+last slice):
 
-  - "busy": on-CPU time / (workers x wall);
-  - "runnable": (on-CPU + run-queue time) / (workers x wall): what they would have used on a
-    machine of their own (on a shared machine the run-queue time is the other jobs' share).
+  - "busy": on-CPU time / (workers x sampled time);
+  - "runnable": (on-CPU + run-queue time) / (workers x sampled time): what they would have used
+    on a machine of their own (on a shared machine the run-queue time is the other jobs' share).
 
 Time a worker spends asleep (no work for it, or blocked in a system call, e.g. a write waiting
 for the disk) counts in neither. --workers N divides by N instead of the number of worker
@@ -46,7 +48,7 @@ def sample(pid):
 
 def main():
     args = sys.argv[1:]
-    interval, workers, nslices = 0.05, None, 10
+    interval, workers, nslices = 0.005, None, 10
     while args and args[0] != "--":
         if args[0] == "--interval":
             interval, args = float(args[1]), args[2:]
@@ -103,12 +105,16 @@ def main():
         r1, w1 = totals(sb[1])
         dt = (sb[0] - sa[0]) * n
         slices.append({"busy": round((r1 - r0) / dt, 3), "runnable": round((r1 - r0 + w1 - w0) / dt, 3)})
+    # The shares are of the time up to the last sample, whose counts they are: the counts after
+    # it are lost with the process, and dividing them by the whole wall time undercounted a run
+    # of half a second by up to a tenth (one interval in five hundred milliseconds).
     print(json.dumps({
         "command": cmd,
         "wall": round(wall, 3),
+        "sampled": round(span, 3),
         "workers": n,
-        "busy": round(run / (n * wall), 3),
-        "runnable": round((run + wait) / (n * wall), 3),
+        "busy": round(run / (n * span), 3),
+        "runnable": round((run + wait) / (n * span), 3),
         "slices": slices,
         "threads": {str(t): {"name": v[0], "cpu": round(v[1] / 1e9, 3), "queued": round(v[2] / 1e9, 3)}
                     for t, v in sorted(final.items())},
