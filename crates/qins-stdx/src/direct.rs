@@ -675,14 +675,12 @@ mod tests {
             .unwrap();
             Direct::open(&path, &b)
         };
-        assert_eq!(
-            write_file(start, &sections, size, 10_000, false).unwrap(),
-            want
-        );
-        assert_eq!(
-            write_file(start, &sections, size, 10_000, true).unwrap(),
-            want
-        );
+        for copy in [false, true] {
+            assert_eq!(
+                write_file(start, &sections, size, 10_000, copy).unwrap(),
+                want
+            );
+        }
     }
 
     /// A file system that refuses direct writes gets every write through the page cache.
@@ -690,14 +688,12 @@ mod tests {
     fn a_refused_direct_write_goes_through_the_page_cache() {
         let (sections, size, want) = layout(&[(0, 50_000), (5, 30_000), (0, 9_000)]);
         let start = |d, b| Direct::start(d, b, refused);
-        assert_eq!(
-            write_file(start, &sections, size, 5_000, false).unwrap(),
-            want
-        );
-        assert_eq!(
-            write_file(start, &sections, size, 5_000, true).unwrap(),
-            want
-        );
+        for copy in [false, true] {
+            assert_eq!(
+                write_file(start, &sections, size, 5_000, copy).unwrap(),
+                want
+            );
+        }
     }
 
     /// A failed direct write is the writer's error, at a later write or at the end at the

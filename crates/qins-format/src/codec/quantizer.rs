@@ -415,23 +415,17 @@ impl Quantizer {
     }
 }
 
-/// The smallest positive f32 bit pattern whose value is above `t` (`t ≥ 0`, or any f64 that
-/// is not NaN): from the nearest f32, a step down while the pattern below is still above `t`, or
-/// up while this one is not (one step at most either way; infinity's pattern when `t` is past
-/// every finite f32).
+/// The smallest positive f32 bit pattern whose value is above `t` (any f64 but NaN; infinity's
+/// pattern when `t` is past every finite f32): the nearest f32 to `t`, or the next one up when
+/// the nearest is not above `t`. (The nearest lies within half a step of `t`, so the pattern
+/// below it is never above `t`, and the one above it always is.)
 fn first_above(t: f64) -> u32 {
-    let value = |b: u32| f64::from(f32::from_bits(b));
-    let mut b = (t.max(0.0) as f32).to_bits();
-    if value(b) > t {
-        while b > 1 && value(b - 1) > t {
-            b -= 1;
-        }
+    let b = (t.max(0.0) as f32).to_bits();
+    if f64::from(f32::from_bits(b)) > t {
+        b
     } else {
-        while b < 0x7F80_0000 && value(b) <= t {
-            b += 1;
-        }
+        b + 1
     }
-    b
 }
 
 #[cfg(test)]

@@ -114,28 +114,26 @@ pub(super) fn for_each_scaled<E>(
     })
 }
 
-/// Calls `f(seg, s, i)` for each run of a chunk that lies in one row: the run's values, its
-/// row's scale, and the run's position in the chunk.
-#[inline(always)]
+/// Calls `f(seg, s, i)` for each run of a chunk that lies in one row ([`row_runs`]): the run's
+/// values, its row's scale, and the run's position in the chunk.
+#[inline]
 pub(super) fn for_each_row_run<T, E>(
     values: &[T],
     first: u64,
     rs: &RowScales<'_>,
     mut f: impl FnMut(&[T], f32, usize) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut i = 0;
-    while i < values.len() {
-        let row = (first + i as u64) / rs.row_len;
-        let end = ((row + 1) * rs.row_len - first).min(values.len() as u64) as usize;
-        f(&values[i..end], rs.scales[row as usize], i)?;
-        i = end;
+    let mut at = 0;
+    for (run, s) in row_runs(values, first, rs) {
+        f(run, s, at)?;
+        at += run.len();
     }
     Ok(())
 }
 
-/// The runs of a chunk that lie in one row, as [`for_each_row_run`] gives them, as an iterator:
-/// for loops that must be compiled into their caller (see [`cpu`](super::cpu)), which a
-/// closure is not always.
+/// The runs of a chunk whose first element has flat index `first` that lie in one row, with
+/// their rows' scales, in order: an iterator, for loops that must be compiled into their caller
+/// (see [`cpu`](super::cpu)), which a closure is not always.
 #[inline(always)]
 pub(super) fn row_runs<'v, 's, T>(
     values: &'v [T],
